@@ -1,0 +1,194 @@
+//! Kernel flavours from one tree: guest config + implementation (+ debug),
+//! each built out of tree in `build/<flavour>` with ccache.
+
+use crate::kconfig::Fragment;
+use crate::paths;
+use crate::pin::Pin;
+use crate::ui::{self, Step};
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Impl {
+    /// mm/ksm.c, the reference
+    C,
+    /// mm/ksm-rs/ (CONFIG_KSM_RUST)
+    Rust,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flavour {
+    pub imp: Impl,
+    pub debug: bool,
+}
+
+const GUEST: &str = include_str!("../configs/guest.config");
+const IMPL_C: &str = include_str!("../configs/impl-c.config");
+const IMPL_RUST: &str = include_str!("../configs/impl-rust.config");
+const DEBUG: &str = include_str!("../configs/debug.config");
+
+impl Flavour {
+    pub fn name(&self) -> String {
+        let i = match self.imp {
+            Impl::C => "c",
+            Impl::Rust => "rust",
+        };
+        if self.debug {
+            format!("{i}-debug")
+        } else {
+            i.to_string()
+        }
+    }
+
+    /// The fragments in merge order.
+    pub fn fragments(&self) -> Vec<(&'static str, &'static str)> {
+        let mut v = vec![("guest.config", GUEST)];
+        v.push(match self.imp {
+            Impl::C => ("impl-c.config", IMPL_C),
+            Impl::Rust => ("impl-rust.config", IMPL_RUST),
+        });
+        if self.debug {
+            v.push(("debug.config", DEBUG));
+        }
+        v
+    }
+
+    pub fn merged(&self) -> Result<Fragment> {
+        let mut f = Fragment::default();
+        for (name, text) in self.fragments() {
+            f.merge(name, text)?;
+        }
+        Ok(f)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        paths::build().join(self.name())
+    }
+
+    pub fn bzimage(&self) -> PathBuf {
+        self.dir().join("arch/x86/boot/bzImage")
+    }
+}
+
+/// Fails clearly when the tree has no `config KSM_RUST` yet.
+pub fn ensure_impl_available(tree: &Path, imp: Impl) -> Result<()> {
+    if imp == Impl::Rust {
+        let kconfig = fs::read_to_string(tree.join("mm/Kconfig")).unwrap_or_default();
+        if !kconfig.lines().any(|l| l.trim() == "config KSM_RUST") {
+            bail!(
+                "--impl rust: CONFIG_KSM_RUST does not exist yet in this series (mm/Kconfig has no \
+                 `config KSM_RUST`; the Rust implementation is still to be written). Use --impl c."
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Environment for every kernel make: ccache in our cache, paths relative to
+/// the repository so that a fresh clone elsewhere still hits the cache.
+pub fn make_cmd(pin: &Pin, tree: &Path) -> Command {
+    let mut c = Command::new("make");
+    c.arg("-C").arg(tree).arg(pin.llvm_make_arg());
+    let ccache = paths::cache().join("ccache");
+    if ui::have("ccache") {
+        c.arg(format!("CC=ccache clang-{}", pin.tools.llvm));
+        c.env("CCACHE_DIR", &ccache)
+            .env("CCACHE_BASEDIR", paths::repo())
+            .env("CCACHE_NOHASHDIR", "1")
+            .env("CCACHE_MAXSIZE", "5G");
+    }
+    c
+}
+
+pub fn jobs() -> String {
+    format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+/// Configures and builds `bzImage` for a flavour; returns its path.
+pub fn build(pin: &Pin, tree: &Path, fl: Flavour, clippy: bool) -> Result<PathBuf> {
+    ensure_impl_available(tree, fl.imp)?;
+    let dir = fl.dir();
+    fs::create_dir_all(&dir)?;
+    let step = Step::start(format!("build kernel [{}]", fl.name()));
+    let merged = fl.merged()?;
+    for (sym, old, new, origin) in &merged.overrides {
+        ui::info(format!("    {origin}: {sym} {old} -> {new}"));
+    }
+    let allconfig = dir.join("ksm-rs.allconfig");
+    fs::write(&allconfig, merged.render())?;
+    // Resolve into a scratch file; only replace .config when it changed, so an
+    // unchanged flavour rebuilds nothing.
+    let scratch = dir.join(".config.ksm-rs-new");
+    let mut cfg = make_cmd(pin, tree);
+    cfg.arg(format!("O={}", dir.display()))
+        .arg(format!("KCONFIG_ALLCONFIG={}", allconfig.display()))
+        .env("KCONFIG_CONFIG", ".config.ksm-rs-new")
+        .arg("allnoconfig");
+    ui::run_logged(&mut cfg, &step, &dir.join("config.log"))?;
+    let resolved = fs::read_to_string(&scratch).context("allnoconfig wrote no config")?;
+    let bad = merged.verify(&resolved);
+    if !bad.is_empty() {
+        for b in &bad {
+            eprintln!("  CONFIG: {b}");
+        }
+        bail!("Kconfig did not honour {} line(s) of the [{}] fragments", bad.len(), fl.name());
+    }
+    if fs::read_to_string(dir.join(".config")).ok().as_deref() != Some(&resolved) {
+        fs::rename(&scratch, dir.join(".config"))?;
+    } else {
+        fs::remove_file(&scratch)?;
+    }
+    let mut mk = make_cmd(pin, tree);
+    mk.arg(format!("O={}", dir.display())).arg(jobs());
+    if clippy {
+        mk.arg("CLIPPY=1");
+    }
+    mk.arg("bzImage");
+    ui::run_logged(&mut mk, &step, &dir.join("build.log"))?;
+    let img = fl.bzimage();
+    if !img.exists() {
+        bail!("build finished but {} is missing", img.display());
+    }
+    // Warnings from rustc/clippy in our code are errors for the project.
+    let log = fs::read_to_string(dir.join("build.log")).unwrap_or_default();
+    let warns: Vec<&str> = log.lines().filter(|l| l.starts_with("warning:") && !l.contains("ccache")).collect();
+    if !warns.is_empty() {
+        ui::warn(format!("{} compiler warning(s) in {}:", warns.len(), dir.join("build.log").display()));
+        for w in warns.iter().take(20) {
+            eprintln!("    {w}");
+        }
+    }
+    step.done();
+    Ok(img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavour_fragments_merge() {
+        let c = Flavour { imp: Impl::C, debug: false }.merged().unwrap();
+        assert_eq!(c.values["CONFIG_KSM"], crate::kconfig::Value::Set("y".into()));
+        assert_eq!(c.values["CONFIG_KSM_RUST"], crate::kconfig::Value::Unset);
+        let r = Flavour { imp: Impl::Rust, debug: true }.merged().unwrap();
+        assert_eq!(r.values["CONFIG_KSM_RUST"], crate::kconfig::Value::Set("y".into()));
+        assert_eq!(r.values["CONFIG_KASAN"], crate::kconfig::Value::Set("y".into()));
+        assert!(r.values.contains_key("CONFIG_RUST"));
+        assert_eq!(Flavour { imp: Impl::Rust, debug: true }.name(), "rust-debug");
+    }
+
+    #[test]
+    fn rust_impl_needs_kconfig_symbol() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("mm")).unwrap();
+        fs::write(d.path().join("mm/Kconfig"), "config KSM\n\tbool\n").unwrap();
+        let e = ensure_impl_available(d.path(), Impl::Rust).unwrap_err();
+        assert!(e.to_string().contains("does not exist yet"));
+        assert!(ensure_impl_available(d.path(), Impl::C).is_ok());
+        fs::write(d.path().join("mm/Kconfig"), "config KSM\n\tbool\n\nconfig KSM_RUST\n\tbool\n").unwrap();
+        assert!(ensure_impl_available(d.path(), Impl::Rust).is_ok());
+    }
+}

@@ -1,0 +1,184 @@
+//! ksm-rs developer tool. See README.md; `cargo xtask --help` lists commands.
+
+mod base;
+mod build;
+mod demo;
+mod guest;
+mod kconfig;
+mod ktap;
+mod kunit;
+mod paths;
+mod pin;
+mod provision;
+mod qemu;
+mod selftests;
+mod series;
+mod ui;
+
+use anyhow::{bail, Result};
+use build::{Flavour, Impl};
+use clap::{Parser, Subcommand};
+use qemu::Accel;
+use selftests::Summary;
+use std::process::Command;
+
+/// The implementation `demo` and `test` use: C until CONFIG_KSM_RUST exists.
+const DEFAULT_IMPL: Impl = Impl::C;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "ksm-rs: KSM in Rust as a Linux 7.3 mm/ patch series")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing packages, rust-src and bindgen-cli (as root), else print the commands
+    Setup,
+    /// Download, verify and commit the pinned base kernel into the cache
+    Fetch,
+    /// Create linux/ = pinned base + `git am patches/*`
+    Tree {
+        /// Recreate linux/ even if it exists (discards unexported commits)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Regenerate patches/ and the mirror dirs from linux/ (reproducibly)
+    Export,
+    /// Check the series applies to the pinned base and the mirrors match it
+    Check,
+    /// Build a kernel flavour
+    Build {
+        #[arg(long, value_enum, default_value = "c")]
+        r#impl: Impl,
+        /// Add lockdep, KASAN, DEBUG_VM, DEBUG_LIST and friends
+        #[arg(long)]
+        debug: bool,
+        /// Build Rust code with CLIPPY=1
+        #[arg(long)]
+        clippy: bool,
+    },
+    /// Build, boot and run all KSM selftests; ends with `N passed, N failed, N skipped`
+    Selftests {
+        #[arg(long, value_enum, default_value = "c")]
+        r#impl: Impl,
+        #[arg(long)]
+        debug: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: Accel,
+    },
+    /// Run the KUnit suites (mm/ksm-rs/.kunitconfig) with kunit.py on UML
+    Kunit,
+    /// Boot the KSM kernel and watch it merge the memory of a small workload
+    Demo {
+        #[arg(long, value_enum)]
+        r#impl: Option<Impl>,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: Accel,
+    },
+    /// Everything: setup, host unit tests, check, build, boot, selftests, KUnit
+    Test {
+        #[arg(long, value_enum)]
+        r#impl: Option<Impl>,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: Accel,
+    },
+}
+
+fn main() {
+    ui::init();
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    // The kernel build needs bindgen from ~/.cargo/bin.
+    std::env::set_var("PATH", provision::path_with_cargo_bin());
+    let pin = pin::Pin::load(&paths::repo().join("kernel-base.toml"))?;
+    match cli.cmd {
+        Cmd::Setup => provision::setup(&pin),
+        Cmd::Fetch => {
+            let b = base::ensure(&pin)?;
+            println!("base {} at {} (commit {})", b.version, b.repo.display(), b.commit);
+            Ok(())
+        }
+        Cmd::Tree { force } => series::tree(&pin, force),
+        Cmd::Export => series::export(&pin),
+        Cmd::Check => series::check(&pin),
+        Cmd::Build { r#impl, debug, clippy } => {
+            let tree = series::ensure_tree(&pin)?;
+            let img = build::build(&pin, &tree, Flavour { imp: r#impl, debug }, clippy)?;
+            println!("{}", img.display());
+            Ok(())
+        }
+        Cmd::Selftests { r#impl, debug, accel } => {
+            let s = selftests::run(&pin, r#impl, debug, accel)?;
+            if s.failed > 0 {
+                bail!("{} selftest(s) failed", s.failed);
+            }
+            Ok(())
+        }
+        Cmd::Kunit => {
+            let s = kunit::run(&pin)?;
+            if s.failed > 0 {
+                bail!("{} KUnit test(s) failed", s.failed);
+            }
+            Ok(())
+        }
+        Cmd::Demo { r#impl, accel } => {
+            provision::setup(&pin)?;
+            demo::run(&pin, r#impl.unwrap_or(DEFAULT_IMPL), accel)
+        }
+        Cmd::Test { r#impl, accel } => test(&pin, r#impl.unwrap_or(DEFAULT_IMPL), accel),
+    }
+}
+
+/// `cargo xtask test`: the README's test command, and what CI runs.
+fn test(pin: &pin::Pin, imp: Impl, accel: Accel) -> Result<()> {
+    let mut phases: Vec<(&str, std::time::Duration, String)> = Vec::new();
+    let mut total = Summary::default();
+    let t = std::time::Instant::now();
+    provision::setup(pin)?;
+    phases.push(("setup", t.elapsed(), "ok".into()));
+
+    let step = ui::Step::start("host unit tests (cargo test -p xtask)");
+    ui::run(Command::new("cargo").args(["test", "--quiet", "--release", "--package", "xtask"]).current_dir(paths::repo()))?;
+    phases.push(("host unit tests", step.done(), "ok".into()));
+
+    let t = std::time::Instant::now();
+    series::check(pin)?;
+    phases.push(("check", t.elapsed(), "ok".into()));
+
+    let t = std::time::Instant::now();
+    let s = selftests::run(pin, imp, false, accel)?;
+    phases.push(("build + boot + selftests", t.elapsed(), s.line()));
+    total.add(s);
+
+    let t = std::time::Instant::now();
+    let k = kunit::run(pin);
+    match &k {
+        Ok(k) => {
+            phases.push(("kunit", t.elapsed(), k.line()));
+            total.add(*k);
+        }
+        Err(e) => {
+            eprintln!("kunit: {e:#}");
+            phases.push(("kunit", t.elapsed(), "ERROR".into()));
+            total.failed += 1;
+        }
+    }
+
+    println!("\ncargo xtask test [impl {:?}]:", imp);
+    for (name, d, res) in &phases {
+        println!("  {name:<26} {:>8}  {res}", ui::fmt_dur(*d));
+    }
+    println!("{}", total.line());
+    if total.failed > 0 {
+        bail!("{} test(s) failed", total.failed);
+    }
+    Ok(())
+}

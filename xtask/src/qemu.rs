@@ -1,0 +1,182 @@
+//! Boots a kernel + initramfs in QEMU, streams the serial console, enforces a
+//! hard timeout (printing the last console lines) and scans every kernel
+//! message for splats.
+
+use crate::ktap;
+use crate::paths;
+use crate::ui;
+use anyhow::{bail, Context, Result};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM when a cached probe showed guests run under it, else TCG
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+pub struct Vm<'a> {
+    pub kernel: &'a Path,
+    pub initrd: Option<&'a Path>,
+    pub append: String,
+    pub timeout: Duration,
+    pub accel: Accel,
+    pub log: PathBuf,
+}
+
+pub struct Boot {
+    pub timed_out: bool,
+    pub splats: Vec<String>,
+}
+
+/// Memory per NUMA node and the CPU count of the guest.
+const NODE_MB: u32 = 1024;
+const CPUS: u32 = 2;
+
+fn qemu_cmd(vm: &Vm, kvm: bool) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]);
+    if kvm {
+        c.args(["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        c.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
+    }
+    c.args(["-smp", &CPUS.to_string(), "-m", &format!("{}M", NODE_MB * CPUS)]);
+    for n in 0..CPUS {
+        c.args(["-object", &format!("memory-backend-ram,id=m{n},size={NODE_MB}M")]);
+        c.args(["-numa", &format!("node,nodeid={n},cpus={n},memdev=m{n}")]);
+    }
+    c.arg("-kernel").arg(vm.kernel);
+    if let Some(i) = vm.initrd {
+        c.arg("-initrd").arg(i);
+    }
+    c.args(["-append", &format!("console=ttyS0 panic=-1 oops=panic printk.time=1 {}", vm.append)]);
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+fn kvm_probe_file() -> PathBuf {
+    paths::cache().join("kvm-probe")
+}
+
+/// Whether guests run under KVM here: boots the kernel without an initramfs
+/// (it panics at once, cannot mount root) under KVM with a short timeout.
+/// The answer is cached per machine.
+fn kvm_works(kernel: &Path) -> bool {
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return false;
+    }
+    if let Ok(s) = std::fs::read_to_string(kvm_probe_file()) {
+        return s.trim() == "works";
+    }
+    ui::info("    probing KVM (a boot that must panic within 20 s) ...");
+    let log = paths::build().join("kvm-probe.log");
+    let vm = Vm {
+        kernel,
+        initrd: None,
+        append: String::new(),
+        timeout: Duration::from_secs(20),
+        accel: Accel::Kvm,
+        log,
+    };
+    let mut saw_panic = false;
+    let ok = run_with(&vm, true, |l| saw_panic |= l.contains("Kernel panic")).is_ok_and(|b| !b.timed_out) && saw_panic;
+    let verdict = if ok { "works" } else { "hangs" };
+    ui::info(format!("    KVM probe: guests {verdict} under KVM; using {}", if ok { "KVM" } else { "TCG" }));
+    let _ = std::fs::create_dir_all(paths::cache());
+    let _ = std::fs::write(kvm_probe_file(), verdict);
+    ok
+}
+
+/// Boots the VM; `on_line` sees every console line as it arrives.
+pub fn boot(vm: &Vm, on_line: impl FnMut(&str)) -> Result<Boot> {
+    let kvm = match vm.accel {
+        Accel::Tcg => false,
+        Accel::Kvm => true,
+        Accel::Auto => kvm_works(vm.kernel),
+    };
+    run_with(vm, kvm, on_line)
+}
+
+fn run_with(vm: &Vm, kvm: bool, mut on_line: impl FnMut(&str)) -> Result<Boot> {
+    if !vm.kernel.exists() {
+        bail!("no kernel at {}", vm.kernel.display());
+    }
+    let mut cmd = qemu_cmd(vm, kvm);
+    let mut log = File::create(&vm.log).with_context(|| format!("cannot create {}", vm.log.display()))?;
+    writeln!(log, "$ {}", ui::show_cmd(&cmd))?;
+    let start = Instant::now();
+    let mut child = cmd.spawn().context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let mut readers = Vec::new();
+    for r in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut br = BufReader::new(r);
+            let mut buf = Vec::new();
+            while br.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+                let s = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                buf.clear();
+                if tx.send(s).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut splats = Vec::new();
+    let mut timed_out = false;
+    loop {
+        let left = vm.timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            timed_out = true;
+            let _ = child.kill();
+            break;
+        }
+        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(line) => {
+                writeln!(log, "{line}")?;
+                if let Some(m) = ktap::splat(&line) {
+                    splats.push(m.to_string());
+                }
+                if tail.len() == 30 {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+                on_line(&line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = child.wait();
+    for r in readers {
+        let _ = r.join();
+    }
+    let tail: Vec<String> = tail.into();
+    if timed_out {
+        writeln!(log, "*** ksm-rs: guest killed after {:?} timeout", vm.timeout)?;
+        ui::warn(format!(
+            "guest did not finish within {}; last console lines (full log {}):",
+            ui::fmt_dur(vm.timeout),
+            vm.log.display()
+        ));
+        for l in &tail {
+            eprintln!("    | {l}");
+        }
+    }
+    Ok(Boot {
+        timed_out,
+        splats,
+    })
+}

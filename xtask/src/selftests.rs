@@ -1,0 +1,284 @@
+//! `cargo xtask selftests`: every KSM case `run_vmtests.sh` runs in the `ksm`
+//! and `ksm_numa` categories, `ksm_tests -D` and `-C`, the KSM cases of
+//! `rmap` and `merge`, and our own selftests, in one guest boot.
+
+use crate::build::{self, Flavour, Impl};
+use crate::guest::{self, sh_quote, Program};
+use crate::ktap::{Outcome, Report};
+use crate::paths;
+use crate::pin::Pin;
+use crate::qemu::{self, Accel};
+use crate::series;
+use crate::ui::{self, Step};
+use anyhow::{bail, Result};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+pub struct Case {
+    pub program: Program,
+    pub args: &'static [&'static str],
+    /// Per-case limit in the guest (seconds), generous for TCG.
+    pub limit: u32,
+}
+
+impl Case {
+    pub fn name(&self) -> String {
+        std::iter::once(self.program.name()).chain(self.args.iter().copied()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+const KSM_TESTS: Program = Program::Selftest { dir: "mm", name: "ksm_tests", libs: &["numa"] };
+const KSM_FUNCTIONAL: Program = Program::Selftest { dir: "mm", name: "ksm_functional_tests", libs: &[] };
+const RMAP: Program = Program::Selftest { dir: "mm", name: "rmap", libs: &["numa"] };
+const MERGE: Program = Program::Selftest { dir: "mm", name: "merge", libs: &[] };
+const KSM_ABI: Program = Program::Selftest { dir: "mm", name: "ksm_abi_tests", libs: &[] };
+
+/// The plan, in run order.
+pub fn plan() -> Vec<Case> {
+    let c = |program: Program, args: &'static [&'static str], limit| Case { program, args, limit };
+    vec![
+        // run_vmtests.sh -t ksm
+        c(KSM_TESTS, &["-H", "-s", "100"], 300),
+        c(KSM_TESTS, &["-P", "-s", "100"], 300),
+        c(KSM_TESTS, &["-M", "-p", "10"], 180),
+        c(KSM_TESTS, &["-U"], 180),
+        c(KSM_TESTS, &["-Z", "-p", "10", "-z", "0"], 180),
+        c(KSM_TESTS, &["-Z", "-p", "10", "-z", "1"], 180),
+        c(KSM_FUNCTIONAL, &[], 600),
+        // run_vmtests.sh -t ksm_numa
+        c(KSM_TESTS, &["-N", "-m", "1"], 180),
+        c(KSM_TESTS, &["-N", "-m", "0"], 180),
+        // unmerge and COW-break timing
+        c(KSM_TESTS, &["-D", "-s", "100"], 300),
+        c(KSM_TESTS, &["-C"], 180),
+        // the KSM cases of rmap and merge
+        c(RMAP, &["-t", "ksm", "-t", "ksm_and_mremap"], 300),
+        c(MERGE, &["-t", "ksm_merge"], 180),
+        // ours (tools-testing-selftests/)
+        c(KSM_ABI, &[], 600),
+    ]
+}
+
+/// One line of `expected-failures.txt`: `impl | test | reason`.
+#[derive(Debug, PartialEq)]
+pub struct Xfail {
+    pub imp: String,
+    pub test: String,
+    pub reason: String,
+}
+
+pub fn parse_xfails(text: &str, known: &[String]) -> Result<Vec<Xfail>> {
+    let mut v = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = t.splitn(3, '|').map(str::trim).collect();
+        let [imp, test, reason] = f[..] else {
+            bail!("expected-failures.txt:{}: want `impl | test | reason`", i + 1);
+        };
+        if imp != "c" && imp != "rust" {
+            bail!("expected-failures.txt:{}: impl must be c or rust, not {imp:?}", i + 1);
+        }
+        if reason.is_empty() {
+            bail!("expected-failures.txt:{}: every expected failure needs a reason", i + 1);
+        }
+        if !known.iter().any(|k| k == test) {
+            bail!("expected-failures.txt:{}: no such test {test:?}", i + 1);
+        }
+        v.push(Xfail {
+            imp: imp.into(),
+            test: test.into(),
+            reason: reason.into(),
+        });
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Summary {
+    pub fn line(&self) -> String {
+        format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
+    }
+
+    pub fn add(&mut self, o: Summary) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+    }
+}
+
+/// Classifies the guest's report against the plan and the expected failures.
+/// Returns the summary and one printable verdict line per test.
+pub fn judge(report: &Report, names: &[String], xfails: &[&Xfail], splats: &[String], timed_out: bool) -> (Summary, Vec<String>) {
+    let mut s = Summary::default();
+    let mut lines = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let r = report.results.iter().find(|r| r.number as usize == i + 1);
+        let xf = xfails.iter().find(|x| &x.test == name);
+        let (verdict, why) = match (r.map(|r| r.outcome), xf) {
+            (None, _) => ("FAIL", "no result (guest died or timed out)".to_string()),
+            (Some(Outcome::Fail), Some(x)) => ("XFAIL", format!("expected failure: {}", x.reason)),
+            (Some(Outcome::Pass), Some(_)) => ("FAIL", "unexpectedly passed: remove it from expected-failures.txt".into()),
+            (Some(Outcome::Pass), None) => ("PASS", r.map(|r| r.directive.clone()).unwrap_or_default()),
+            (Some(Outcome::Skip), _) => ("SKIP", r.map(|r| r.directive.clone()).unwrap_or_default()),
+            (Some(Outcome::Fail), None) => ("FAIL", r.map(|r| r.directive.clone()).unwrap_or_default()),
+        };
+        match verdict {
+            "PASS" => s.passed += 1,
+            "SKIP" | "XFAIL" => s.skipped += 1,
+            _ => s.failed += 1,
+        }
+        lines.push(format!("{verdict:5} {name}{}", if why.is_empty() { String::new() } else { format!("  ({why})") }));
+    }
+    if !splats.is_empty() {
+        s.failed += 1;
+        lines.push(format!("FAIL  kernel log: {} splat(s), first: {}", splats.len(), splats[0]));
+    }
+    if timed_out {
+        s.failed += 1;
+        lines.push("FAIL  guest: hard timeout".into());
+    }
+    (s, lines)
+}
+
+/// Builds, boots and runs the plan for a flavour.
+pub fn run(pin: &Pin, imp: Impl, debug: bool, accel: Accel) -> Result<Summary> {
+    let fl = Flavour { imp, debug };
+    let tree = series::ensure_tree(pin)?;
+    let kernel = build::build(pin, &tree, fl, false)?;
+    let cases = plan();
+    let names: Vec<String> = cases.iter().map(Case::name).collect();
+    let xf_text = std::fs::read_to_string(paths::repo().join("expected-failures.txt")).unwrap_or_default();
+    let all_xf = parse_xfails(&xf_text, &names)?;
+    let imp_name = if imp == Impl::C { "c" } else { "rust" };
+    let xfails: Vec<&Xfail> = all_xf.iter().filter(|x| x.imp == imp_name).collect();
+    let mut plan_sh = format!("echo 'KTAP version 1'\necho '1..{}'\n", cases.len());
+    for c in &cases {
+        let mut cmd = format!("run_test {} {} ./{}", sh_quote(&c.name()), c.limit, c.program.name());
+        for a in c.args {
+            write!(cmd, " {}", sh_quote(a))?;
+        }
+        plan_sh.push_str(&cmd);
+        plan_sh.push('\n');
+    }
+    let programs: Vec<Program> = cases.iter().map(|c| c.program.clone()).collect();
+    let initrd = guest::image(pin, &tree, fl, "selftests", &programs, &plan_sh)?;
+    let step = Step::start(format!("boot [{}] and run {} selftests", fl.name(), cases.len()));
+    let limit: u32 = cases.iter().map(|c| c.limit).sum::<u32>().min(2400) + 180;
+    let log = fl.dir().join("selftests-console.log");
+    let mut report = Report::default();
+    let mut current: Vec<String> = Vec::new();
+    let boot = qemu::boot(
+        &qemu::Vm {
+            kernel: &kernel,
+            initrd: Some(&initrd),
+            append: String::new(),
+            timeout: Duration::from_secs(limit.into()),
+            accel,
+            log: log.clone(),
+        },
+        |line| {
+            if line.starts_with("ksm-rs-guest:") || line.starts_with("# [") {
+                ui::info(format!("    {line}"));
+            }
+            if line.starts_with("    ") {
+                current.push(line.to_string());
+            } else if let Some(r) = report.feed(line) {
+                let tag = match r.outcome {
+                    Outcome::Pass => "ok  ",
+                    Outcome::Skip => "skip",
+                    Outcome::Fail => "FAIL",
+                };
+                ui::info(format!("    {tag} {} {}", r.name, r.directive));
+                if r.outcome == Outcome::Fail {
+                    for l in current.iter().rev().take(25).rev() {
+                        eprintln!("      |{l}");
+                    }
+                }
+                current.clear();
+            }
+        },
+    )?;
+    step.done();
+    let (summary, lines) = judge(&report, &names, &xfails, &boot.splats, boot.timed_out);
+    println!("\nselftests [{}] (console log: {}):", fl.name(), log.display());
+    for l in &lines {
+        println!("  {l}");
+    }
+    for s in &boot.splats {
+        println!("  kernel: {s}");
+    }
+    println!("{}", summary.line());
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        plan().iter().map(Case::name).collect()
+    }
+
+    #[test]
+    fn plan_covers_the_required_cases() {
+        let n = names();
+        for want in [
+            "ksm_tests -M -p 10",
+            "ksm_tests -U",
+            "ksm_tests -Z -p 10 -z 0",
+            "ksm_tests -Z -p 10 -z 1",
+            "ksm_tests -P -s 100",
+            "ksm_tests -H -s 100",
+            "ksm_tests -N -m 1",
+            "ksm_tests -N -m 0",
+            "ksm_tests -D -s 100",
+            "ksm_tests -C",
+            "ksm_functional_tests",
+            "rmap -t ksm -t ksm_and_mremap",
+            "merge -t ksm_merge",
+            "ksm_abi_tests",
+        ] {
+            assert!(n.iter().any(|x| x == want), "missing {want}");
+        }
+        let uniq: std::collections::BTreeSet<_> = n.iter().collect();
+        assert_eq!(uniq.len(), n.len(), "duplicate case names");
+    }
+
+    #[test]
+    fn xfail_file() {
+        let known = names();
+        let x = parse_xfails("# c | x | y\n\nrust | ksm_tests -U | unmerge not written yet\n", &known).unwrap();
+        assert_eq!(x, vec![Xfail { imp: "rust".into(), test: "ksm_tests -U".into(), reason: "unmerge not written yet".into() }]);
+        assert!(parse_xfails("rust | ksm_tests -U |", &known).is_err());
+        assert!(parse_xfails("go | ksm_tests -U | r", &known).is_err());
+        assert!(parse_xfails("rust | nosuch | r", &known).is_err());
+        assert!(parse_xfails("rust ksm_tests -U", &known).is_err());
+        // The repository's own list must always parse.
+        let repo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../expected-failures.txt")).unwrap();
+        parse_xfails(&repo, &known).unwrap();
+    }
+
+    #[test]
+    fn judging() {
+        let names: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
+        let r = Report::parse("1..5\nok 1 a\nnot ok 2 b # exit=1\nok 3 c # SKIP (exit 4)\nnot ok 4 d # exit=1\n");
+        let xd = Xfail { imp: "rust".into(), test: "d".into(), reason: "todo".into() };
+        let (s, lines) = judge(&r, &names, &[&xd], &[], false);
+        assert_eq!(s, Summary { passed: 1, failed: 2, skipped: 2 });
+        assert!(lines[3].starts_with("XFAIL"));
+        assert!(lines[4].contains("no result"));
+        let xa = Xfail { imp: "rust".into(), test: "a".into(), reason: "x".into() };
+        let (s, _) = judge(&r, &names, &[&xa], &["BUG: x".into()], true);
+        assert_eq!(s.failed, 6);
+        assert_eq!(Summary { passed: 3, failed: 0, skipped: 1 }.line(), "3 passed, 0 failed, 1 skipped");
+    }
+}
