@@ -92,7 +92,11 @@ pub fn parse_policy(text: &str) -> (Option<String>, Vec<String>) {
 
 /// Decides which version to fetch: the pin, or the newest of the same series
 /// (with a warning) when the archive no longer serves the pinned one.
-pub fn choose_version(pin: &Pin, candidate: Option<&str>, served: &[String]) -> Result<(String, bool)> {
+pub fn choose_version(
+    pin: &Pin,
+    candidate: Option<&str>,
+    served: &[String],
+) -> Result<(String, bool)> {
     if served.iter().any(|v| v == &pin.base.version) {
         return Ok((pin.base.version.clone(), true));
     }
@@ -107,7 +111,11 @@ pub fn choose_version(pin: &Pin, candidate: Option<&str>, served: &[String]) -> 
     };
     match upstream_version(c) {
         Some(u) if in_series(&u, &pin.base.series) => Ok((c.to_string(), false)),
-        _ => bail!("newest served {} is {c}, not a {}.y version", pin.base.package, pin.base.series),
+        _ => bail!(
+            "newest served {} is {c}, not a {}.y version",
+            pin.base.package,
+            pin.base.series
+        ),
     }
 }
 
@@ -139,7 +147,10 @@ pub fn ensure(pin: &Pin) -> Result<BaseTree> {
     if let Some(t) = cached(&pin.base.version)? {
         return Ok(t);
     }
-    let step = Step::start(format!("fetch base kernel {} {}", pin.base.package, pin.base.version));
+    let step = Step::start(format!(
+        "fetch base kernel {} {}",
+        pin.base.package, pin.base.version
+    ));
     let opts = apt_opts(pin)?;
     let mut upd = apt("apt-get", &opts);
     upd.args(["-q", "update"]);
@@ -162,13 +173,21 @@ pub fn ensure(pin: &Pin) -> Result<BaseTree> {
     }
     let dl = crate::paths::cache().join("downloads");
     fs::create_dir_all(&dl)?;
-    let deb = dl.join(format!("{}_{}_all.deb", pin.base.package, version.replace(':', "%3a")));
+    let deb = dl.join(format!(
+        "{}_{}_all.deb",
+        pin.base.package,
+        version.replace(':', "%3a")
+    ));
     let deb_ok = deb.exists() && (!pinned || sha256_file(&deb)? == pin.base.deb_sha256);
     if !deb_ok {
         let _ = fs::remove_file(&deb);
-        ui::info(format!("    downloading {} ({version}) ...", pin.base.package));
+        ui::info(format!(
+            "    downloading {} ({version}) ...",
+            pin.base.package
+        ));
         let mut get = apt("apt-get", &opts);
-        get.current_dir(&dl).args(["-q", "download", &format!("{}={version}", pin.base.package)]);
+        get.current_dir(&dl)
+            .args(["-q", "download", &format!("{}={version}", pin.base.package)]);
         ui::run_logged(&mut get, &step, &dl.join("download.log"))?;
         if !deb.exists() {
             bail!("apt-get download did not produce {}", deb.display());
@@ -183,7 +202,10 @@ pub fn ensure(pin: &Pin) -> Result<BaseTree> {
             pin.base.deb_sha256
         );
     }
-    ui::info(format!("    {} sha256 {deb_sha} ok", deb.file_name().unwrap_or_default().to_string_lossy()));
+    ui::info(format!(
+        "    {} sha256 {deb_sha} ok",
+        deb.file_name().unwrap_or_default().to_string_lossy()
+    ));
     let t = extract(pin, &deb, &version, pinned, &step)?;
     step.done();
     Ok(t)
@@ -194,7 +216,11 @@ fn cached(version: &str) -> Result<Option<BaseTree>> {
     if !repo.join(".git").is_dir() {
         return Ok(None);
     }
-    let commit = ui::output(Command::new("git").arg("-C").arg(&repo).args(["rev-parse", "--verify", "HEAD^{commit}"]))?;
+    let commit = ui::output(Command::new("git").arg("-C").arg(&repo).args([
+        "rev-parse",
+        "--verify",
+        "HEAD^{commit}",
+    ]))?;
     Ok(Some(BaseTree {
         repo,
         commit,
@@ -209,12 +235,18 @@ fn extract(pin: &Pin, deb: &Path, version: &str, pinned: bool, step: &Step) -> R
     fs::create_dir_all(&bd)?;
     for e in fs::read_dir(&bd)? {
         let p = e?.path();
-        if p.file_name().is_some_and(|n| n.to_string_lossy().contains(".partial-")) {
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(".partial-"))
+        {
             ui::info(format!("    removing leftover {}", p.display()));
             fs::remove_dir_all(&p)?;
         }
     }
-    let scratch = bd.join(format!("{}.partial-{}", dir_name(version), std::process::id()));
+    let scratch = bd.join(format!(
+        "{}.partial-{}",
+        dir_name(version),
+        std::process::id()
+    ));
     fs::create_dir_all(&scratch)?;
     let tarball = scratch.join("source.tar.xz");
     ui::info("    extracting the source tarball from the .deb ...");
@@ -222,24 +254,39 @@ fn extract(pin: &Pin, deb: &Path, version: &str, pinned: bool, step: &Step) -> R
     let mut sh = Command::new("sh");
     sh.arg("-c")
         .arg(r#"dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" > "$3""#)
-        .args(["sh".as_ref(), deb.as_os_str(), tb_member.as_ref(), tarball.as_os_str()]);
+        .args([
+            "sh".as_ref(),
+            deb.as_os_str(),
+            tb_member.as_ref(),
+            tarball.as_os_str(),
+        ]);
     ui::run(&mut sh)?;
     let tb_sha = sha256_file(&tarball)?;
     if pinned && tb_sha != pin.base.tarball_sha256 {
-        bail!("{}: sha256 {tb_sha} does not match the pinned {}", pin.base.tarball, pin.base.tarball_sha256);
+        bail!(
+            "{}: sha256 {tb_sha} does not match the pinned {}",
+            pin.base.tarball,
+            pin.base.tarball_sha256
+        );
     }
     ui::info(format!("    {} sha256 {tb_sha} ok", pin.base.tarball));
     let src = scratch.join("linux");
     fs::create_dir_all(&src)?;
     ui::info("    unpacking ...");
     let mut tar = Command::new("tar");
-    tar.arg("-xf").arg(&tarball).arg("-C").arg(&src).arg("--strip-components=1");
+    tar.arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&src)
+        .arg("--strip-components=1");
     ui::run_logged(&mut tar, step, &scratch.join("tar.log"))?;
     fs::remove_file(&tarball)?;
     ui::info("    committing the base tree ...");
     let git = |args: &[&str]| -> Command {
         let mut c = Command::new("git");
-        c.arg("-C").arg(&src).args(["-c", "core.autocrlf=false", "-c", "core.fileMode=true"]);
+        c.arg("-C")
+            .arg(&src)
+            .args(["-c", "core.autocrlf=false", "-c", "core.fileMode=true"]);
         c.args(args);
         for (k, v) in BASE_IDENT {
             c.env(k, v);
@@ -247,8 +294,16 @@ fn extract(pin: &Pin, deb: &Path, version: &str, pinned: bool, step: &Step) -> R
         c
     };
     ui::run(&mut git(&["init", "-q", "-b", "base"]))?;
-    ui::run_logged(&mut git(&["add", "-A", "-f", "."]), step, &scratch.join("git-add.log"))?;
-    let msg = format!("Linux {} ({} {version})", upstream_version(version).unwrap_or_default(), pin.base.package);
+    ui::run_logged(
+        &mut git(&["add", "-A", "-f", "."]),
+        step,
+        &scratch.join("git-add.log"),
+    )?;
+    let msg = format!(
+        "Linux {} ({} {version})",
+        upstream_version(version).unwrap_or_default(),
+        pin.base.package
+    );
     ui::run(&mut git(&["commit", "-q", "--no-verify", "-m", &msg]))?;
     ui::run(&mut git(&["tag", "ksm-rs-base"]))?;
     let final_dir = bd.join(dir_name(version));
@@ -283,7 +338,8 @@ mod tests {
         let (c, v) = parse_policy(POLICY);
         assert_eq!(c.as_deref(), Some("7.3.6-1~bpo13+1"));
         assert_eq!(v, vec!["7.3.6-1~bpo13+1", "7.3.4-1~bpo13+1"]);
-        let (c, v) = parse_policy("foo:\n  Installed: (none)\n  Candidate: (none)\n  Version table:\n");
+        let (c, v) =
+            parse_policy("foo:\n  Installed: (none)\n  Candidate: (none)\n  Version table:\n");
         assert!(c.is_none() && v.is_empty());
     }
 
@@ -297,7 +353,8 @@ mod tests {
 
     #[test]
     fn fallback_to_newest_same_series() {
-        let (ver, pinned) = choose_version(&pin(), Some("7.3.9-1~bpo13+1"), &["7.3.9-1~bpo13+1".into()]).unwrap();
+        let (ver, pinned) =
+            choose_version(&pin(), Some("7.3.9-1~bpo13+1"), &["7.3.9-1~bpo13+1".into()]).unwrap();
         assert_eq!(ver, "7.3.9-1~bpo13+1");
         assert!(!pinned);
         assert!(choose_version(&pin(), Some("7.4.1-1"), &["7.4.1-1".into()]).is_err());

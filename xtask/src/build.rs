@@ -103,7 +103,10 @@ pub fn make_cmd(pin: &Pin, tree: &Path) -> Command {
 }
 
 pub fn jobs() -> String {
-    format!("-j{}", std::thread::available_parallelism().map_or(2, |n| n.get()))
+    format!(
+        "-j{}",
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    )
 }
 
 /// Configures and builds `bzImage` for a flavour; returns its path.
@@ -133,7 +136,11 @@ pub fn build(pin: &Pin, tree: &Path, fl: Flavour, clippy: bool) -> Result<PathBu
         for b in &bad {
             eprintln!("  CONFIG: {b}");
         }
-        bail!("Kconfig did not honour {} line(s) of the [{}] fragments", bad.len(), fl.name());
+        bail!(
+            "Kconfig did not honour {} line(s) of the [{}] fragments",
+            bad.len(),
+            fl.name()
+        );
     }
     if fs::read_to_string(dir.join(".config")).ok().as_deref() != Some(&resolved) {
         fs::rename(&scratch, dir.join(".config"))?;
@@ -153,9 +160,16 @@ pub fn build(pin: &Pin, tree: &Path, fl: Flavour, clippy: bool) -> Result<PathBu
     }
     // Warnings from rustc/clippy in our code are errors for the project.
     let log = fs::read_to_string(dir.join("build.log")).unwrap_or_default();
-    let warns: Vec<&str> = log.lines().filter(|l| l.starts_with("warning:") && !l.contains("ccache")).collect();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("warning:") && !l.contains("ccache"))
+        .collect();
     if !warns.is_empty() {
-        ui::warn(format!("{} compiler warning(s) in {}:", warns.len(), dir.join("build.log").display()));
+        ui::warn(format!(
+            "{} compiler warning(s) in {}:",
+            warns.len(),
+            dir.join("build.log").display()
+        ));
         for w in warns.iter().take(20) {
             eprintln!("    {w}");
         }
@@ -170,14 +184,40 @@ mod tests {
 
     #[test]
     fn flavour_fragments_merge() {
-        let c = Flavour { imp: Impl::C, debug: false }.merged().unwrap();
-        assert_eq!(c.values["CONFIG_KSM"], crate::kconfig::Value::Set("y".into()));
+        let c = Flavour {
+            imp: Impl::C,
+            debug: false,
+        }
+        .merged()
+        .unwrap();
+        assert_eq!(
+            c.values["CONFIG_KSM"],
+            crate::kconfig::Value::Set("y".into())
+        );
         assert_eq!(c.values["CONFIG_KSM_RUST"], crate::kconfig::Value::Unset);
-        let r = Flavour { imp: Impl::Rust, debug: true }.merged().unwrap();
-        assert_eq!(r.values["CONFIG_KSM_RUST"], crate::kconfig::Value::Set("y".into()));
-        assert_eq!(r.values["CONFIG_KASAN"], crate::kconfig::Value::Set("y".into()));
+        let r = Flavour {
+            imp: Impl::Rust,
+            debug: true,
+        }
+        .merged()
+        .unwrap();
+        assert_eq!(
+            r.values["CONFIG_KSM_RUST"],
+            crate::kconfig::Value::Set("y".into())
+        );
+        assert_eq!(
+            r.values["CONFIG_KASAN"],
+            crate::kconfig::Value::Set("y".into())
+        );
         assert!(r.values.contains_key("CONFIG_RUST"));
-        assert_eq!(Flavour { imp: Impl::Rust, debug: true }.name(), "rust-debug");
+        assert_eq!(
+            Flavour {
+                imp: Impl::Rust,
+                debug: true
+            }
+            .name(),
+            "rust-debug"
+        );
     }
 
     #[test]
@@ -188,7 +228,11 @@ mod tests {
         let e = ensure_impl_available(d.path(), Impl::Rust).unwrap_err();
         assert!(e.to_string().contains("does not exist yet"));
         assert!(ensure_impl_available(d.path(), Impl::C).is_ok());
-        fs::write(d.path().join("mm/Kconfig"), "config KSM\n\tbool\n\nconfig KSM_RUST\n\tbool\n").unwrap();
+        fs::write(
+            d.path().join("mm/Kconfig"),
+            "config KSM\n\tbool\n\nconfig KSM_RUST\n\tbool\n",
+        )
+        .unwrap();
         assert!(ensure_impl_available(d.path(), Impl::Rust).is_ok());
     }
 }

@@ -17,7 +17,10 @@ pub fn run(pin: &Pin, imp: Impl, accel: Accel) -> Result<()> {
     let fl = Flavour { imp, debug: false };
     let tree = series::ensure_tree(pin)?;
     let kernel = build::build(pin, &tree, fl, false)?;
-    let programs = [Program::Guest { name: "ksm-demo", source: DEMO_C }];
+    let programs = [Program::Guest {
+        name: "ksm-demo",
+        source: DEMO_C,
+    }];
     let initrd = guest::image(pin, &tree, fl, "demo", &programs, DEMO_PLAN)?;
     let step = Step::start(format!("boot [{}] and run the demo", fl.name()));
     let mut max_sharing = 0u64;
@@ -47,7 +50,11 @@ pub fn run(pin: &Pin, imp: Impl, accel: Accel) -> Result<()> {
     )?;
     step.done();
     if !boot.splats.is_empty() {
-        bail!("kernel log has {} splat(s): {}", boot.splats.len(), boot.splats[0]);
+        bail!(
+            "kernel log has {} splat(s): {}",
+            boot.splats.len(),
+            boot.splats[0]
+        );
     }
     if boot.timed_out {
         bail!("demo guest timed out");

@@ -18,8 +18,15 @@ const PLAN_LIB: &str = include_str!("../guest/plan-lib.sh");
 /// (with the mm selftest helpers) or one of our guest programs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Program {
-    Selftest { dir: &'static str, name: &'static str, libs: &'static [&'static str] },
-    Guest { name: &'static str, source: &'static str },
+    Selftest {
+        dir: &'static str,
+        name: &'static str,
+        libs: &'static [&'static str],
+    },
+    Guest {
+        name: &'static str,
+        source: &'static str,
+    },
 }
 
 impl Program {
@@ -34,16 +41,26 @@ impl Program {
 fn compile(tree: &Path, hdr: &Path, out_dir: &Path, p: &Program) -> Result<PathBuf> {
     let out = out_dir.join(p.name());
     let mut cc = Command::new("gcc");
-    cc.args(["-static", "-O2", "-Wall", "-U_FORTIFY_SOURCE", "-D_GNU_SOURCE"]);
+    cc.args([
+        "-static",
+        "-O2",
+        "-Wall",
+        "-U_FORTIFY_SOURCE",
+        "-D_GNU_SOURCE",
+    ]);
     match p {
         Program::Selftest { dir, name, libs } => {
             let st = tree.join("tools/testing/selftests");
             let d = st.join(dir);
             cc.arg("-I").arg(&st).arg("-I").arg(&d).arg("-I").arg(tree);
-            cc.arg("-isystem").arg(hdr).arg("-isystem").arg(tree.join("tools/include/uapi"));
+            cc.arg("-isystem")
+                .arg(hdr)
+                .arg("-isystem")
+                .arg(tree.join("tools/include/uapi"));
             cc.arg(d.join(format!("{name}.c")));
             if *dir == "mm" {
-                cc.arg(d.join("vm_util.c")).arg(d.join("hugepage_settings.c"));
+                cc.arg(d.join("vm_util.c"))
+                    .arg(d.join("hugepage_settings.c"));
             }
             cc.args(["-lrt", "-lpthread", "-lm"]);
             for l in *libs {
@@ -57,9 +74,15 @@ fn compile(tree: &Path, hdr: &Path, out_dir: &Path, p: &Program) -> Result<PathB
         }
     }
     cc.arg("-o").arg(&out);
-    let o = cc.output().with_context(|| format!("cannot run gcc for {}", p.name()))?;
+    let o = cc
+        .output()
+        .with_context(|| format!("cannot run gcc for {}", p.name()))?;
     if !o.status.success() {
-        bail!("building {} failed:\n{}", p.name(), String::from_utf8_lossy(&o.stderr));
+        bail!(
+            "building {} failed:\n{}",
+            p.name(),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     Ok(out)
 }
@@ -75,7 +98,21 @@ impl Cpio {
     fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
         self.ino += 1;
         let namesize = name.len() + 1;
-        let fields = [self.ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, namesize as u32, 0];
+        let fields = [
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            namesize as u32,
+            0,
+        ];
         self.buf.extend_from_slice(b"070701");
         for f in fields {
             self.buf.extend_from_slice(format!("{f:08X}").as_bytes());
@@ -88,7 +125,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -109,8 +146,18 @@ impl Cpio {
 
 /// Builds `build/<flavour>/<image>.cpio` holding `programs` and `plan` (a
 /// shell fragment that calls `run_test`).
-pub fn image(pin: &Pin, tree: &Path, fl: Flavour, image: &str, programs: &[Program], plan: &str) -> Result<PathBuf> {
-    let step = Step::start(format!("build guest image `{image}` ({} programs)", programs.len()));
+pub fn image(
+    pin: &Pin,
+    tree: &Path,
+    fl: Flavour,
+    image: &str,
+    programs: &[Program],
+    plan: &str,
+) -> Result<PathBuf> {
+    let step = Step::start(format!(
+        "build guest image `{image}` ({} programs)",
+        programs.len()
+    ));
     let dir = fl.dir();
     // uapi headers of this very tree, as the selftests' KHDR_INCLUDES.
     let mut hdrs = crate::build::make_cmd(pin, tree);
@@ -138,14 +185,21 @@ pub fn image(pin: &Pin, tree: &Path, fl: Flavour, image: &str, programs: &[Progr
     let out = dir.join(format!("{image}.cpio"));
     let mut f = fs::File::create(&out)?;
     f.write_all(&cpio.finish())?;
-    ui::info(format!("    {} ({} KiB)", out.display(), fs::metadata(&out)?.len() / 1024));
+    ui::info(format!(
+        "    {} ({} KiB)",
+        out.display(),
+        fs::metadata(&out)?.len() / 1024
+    ));
     step.done();
     Ok(out)
 }
 
 /// Shell-quotes one word for the plan.
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -162,7 +216,10 @@ mod tests {
         let total = b.len();
         loop {
             assert_eq!(&b[..6], b"070701");
-            let field = |i: usize| u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
+            let field = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                    .unwrap()
+            };
             let (mode, size, namesize) = (field(1), field(6) as usize, field(11) as usize);
             let name = String::from_utf8(b[110..110 + namesize - 1].to_vec()).unwrap();
             let data_at = (110 + namesize).next_multiple_of(4);

@@ -61,14 +61,18 @@ fn parse_line(line: &str) -> Result<Option<(String, Value)>> {
 }
 
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl Fragment {
     /// Parses `text` (named `origin` in errors) and merges it over `self`.
     pub fn merge(&mut self, origin: &str, text: &str) -> Result<()> {
         for (i, line) in text.lines().enumerate() {
-            let Some((sym, val)) = parse_line(line).map_err(|e| anyhow::anyhow!("{origin}:{}: {e}", i + 1))? else {
+            let Some((sym, val)) =
+                parse_line(line).map_err(|e| anyhow::anyhow!("{origin}:{}: {e}", i + 1))?
+            else {
                 continue;
             };
             match self.values.insert(sym.clone(), val.clone()) {
@@ -96,7 +100,10 @@ impl Fragment {
     /// message per symbol that Kconfig did not honour (a dependency missing,
     /// a typo, a symbol that does not exist in this tree).
     pub fn verify(&self, dotconfig: &str) -> Vec<String> {
-        let got: BTreeMap<String, Value> = dotconfig.lines().filter_map(|l| parse_line(l).ok().flatten()).collect();
+        let got: BTreeMap<String, Value> = dotconfig
+            .lines()
+            .filter_map(|l| parse_line(l).ok().flatten())
+            .collect();
         let mut bad = Vec::new();
         for sym in &self.order {
             let want = &self.values[sym];
@@ -108,7 +115,10 @@ impl Fragment {
                 _ => false,
             };
             if !ok {
-                let have = have.map_or_else(|| "absent (unknown symbol or unmet dependency)".to_string(), |v| v.to_string());
+                let have = have.map_or_else(
+                    || "absent (unknown symbol or unmet dependency)".to_string(),
+                    |v| v.to_string(),
+                );
                 bad.push(format!("{sym}: asked for {want}, got {have}"));
             }
         }
@@ -123,8 +133,13 @@ mod tests {
     #[test]
     fn merge_later_wins_and_records_override() {
         let mut f = Fragment::default();
-        f.merge("a", "CONFIG_A=y\n# comment\n\nCONFIG_B=\"x y\"\n# CONFIG_C is not set\n").unwrap();
-        f.merge("b", "CONFIG_A=n\nCONFIG_C=y\nCONFIG_B=\"x y\"\n").unwrap();
+        f.merge(
+            "a",
+            "CONFIG_A=y\n# comment\n\nCONFIG_B=\"x y\"\n# CONFIG_C is not set\n",
+        )
+        .unwrap();
+        f.merge("b", "CONFIG_A=n\nCONFIG_C=y\nCONFIG_B=\"x y\"\n")
+            .unwrap();
         assert_eq!(f.order, vec!["CONFIG_A", "CONFIG_B", "CONFIG_C"]);
         assert_eq!(f.values["CONFIG_A"], Value::Set("n".into()));
         assert_eq!(f.values["CONFIG_C"], Value::Set("y".into()));
@@ -136,7 +151,10 @@ mod tests {
     fn garbage_is_an_error_with_location() {
         let mut f = Fragment::default();
         let e = f.merge("frag.config", "CONFIG_A=y\nKSM=y\n").unwrap_err();
-        assert_eq!(e.to_string(), "frag.config:2: not a Kconfig assignment: \"KSM=y\"");
+        assert_eq!(
+            e.to_string(),
+            "frag.config:2: not a Kconfig assignment: \"KSM=y\""
+        );
         assert!(f.merge("x", "CONFIG_lower=y").is_err());
         assert!(f.merge("x", "CONFIG_A=").is_err());
     }
@@ -156,8 +174,16 @@ mod tests {
                 "CONFIG_TYPO: asked for y, got absent (unknown symbol or unmet dependency)",
             ]
         );
-        assert!(f.verify("CONFIG_KSM=y\nCONFIG_NR_CPUS=4\nCONFIG_NUMA=y\nCONFIG_TYPO=y\n").is_empty());
+        assert!(f
+            .verify("CONFIG_KSM=y\nCONFIG_NR_CPUS=4\nCONFIG_NUMA=y\nCONFIG_TYPO=y\n")
+            .is_empty());
         // A symbol asked to be unset but enabled is reported.
-        assert_eq!(f.verify("CONFIG_KSM_RUST=y\nCONFIG_KSM=y\nCONFIG_NR_CPUS=4\nCONFIG_NUMA=y\nCONFIG_TYPO=y\n").len(), 1);
+        assert_eq!(
+            f.verify(
+                "CONFIG_KSM_RUST=y\nCONFIG_KSM=y\nCONFIG_NR_CPUS=4\nCONFIG_NUMA=y\nCONFIG_TYPO=y\n"
+            )
+            .len(),
+            1
+        );
     }
 }

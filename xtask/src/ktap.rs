@@ -28,7 +28,9 @@ pub struct Report {
 
 fn result_re() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
-    R.get_or_init(|| Regex::new(r"^(not ok|ok) (\d+)(?: -)?(?: ([^#]*?))?\s*(?:#\s*(.*))?$").expect("regex"))
+    R.get_or_init(|| {
+        Regex::new(r"^(not ok|ok) (\d+)(?: -)?(?: ([^#]*?))?\s*(?:#\s*(.*))?$").expect("regex")
+    })
 }
 
 /// Parses one top-level result line.
@@ -84,7 +86,9 @@ impl Report {
     #[cfg(test)]
     pub fn missing(&self) -> Vec<u32> {
         let n = self.planned.unwrap_or(0);
-        (1..=n).filter(|k| !self.results.iter().any(|r| r.number == *k)).collect()
+        (1..=n)
+            .filter(|k| !self.results.iter().any(|r| r.number == *k))
+            .collect()
     }
 }
 
@@ -143,11 +147,20 @@ mod tests {
     #[test]
     fn results() {
         let r = parse_result("ok 1 ksm_tests -M -p 10").unwrap();
-        assert_eq!((r.number, r.name.as_str(), r.outcome), (1, "ksm_tests -M -p 10", Outcome::Pass));
+        assert_eq!(
+            (r.number, r.name.as_str(), r.outcome),
+            (1, "ksm_tests -M -p 10", Outcome::Pass)
+        );
         let r = parse_result("not ok 12 - rmap -t ksm # exit=1").unwrap();
-        assert_eq!((r.number, r.name.as_str(), r.outcome, r.directive.as_str()), (12, "rmap -t ksm", Outcome::Fail, "exit=1"));
+        assert_eq!(
+            (r.number, r.name.as_str(), r.outcome, r.directive.as_str()),
+            (12, "rmap -t ksm", Outcome::Fail, "exit=1")
+        );
         let r = parse_result("ok 3 ksm_tests -N -m 1 # SKIP need 2 NUMA nodes").unwrap();
-        assert_eq!((r.outcome, r.directive.as_str()), (Outcome::Skip, "SKIP need 2 NUMA nodes"));
+        assert_eq!(
+            (r.outcome, r.directive.as_str()),
+            (Outcome::Skip, "SKIP need 2 NUMA nodes")
+        );
         let r = parse_result("not ok 4 flaky # TODO known").unwrap();
         assert_eq!(r.outcome, Outcome::Pass);
         assert!(parse_result("    ok 1 nested").is_none());
@@ -159,20 +172,43 @@ mod tests {
     fn report_plan_and_missing() {
         let r = Report::parse("KTAP version 1\n1..4\n    KTAP version 1\n    1..2\n    ok 1 sub\n    not ok 2 sub\nok 1 a\nnot ok 2 b\nok 4 d # SKIP x\n");
         assert_eq!(r.planned, Some(4));
-        assert_eq!((r.count(Outcome::Pass), r.count(Outcome::Fail), r.count(Outcome::Skip)), (1, 1, 1));
+        assert_eq!(
+            (
+                r.count(Outcome::Pass),
+                r.count(Outcome::Fail),
+                r.count(Outcome::Skip)
+            ),
+            (1, 1, 1)
+        );
         assert_eq!(r.missing(), vec![3]);
     }
 
     #[test]
     fn splats_only_in_kernel_messages() {
-        assert!(splat("[   12.345678] WARNING: CPU: 1 PID: 57 at mm/ksm.c:123 foo+0x1/0x2").is_some());
+        assert!(
+            splat("[   12.345678] WARNING: CPU: 1 PID: 57 at mm/ksm.c:123 foo+0x1/0x2").is_some()
+        );
         assert!(splat("[    1.000000] BUG: KASAN: slab-use-after-free in ksm_scan").is_some());
-        assert!(splat("[    3.100000] ======================================================\n").is_none());
-        assert!(splat("[    3.100001] WARNING: possible circular locking dependency detected").is_some());
-        assert!(splat("[   99.000000] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:").is_some());
+        assert!(
+            splat("[    3.100000] ======================================================\n")
+                .is_none()
+        );
+        assert!(
+            splat("[    3.100001] WARNING: possible circular locking dependency detected")
+                .is_some()
+        );
+        assert!(
+            splat("[   99.000000] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:").is_some()
+        );
         assert!(splat("[    5.000000] Kernel panic - not syncing: Fatal exception").is_some());
-        assert!(splat("[    5.000000] Oops: general protection fault, probably for non-canonical address").is_some());
-        assert!(splat("some user output[    7.123456] BUG: sleeping function called from invalid context").is_some());
+        assert!(splat(
+            "[    5.000000] Oops: general protection fault, probably for non-canonical address"
+        )
+        .is_some());
+        assert!(splat(
+            "some user output[    7.123456] BUG: sleeping function called from invalid context"
+        )
+        .is_some());
         // User space saying the words is not a kernel splat.
         assert!(splat("# WARNING: this test is slow").is_none());
         assert!(splat("ok 1 BUG: fixed").is_none());

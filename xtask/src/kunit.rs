@@ -15,7 +15,10 @@ pub const KUNITCONFIG: &str = "mm/ksm-rs/.kunitconfig";
 
 /// Parses kunit.py's "Testing complete. Ran N tests: passed: P, failed: F, ..." line.
 pub fn parse_summary(log: &str) -> Option<Summary> {
-    let line = log.lines().rev().find(|l| l.contains("Testing complete. Ran "))?;
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("Testing complete. Ran "))?;
     let get = |k: &str| -> usize {
         Regex::new(&format!(r"{k}: (\d+)"))
             .expect("regex")
@@ -49,7 +52,10 @@ pub fn run(pin: &Pin) -> Result<Summary> {
         .arg(pin.llvm_make_arg());
     // Reuse the same ccache as the guest builds (see build::make_cmd).
     let mk = build::make_cmd(pin, &tree);
-    for a in mk.get_args().filter(|a| a.to_string_lossy().starts_with("CC=")) {
+    for a in mk
+        .get_args()
+        .filter(|a| a.to_string_lossy().starts_with("CC="))
+    {
         cmd.arg("--make_options").arg(a);
     }
     for (k, v) in mk.get_envs() {
@@ -61,7 +67,11 @@ pub fn run(pin: &Pin) -> Result<Summary> {
     let res = ui::run_logged(&mut cmd, &step, &log);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     for l in text.lines().filter(|l| {
-        l.contains("[PASSED]") || l.contains("[FAILED]") || l.contains("[SKIPPED]") || l.contains("[CRASHED]") || l.contains("Testing complete")
+        l.contains("[PASSED]")
+            || l.contains("[FAILED]")
+            || l.contains("[SKIPPED]")
+            || l.contains("[CRASHED]")
+            || l.contains("Testing complete")
     }) {
         println!("  {l}");
     }
@@ -69,7 +79,10 @@ pub fn run(pin: &Pin) -> Result<Summary> {
     res?;
     step.done();
     let Some(s) = summary else {
-        bail!("kunit.py finished without a summary line (see {})", log.display());
+        bail!(
+            "kunit.py finished without a summary line (see {})",
+            log.display()
+        );
     };
     if s.passed + s.failed == 0 {
         bail!("kunit.py ran no test (see {})", log.display());
@@ -85,10 +98,25 @@ mod tests {
     #[test]
     fn summary_line() {
         let s = parse_summary("[12:00:01] ===\n[12:00:02] Testing complete. Ran 42 tests: passed: 40, failed: 1, skipped: 1\n").unwrap();
-        assert_eq!(s, Summary { passed: 40, failed: 1, skipped: 1 });
+        assert_eq!(
+            s,
+            Summary {
+                passed: 40,
+                failed: 1,
+                skipped: 1
+            }
+        );
         let s = parse_summary("[x] Testing complete. Ran 7 tests: passed: 7\n").unwrap();
-        assert_eq!(s, Summary { passed: 7, failed: 0, skipped: 0 });
-        let s = parse_summary("Testing complete. Ran 3 tests: passed: 1, crashed: 2, errors: 1\n").unwrap();
+        assert_eq!(
+            s,
+            Summary {
+                passed: 7,
+                failed: 0,
+                skipped: 0
+            }
+        );
+        let s = parse_summary("Testing complete. Ran 3 tests: passed: 1, crashed: 2, errors: 1\n")
+            .unwrap();
         assert_eq!(s.failed, 3);
         assert!(parse_summary("nothing").is_none());
     }

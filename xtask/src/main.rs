@@ -26,7 +26,10 @@ use std::process::Command;
 const DEFAULT_IMPL: Impl = Impl::C;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "ksm-rs: KSM in Rust as a Linux 7.3 mm/ patch series")]
+#[command(
+    name = "cargo xtask",
+    about = "ksm-rs: KSM in Rust as a Linux 7.3 mm/ patch series"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -67,6 +70,12 @@ enum Cmd {
         debug: bool,
         #[arg(long, value_enum, default_value = "auto")]
         accel: Accel,
+        /// Run only the tests whose name contains this text (may be repeated)
+        #[arg(long)]
+        only: Vec<String>,
+        /// Run each selected test this many times in the one boot (flakiness hunting)
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: u32,
     },
     /// Run the KUnit suites (mm/ksm-rs/.kunitconfig) with kunit.py on UML
     Kunit,
@@ -103,20 +112,35 @@ fn real_main() -> Result<()> {
         Cmd::Setup => provision::setup(&pin),
         Cmd::Fetch => {
             let b = base::ensure(&pin)?;
-            println!("base {} at {} (commit {})", b.version, b.repo.display(), b.commit);
+            println!(
+                "base {} at {} (commit {})",
+                b.version,
+                b.repo.display(),
+                b.commit
+            );
             Ok(())
         }
         Cmd::Tree { force } => series::tree(&pin, force),
         Cmd::Export => series::export(&pin),
         Cmd::Check => series::check(&pin),
-        Cmd::Build { r#impl, debug, clippy } => {
+        Cmd::Build {
+            r#impl,
+            debug,
+            clippy,
+        } => {
             let tree = series::ensure_tree(&pin)?;
             let img = build::build(&pin, &tree, Flavour { imp: r#impl, debug }, clippy)?;
             println!("{}", img.display());
             Ok(())
         }
-        Cmd::Selftests { r#impl, debug, accel } => {
-            let s = selftests::run(&pin, r#impl, debug, accel)?;
+        Cmd::Selftests {
+            r#impl,
+            debug,
+            accel,
+            only,
+            repeat,
+        } => {
+            let s = selftests::run(&pin, r#impl, debug, accel, &only, repeat)?;
             if s.failed > 0 {
                 bail!("{} selftest(s) failed", s.failed);
             }
@@ -146,7 +170,11 @@ fn test(pin: &pin::Pin, imp: Impl, accel: Accel) -> Result<()> {
     phases.push(("setup", t.elapsed(), "ok".into()));
 
     let step = ui::Step::start("host unit tests (cargo test -p xtask)");
-    ui::run(Command::new("cargo").args(["test", "--quiet", "--release", "--package", "xtask"]).current_dir(paths::repo()))?;
+    ui::run(
+        Command::new("cargo")
+            .args(["test", "--quiet", "--release", "--package", "xtask"])
+            .current_dir(paths::repo()),
+    )?;
     phases.push(("host unit tests", step.done(), "ok".into()));
 
     let t = std::time::Instant::now();
@@ -154,7 +182,7 @@ fn test(pin: &pin::Pin, imp: Impl, accel: Accel) -> Result<()> {
     phases.push(("check", t.elapsed(), "ok".into()));
 
     let t = std::time::Instant::now();
-    let s = selftests::run(pin, imp, false, accel)?;
+    let s = selftests::run(pin, imp, false, accel, &[], 1)?;
     phases.push(("build + boot + selftests", t.elapsed(), s.line()));
     total.add(s);
 

@@ -35,7 +35,11 @@ pub struct Pin {
 }
 
 fn check_sha(field: &str, v: &str) -> Result<()> {
-    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if v.len() != 64
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         bail!("{field} must be 64 lowercase hex digits, got {v:?}");
     }
     Ok(())
@@ -67,7 +71,8 @@ impl Pin {
     }
 
     pub fn load(path: &Path) -> Result<Pin> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         Pin::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -81,13 +86,19 @@ impl Pin {
 pub fn upstream_version(debian: &str) -> Option<String> {
     let v = debian.split_once(':').map_or(debian, |(_, r)| r);
     let up = v.rsplit_once('-').map_or(v, |(u, _)| u);
-    let ok = !up.is_empty() && up.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let ok = !up.is_empty()
+        && up
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     ok.then(|| up.to_string())
 }
 
 /// Whether upstream version `7.3.4` belongs to series `7.3`.
 pub fn in_series(upstream: &str, series: &str) -> bool {
-    upstream == series || upstream.strip_prefix(series).is_some_and(|r| r.starts_with('.'))
+    upstream == series
+        || upstream
+            .strip_prefix(series)
+            .is_some_and(|r| r.starts_with('.'))
 }
 
 #[cfg(test)]
@@ -106,7 +117,10 @@ mod tests {
 
     #[test]
     fn upstream_versions() {
-        assert_eq!(upstream_version("7.3.4-1~bpo13+1").as_deref(), Some("7.3.4"));
+        assert_eq!(
+            upstream_version("7.3.4-1~bpo13+1").as_deref(),
+            Some("7.3.4")
+        );
         assert_eq!(upstream_version("1:7.3.10-2").as_deref(), Some("7.3.10"));
         assert_eq!(upstream_version("7.3~rc5-1"), None);
         assert!(in_series("7.3.4", "7.3"));

@@ -10,11 +10,33 @@ use std::process::Command;
 /// Debian packages the project needs (the LLVM ones take the pinned suffix).
 pub fn packages(pin: &Pin) -> Vec<String> {
     let v = &pin.tools.llvm;
-    let mut p: Vec<String> = [format!("clang-{v}"), format!("lld-{v}"), format!("llvm-{v}"), format!("libclang-{v}-dev")].into();
+    let mut p: Vec<String> = [
+        format!("clang-{v}"),
+        format!("lld-{v}"),
+        format!("llvm-{v}"),
+        format!("libclang-{v}-dev"),
+    ]
+    .into();
     p.extend(
         [
-            "make", "gcc", "libc6-dev", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "xz-utils", "perl",
-            "python3", "git", "qemu-system-x86", "busybox-static", "libnuma-dev", "ccache", "dpkg",
+            "make",
+            "gcc",
+            "libc6-dev",
+            "flex",
+            "bison",
+            "bc",
+            "libelf-dev",
+            "libssl-dev",
+            "cpio",
+            "xz-utils",
+            "perl",
+            "python3",
+            "git",
+            "qemu-system-x86",
+            "busybox-static",
+            "libnuma-dev",
+            "ccache",
+            "dpkg",
         ]
         .map(String::from),
     );
@@ -34,7 +56,9 @@ fn is_root() -> bool {
 
 /// Parses `bindgen 0.72.1` into (0, 72, 1).
 pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
-    let v = s.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let v = s
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
     let mut it = v.split(['.', '-']).map(|x| x.parse::<u32>().ok());
     Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
 }
@@ -42,13 +66,18 @@ pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
 fn cargo_bin(name: &str) -> PathBuf {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        });
     home.join("bin").join(name)
 }
 
 pub fn setup(pin: &Pin) -> Result<()> {
     let step = Step::start("setup: check and install the toolchain");
-    let missing: Vec<String> = packages(pin).into_iter().filter(|p| !installed(p)).collect();
+    let missing: Vec<String> = packages(pin)
+        .into_iter()
+        .filter(|p| !installed(p))
+        .collect();
     let root = is_root();
     let mut todo: Vec<String> = Vec::new();
     if !missing.is_empty() {
@@ -64,7 +93,10 @@ pub fn setup(pin: &Pin) -> Result<()> {
     }
     // rust-src for the toolchain rust-toolchain.toml selects.
     let sysroot = ui::output(Command::new("rustc").args(["--print", "sysroot"]))?;
-    if !PathBuf::from(&sysroot).join("lib/rustlib/src/rust/library/core").is_dir() {
+    if !PathBuf::from(&sysroot)
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir()
+    {
         ui::info("    rustup component add rust-src");
         ui::run(Command::new("rustup").args(["component", "add", "rust-src"]))?;
     }
@@ -75,10 +107,23 @@ pub fn setup(pin: &Pin) -> Result<()> {
         .find_map(|b: &PathBuf| ui::output(Command::new(b).arg("--version")).ok())
         .and_then(|o| parse_version(&o));
     if have != Some(want) {
-        ui::info(format!("    cargo install --locked bindgen-cli --version {} (have {have:?})", pin.tools.bindgen));
+        ui::info(format!(
+            "    cargo install --locked bindgen-cli --version {} (have {have:?})",
+            pin.tools.bindgen
+        ));
         let mut c = Command::new("cargo");
-        c.args(["install", "--locked", "bindgen-cli", "--version", &pin.tools.bindgen]);
-        ui::run_logged(&mut c, &step, &std::env::temp_dir().join("ksm-rs-bindgen.log"))?;
+        c.args([
+            "install",
+            "--locked",
+            "bindgen-cli",
+            "--version",
+            &pin.tools.bindgen,
+        ]);
+        ui::run_logged(
+            &mut c,
+            &step,
+            &std::env::temp_dir().join("ksm-rs-bindgen.log"),
+        )?;
     }
     if !todo.is_empty() {
         eprintln!("Not root: run these, then re-run the command:");
@@ -93,7 +138,9 @@ pub fn setup(pin: &Pin) -> Result<()> {
 
 /// PATH with ~/.cargo/bin, so the kernel build finds bindgen.
 pub fn path_with_cargo_bin() -> std::ffi::OsString {
-    let mut paths: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut paths: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     let cb = cargo_bin("");
     if !paths.contains(&cb) {
         paths.push(cb);

@@ -42,23 +42,49 @@ const CPUS: u32 = 2;
 
 fn qemu_cmd(vm: &Vm, kvm: bool) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]);
+    c.args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ]);
     if kvm {
         c.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
         c.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
     }
-    c.args(["-smp", &CPUS.to_string(), "-m", &format!("{}M", NODE_MB * CPUS)]);
+    // One socket per CPU and node: a package split across NUMA nodes makes
+    // the guest WARN in set_cpu_sibling_map() (topology_sane()).
+    c.args([
+        "-smp",
+        &format!("{CPUS},sockets={CPUS},cores=1,threads=1"),
+        "-m",
+        &format!("{}M", NODE_MB * CPUS),
+    ]);
     for n in 0..CPUS {
-        c.args(["-object", &format!("memory-backend-ram,id=m{n},size={NODE_MB}M")]);
+        c.args([
+            "-object",
+            &format!("memory-backend-ram,id=m{n},size={NODE_MB}M"),
+        ]);
         c.args(["-numa", &format!("node,nodeid={n},cpus={n},memdev=m{n}")]);
     }
     c.arg("-kernel").arg(vm.kernel);
     if let Some(i) = vm.initrd {
         c.arg("-initrd").arg(i);
     }
-    c.args(["-append", &format!("console=ttyS0 panic=-1 oops=panic printk.time=1 {}", vm.append)]);
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args([
+        "-append",
+        &format!(
+            "console=ttyS0 panic=-1 oops=panic printk.time=1 {}",
+            vm.append
+        ),
+    ]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -70,7 +96,12 @@ fn kvm_probe_file() -> PathBuf {
 /// (it panics at once, cannot mount root) under KVM with a short timeout.
 /// The answer is cached per machine.
 fn kvm_works(kernel: &Path) -> bool {
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         return false;
     }
     if let Ok(s) = std::fs::read_to_string(kvm_probe_file()) {
@@ -87,9 +118,14 @@ fn kvm_works(kernel: &Path) -> bool {
         log,
     };
     let mut saw_panic = false;
-    let ok = run_with(&vm, true, |l| saw_panic |= l.contains("Kernel panic")).is_ok_and(|b| !b.timed_out) && saw_panic;
+    let ok = run_with(&vm, true, |l| saw_panic |= l.contains("Kernel panic"))
+        .is_ok_and(|b| !b.timed_out)
+        && saw_panic;
     let verdict = if ok { "works" } else { "hangs" };
-    ui::info(format!("    KVM probe: guests {verdict} under KVM; using {}", if ok { "KVM" } else { "TCG" }));
+    ui::info(format!(
+        "    KVM probe: guests {verdict} under KVM; using {}",
+        if ok { "KVM" } else { "TCG" }
+    ));
     let _ = std::fs::create_dir_all(paths::cache());
     let _ = std::fs::write(kvm_probe_file(), verdict);
     ok
@@ -110,21 +146,33 @@ fn run_with(vm: &Vm, kvm: bool, mut on_line: impl FnMut(&str)) -> Result<Boot> {
         bail!("no kernel at {}", vm.kernel.display());
     }
     let mut cmd = qemu_cmd(vm, kvm);
-    let mut log = File::create(&vm.log).with_context(|| format!("cannot create {}", vm.log.display()))?;
+    let mut log =
+        File::create(&vm.log).with_context(|| format!("cannot create {}", vm.log.display()))?;
     writeln!(log, "$ {}", ui::show_cmd(&cmd))?;
     let start = Instant::now();
-    let mut child = cmd.spawn().context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    let mut child = cmd
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
     let (tx, rx) = mpsc::channel::<String>();
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
     let mut readers = Vec::new();
-    for r in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
+    for r in [
+        Box::new(out) as Box<dyn std::io::Read + Send>,
+        Box::new(err),
+    ] {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
             let mut br = BufReader::new(r);
             let mut buf = Vec::new();
-            while br.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
-                let s = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+            while br
+                .read_until(b'\n', &mut buf)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                let s = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
                 buf.clear();
                 if tx.send(s).is_err() {
                     break;
@@ -165,7 +213,11 @@ fn run_with(vm: &Vm, kvm: bool, mut on_line: impl FnMut(&str)) -> Result<Boot> {
     }
     let tail: Vec<String> = tail.into();
     if timed_out {
-        writeln!(log, "*** ksm-rs: guest killed after {:?} timeout", vm.timeout)?;
+        writeln!(
+            log,
+            "*** ksm-rs: guest killed after {:?} timeout",
+            vm.timeout
+        )?;
         ui::warn(format!(
             "guest did not finish within {}; last console lines (full log {}):",
             ui::fmt_dur(vm.timeout),
@@ -175,8 +227,5 @@ fn run_with(vm: &Vm, kvm: bool, mut on_line: impl FnMut(&str)) -> Result<Boot> {
             eprintln!("    | {l}");
         }
     }
-    Ok(Boot {
-        timed_out,
-        splats,
-    })
+    Ok(Boot { timed_out, splats })
 }

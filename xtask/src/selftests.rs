@@ -14,6 +14,7 @@ use anyhow::{bail, Result};
 use std::fmt::Write as _;
 use std::time::Duration;
 
+#[derive(Clone)]
 pub struct Case {
     pub program: Program,
     pub args: &'static [&'static str],
@@ -23,19 +24,46 @@ pub struct Case {
 
 impl Case {
     pub fn name(&self) -> String {
-        std::iter::once(self.program.name()).chain(self.args.iter().copied()).collect::<Vec<_>>().join(" ")
+        std::iter::once(self.program.name())
+            .chain(self.args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
-const KSM_TESTS: Program = Program::Selftest { dir: "mm", name: "ksm_tests", libs: &["numa"] };
-const KSM_FUNCTIONAL: Program = Program::Selftest { dir: "mm", name: "ksm_functional_tests", libs: &[] };
-const RMAP: Program = Program::Selftest { dir: "mm", name: "rmap", libs: &["numa"] };
-const MERGE: Program = Program::Selftest { dir: "mm", name: "merge", libs: &[] };
-const KSM_ABI: Program = Program::Selftest { dir: "mm", name: "ksm_abi_tests", libs: &[] };
+const KSM_TESTS: Program = Program::Selftest {
+    dir: "mm",
+    name: "ksm_tests",
+    libs: &["numa"],
+};
+const KSM_FUNCTIONAL: Program = Program::Selftest {
+    dir: "mm",
+    name: "ksm_functional_tests",
+    libs: &[],
+};
+const RMAP: Program = Program::Selftest {
+    dir: "mm",
+    name: "rmap",
+    libs: &["numa"],
+};
+const MERGE: Program = Program::Selftest {
+    dir: "mm",
+    name: "merge",
+    libs: &[],
+};
+const KSM_ABI: Program = Program::Selftest {
+    dir: "mm",
+    name: "ksm_abi_tests",
+    libs: &[],
+};
 
 /// The plan, in run order.
 pub fn plan() -> Vec<Case> {
-    let c = |program: Program, args: &'static [&'static str], limit| Case { program, args, limit };
+    let c = |program: Program, args: &'static [&'static str], limit| Case {
+        program,
+        args,
+        limit,
+    };
     vec![
         // run_vmtests.sh -t ksm
         c(KSM_TESTS, &["-H", "-s", "100"], 300),
@@ -76,13 +104,22 @@ pub fn parse_xfails(text: &str, known: &[String]) -> Result<Vec<Xfail>> {
         }
         let f: Vec<&str> = t.splitn(3, '|').map(str::trim).collect();
         let [imp, test, reason] = f[..] else {
-            bail!("expected-failures.txt:{}: want `impl | test | reason`", i + 1);
+            bail!(
+                "expected-failures.txt:{}: want `impl | test | reason`",
+                i + 1
+            );
         };
         if imp != "c" && imp != "rust" {
-            bail!("expected-failures.txt:{}: impl must be c or rust, not {imp:?}", i + 1);
+            bail!(
+                "expected-failures.txt:{}: impl must be c or rust, not {imp:?}",
+                i + 1
+            );
         }
         if reason.is_empty() {
-            bail!("expected-failures.txt:{}: every expected failure needs a reason", i + 1);
+            bail!(
+                "expected-failures.txt:{}: every expected failure needs a reason",
+                i + 1
+            );
         }
         if !known.iter().any(|k| k == test) {
             bail!("expected-failures.txt:{}: no such test {test:?}", i + 1);
@@ -105,7 +142,10 @@ pub struct Summary {
 
 impl Summary {
     pub fn line(&self) -> String {
-        format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
+        format!(
+            "{} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        )
     }
 
     pub fn add(&mut self, o: Summary) {
@@ -117,7 +157,13 @@ impl Summary {
 
 /// Classifies the guest's report against the plan and the expected failures.
 /// Returns the summary and one printable verdict line per test.
-pub fn judge(report: &Report, names: &[String], xfails: &[&Xfail], splats: &[String], timed_out: bool) -> (Summary, Vec<String>) {
+pub fn judge(
+    report: &Report,
+    names: &[String],
+    xfails: &[&Xfail],
+    splats: &[String],
+    timed_out: bool,
+) -> (Summary, Vec<String>) {
     let mut s = Summary::default();
     let mut lines = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -126,21 +172,41 @@ pub fn judge(report: &Report, names: &[String], xfails: &[&Xfail], splats: &[Str
         let (verdict, why) = match (r.map(|r| r.outcome), xf) {
             (None, _) => ("FAIL", "no result (guest died or timed out)".to_string()),
             (Some(Outcome::Fail), Some(x)) => ("XFAIL", format!("expected failure: {}", x.reason)),
-            (Some(Outcome::Pass), Some(_)) => ("FAIL", "unexpectedly passed: remove it from expected-failures.txt".into()),
-            (Some(Outcome::Pass), None) => ("PASS", r.map(|r| r.directive.clone()).unwrap_or_default()),
-            (Some(Outcome::Skip), _) => ("SKIP", r.map(|r| r.directive.clone()).unwrap_or_default()),
-            (Some(Outcome::Fail), None) => ("FAIL", r.map(|r| r.directive.clone()).unwrap_or_default()),
+            (Some(Outcome::Pass), Some(_)) => (
+                "FAIL",
+                "unexpectedly passed: remove it from expected-failures.txt".into(),
+            ),
+            (Some(Outcome::Pass), None) => {
+                ("PASS", r.map(|r| r.directive.clone()).unwrap_or_default())
+            }
+            (Some(Outcome::Skip), _) => {
+                ("SKIP", r.map(|r| r.directive.clone()).unwrap_or_default())
+            }
+            (Some(Outcome::Fail), None) => {
+                ("FAIL", r.map(|r| r.directive.clone()).unwrap_or_default())
+            }
         };
         match verdict {
             "PASS" => s.passed += 1,
             "SKIP" | "XFAIL" => s.skipped += 1,
             _ => s.failed += 1,
         }
-        lines.push(format!("{verdict:5} {name}{}", if why.is_empty() { String::new() } else { format!("  ({why})") }));
+        lines.push(format!(
+            "{verdict:5} {name}{}",
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!("  ({why})")
+            }
+        ));
     }
     if !splats.is_empty() {
         s.failed += 1;
-        lines.push(format!("FAIL  kernel log: {} splat(s), first: {}", splats.len(), splats[0]));
+        lines.push(format!(
+            "FAIL  kernel log: {} splat(s), first: {}",
+            splats.len(),
+            splats[0]
+        ));
     }
     if timed_out {
         s.failed += 1;
@@ -150,19 +216,46 @@ pub fn judge(report: &Report, names: &[String], xfails: &[&Xfail], splats: &[Str
 }
 
 /// Builds, boots and runs the plan for a flavour.
-pub fn run(pin: &Pin, imp: Impl, debug: bool, accel: Accel) -> Result<Summary> {
+pub fn run(
+    pin: &Pin,
+    imp: Impl,
+    debug: bool,
+    accel: Accel,
+    only: &[String],
+    repeat: u32,
+) -> Result<Summary> {
     let fl = Flavour { imp, debug };
+    let all_names: Vec<String> = plan().iter().map(Case::name).collect();
+    let xf_text =
+        std::fs::read_to_string(paths::repo().join("expected-failures.txt")).unwrap_or_default();
+    let all_xf = parse_xfails(&xf_text, &all_names)?;
+    let cases: Vec<Case> = plan()
+        .into_iter()
+        .filter(|c| only.is_empty() || only.iter().any(|o| c.name().contains(o.as_str())))
+        .collect();
+    if cases.is_empty() {
+        bail!(
+            "--only {only:?} matches no test; the tests are:\n  {}",
+            all_names.join("\n  ")
+        );
+    }
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .flat_map(|c| std::iter::repeat_n(c, repeat as usize))
+        .collect();
+    let names: Vec<String> = cases.iter().map(Case::name).collect();
     let tree = series::ensure_tree(pin)?;
     let kernel = build::build(pin, &tree, fl, false)?;
-    let cases = plan();
-    let names: Vec<String> = cases.iter().map(Case::name).collect();
-    let xf_text = std::fs::read_to_string(paths::repo().join("expected-failures.txt")).unwrap_or_default();
-    let all_xf = parse_xfails(&xf_text, &names)?;
     let imp_name = if imp == Impl::C { "c" } else { "rust" };
     let xfails: Vec<&Xfail> = all_xf.iter().filter(|x| x.imp == imp_name).collect();
     let mut plan_sh = format!("echo 'KTAP version 1'\necho '1..{}'\n", cases.len());
     for c in &cases {
-        let mut cmd = format!("run_test {} {} ./{}", sh_quote(&c.name()), c.limit, c.program.name());
+        let mut cmd = format!(
+            "run_test {} {} ./{}",
+            sh_quote(&c.name()),
+            c.limit,
+            c.program.name()
+        );
         for a in c.args {
             write!(cmd, " {}", sh_quote(a))?;
         }
@@ -171,11 +264,16 @@ pub fn run(pin: &Pin, imp: Impl, debug: bool, accel: Accel) -> Result<Summary> {
     }
     let programs: Vec<Program> = cases.iter().map(|c| c.program.clone()).collect();
     let initrd = guest::image(pin, &tree, fl, "selftests", &programs, &plan_sh)?;
-    let step = Step::start(format!("boot [{}] and run {} selftests", fl.name(), cases.len()));
+    let step = Step::start(format!(
+        "boot [{}] and run {} selftests",
+        fl.name(),
+        cases.len()
+    ));
     let limit: u32 = cases.iter().map(|c| c.limit).sum::<u32>().min(2400) + 180;
     let log = fl.dir().join("selftests-console.log");
     let mut report = Report::default();
     let mut current: Vec<String> = Vec::new();
+    let mut nested: std::collections::BTreeMap<String, usize> = Default::default();
     let boot = qemu::boot(
         &qemu::Vm {
             kernel: &kernel,
@@ -198,6 +296,10 @@ pub fn run(pin: &Pin, imp: Impl, debug: bool, accel: Accel) -> Result<Summary> {
                     Outcome::Fail => "FAIL",
                 };
                 ui::info(format!("    {tag} {} {}", r.name, r.directive));
+                if let Some(k) = nested_skips(&current).filter(|k| *k > 0) {
+                    ui::warn(format!("{}: {k} subtest(s) skipped inside it", r.name));
+                    nested.insert(r.name.clone(), k);
+                }
                 if r.outcome == Outcome::Fail {
                     for l in current.iter().rev().take(25).rev() {
                         eprintln!("      |{l}");
@@ -209,15 +311,33 @@ pub fn run(pin: &Pin, imp: Impl, debug: bool, accel: Accel) -> Result<Summary> {
     )?;
     step.done();
     let (summary, lines) = judge(&report, &names, &xfails, &boot.splats, boot.timed_out);
-    println!("\nselftests [{}] (console log: {}):", fl.name(), log.display());
+    println!(
+        "\nselftests [{}] (console log: {}):",
+        fl.name(),
+        log.display()
+    );
     for l in &lines {
         println!("  {l}");
+    }
+    for (name, k) in &nested {
+        println!("  note: {name}: {k} subtest(s) skipped inside it (see the console log)");
     }
     for s in &boot.splats {
         println!("  kernel: {s}");
     }
     println!("{}", summary.line());
     Ok(summary)
+}
+
+/// The `skip:N` of a kselftest's closing `# Totals:` line, if any.
+pub fn nested_skips(lines: &[String]) -> Option<usize> {
+    let t = lines.iter().rev().find(|l| l.contains("# Totals:"))?;
+    let i = t.find("skip:")? + "skip:".len();
+    t[i..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -256,29 +376,85 @@ mod tests {
     #[test]
     fn xfail_file() {
         let known = names();
-        let x = parse_xfails("# c | x | y\n\nrust | ksm_tests -U | unmerge not written yet\n", &known).unwrap();
-        assert_eq!(x, vec![Xfail { imp: "rust".into(), test: "ksm_tests -U".into(), reason: "unmerge not written yet".into() }]);
+        let x = parse_xfails(
+            "# c | x | y\n\nrust | ksm_tests -U | unmerge not written yet\n",
+            &known,
+        )
+        .unwrap();
+        assert_eq!(
+            x,
+            vec![Xfail {
+                imp: "rust".into(),
+                test: "ksm_tests -U".into(),
+                reason: "unmerge not written yet".into()
+            }]
+        );
         assert!(parse_xfails("rust | ksm_tests -U |", &known).is_err());
         assert!(parse_xfails("go | ksm_tests -U | r", &known).is_err());
         assert!(parse_xfails("rust | nosuch | r", &known).is_err());
         assert!(parse_xfails("rust ksm_tests -U", &known).is_err());
         // The repository's own list must always parse.
-        let repo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../expected-failures.txt")).unwrap();
+        let repo = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../expected-failures.txt"
+        ))
+        .unwrap();
         parse_xfails(&repo, &known).unwrap();
     }
 
     #[test]
+    fn nested_skip_count() {
+        let l = |s: &str| s.to_string();
+        assert_eq!(
+            nested_skips(&[
+                l("    ok 1 x"),
+                l("    # Totals: pass:9 fail:0 xfail:0 xpass:0 skip:2 error:0")
+            ]),
+            Some(2)
+        );
+        assert_eq!(nested_skips(&[l("    ok 1 x")]), None);
+    }
+
+    #[test]
     fn judging() {
-        let names: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
-        let r = Report::parse("1..5\nok 1 a\nnot ok 2 b # exit=1\nok 3 c # SKIP (exit 4)\nnot ok 4 d # exit=1\n");
-        let xd = Xfail { imp: "rust".into(), test: "d".into(), reason: "todo".into() };
+        let names: Vec<String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = Report::parse(
+            "1..5\nok 1 a\nnot ok 2 b # exit=1\nok 3 c # SKIP (exit 4)\nnot ok 4 d # exit=1\n",
+        );
+        let xd = Xfail {
+            imp: "rust".into(),
+            test: "d".into(),
+            reason: "todo".into(),
+        };
         let (s, lines) = judge(&r, &names, &[&xd], &[], false);
-        assert_eq!(s, Summary { passed: 1, failed: 2, skipped: 2 });
+        assert_eq!(
+            s,
+            Summary {
+                passed: 1,
+                failed: 2,
+                skipped: 2
+            }
+        );
         assert!(lines[3].starts_with("XFAIL"));
         assert!(lines[4].contains("no result"));
-        let xa = Xfail { imp: "rust".into(), test: "a".into(), reason: "x".into() };
+        let xa = Xfail {
+            imp: "rust".into(),
+            test: "a".into(),
+            reason: "x".into(),
+        };
         let (s, _) = judge(&r, &names, &[&xa], &["BUG: x".into()], true);
         assert_eq!(s.failed, 6);
-        assert_eq!(Summary { passed: 3, failed: 0, skipped: 1 }.line(), "3 passed, 0 failed, 1 skipped");
+        assert_eq!(
+            Summary {
+                passed: 3,
+                failed: 0,
+                skipped: 1
+            }
+            .line(),
+            "3 passed, 0 failed, 1 skipped"
+        );
     }
 }

@@ -59,7 +59,12 @@ fn git(dir: &Path) -> Command {
 /// Identity used for commits `git am` creates; the exported patches do not
 /// contain it (`--zero-commit`), so any fixed value keeps export reproducible.
 fn am_ident(c: &mut Command) -> &mut Command {
-    c.args(["-c", "user.name=ksm-rs tree", "-c", "user.email=tree@ksm-rs.invalid"])
+    c.args([
+        "-c",
+        "user.name=ksm-rs tree",
+        "-c",
+        "user.email=tree@ksm-rs.invalid",
+    ])
 }
 
 /// `cargo xtask tree`: a fresh kernel tree at `linux/` = base + series.
@@ -75,30 +80,79 @@ pub fn tree(pin: &Pin, force: bool) -> Result<()> {
         }
         fs::remove_dir_all(&dir)?;
     }
-    let step = Step::start(format!("create kernel tree {} (base {})", dir.display(), &base.commit[..12]));
+    let step = Step::start(format!(
+        "create kernel tree {} (base {})",
+        dir.display(),
+        &base.commit[..12]
+    ));
     let mut clone = Command::new("git");
-    clone.args(["clone", "--shared", "-b", "base"]).arg(&base.repo).arg(&dir);
+    clone
+        .args(["clone", "--shared", "-b", "base"])
+        .arg(&base.repo)
+        .arg(&dir);
     ui::run_logged(&mut clone, &step, &paths::cache().join("clone.log"))?;
     ui::run(git(&dir).args(["checkout", "-q", "-b", "ksm-rs"]))?;
     let patches = patch_files(&paths::patches())?;
     if !patches.is_empty() {
         let mut am = git(&dir);
-        am_ident(&mut am).args(["am", "-q", "--committer-date-is-author-date"]).args(&patches);
+        am_ident(&mut am)
+            .args(["am", "-q", "--committer-date-is-author-date"])
+            .args(&patches);
         if let Err(e) = ui::run(&mut am) {
             let _ = ui::run(git(&dir).args(["am", "--abort"]));
             return Err(e.context("the series does not apply to the pinned base"));
         }
     }
     ui::info(format!("    {} patches applied", patches.len()));
+    let head = ui::output(git(&dir).args(["rev-parse", "HEAD"]))?;
+    fs::write(
+        stamp_file(&dir),
+        format!("{} {head}\n", series_hash(&patches)?),
+    )?;
     step.done();
     Ok(())
 }
 
-/// Returns `linux/`, creating it from patches/ when missing.
+/// Records which series `linux/` was made from: `<series sha256> <HEAD>`.
+fn stamp_file(dir: &Path) -> PathBuf {
+    dir.join(".git/ksm-rs-tree")
+}
+
+/// sha256 over the names and contents of the patch files.
+pub fn series_hash(patches: &[PathBuf]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in patches {
+        h.update(p.file_name().expect("file").as_encoded_bytes());
+        h.update([0]);
+        h.update(fs::read(p)?);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Returns `linux/`, creating it from patches/ when missing, and recreating
+/// it when patches/ changed (e.g. after a pull) and linux/ holds no work of
+/// its own. A tree with local commits is built as it is, with a warning.
 pub fn ensure_tree(pin: &Pin) -> Result<PathBuf> {
     let dir = paths::linux();
     if !dir.join(".git").exists() {
         tree(pin, false)?;
+        return Ok(dir);
+    }
+    let now = series_hash(&patch_files(&paths::patches())?)?;
+    let stamp = fs::read_to_string(stamp_file(&dir)).unwrap_or_default();
+    let mut it = stamp.split_whitespace();
+    let (made_from, made_head) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+    if made_from == now {
+        return Ok(dir);
+    }
+    let head = ui::output(git(&dir).args(["rev-parse", "HEAD"]))?;
+    let dirty = ui::output(git(&dir).args(["status", "--porcelain", "--untracked-files=no"]))?;
+    if head == made_head && dirty.is_empty() {
+        ui::info("    patches/ changed since linux/ was made and linux/ has no work of its own: recreating it");
+        tree(pin, true)?;
+    } else {
+        ui::warn("linux/ differs from patches/ (local work, or patches/ changed): building linux/ as it is; `cargo xtask export` or `cargo xtask tree --force`");
     }
     Ok(dir)
 }
@@ -148,7 +202,10 @@ pub fn export(pin: &Pin) -> Result<()> {
     let base = base::ensure(pin)?;
     let dir = paths::linux();
     if !dir.join(".git").exists() {
-        bail!("no kernel tree at {}; run `cargo xtask tree` first", dir.display());
+        bail!(
+            "no kernel tree at {}; run `cargo xtask tree` first",
+            dir.display()
+        );
     }
     let step = Step::start("export patches/ and mirrors from linux/");
     let dirty = ui::output(git(&dir).args(["status", "--porcelain", "--untracked-files=no"]))?;
@@ -157,7 +214,10 @@ pub fn export(pin: &Pin) -> Result<()> {
     }
     let untracked = ui::output(git(&dir).args(["status", "--porcelain", "--untracked-files=all"]))?;
     for l in untracked.lines().filter(|l| l.starts_with("??")) {
-        ui::warn(format!("untracked file in linux/ is not exported: {}", &l[3..]));
+        ui::warn(format!(
+            "untracked file in linux/ is not exported: {}",
+            &l[3..]
+        ));
     }
     let range = format!("{}..HEAD", base.commit);
     let count: usize = ui::output(git(&dir).args(["rev-list", "--count", &range]))?.parse()?;
@@ -165,11 +225,19 @@ pub fn export(pin: &Pin) -> Result<()> {
         bail!("linux/ has no commits on top of the base: nothing to export");
     }
     // Added files must all have a mirror; check before writing anything.
-    let added = ui::output(git(&dir).args(["diff", "--name-only", "--diff-filter=A", &base.commit, "HEAD"]))?;
+    let added = ui::output(git(&dir).args([
+        "diff",
+        "--name-only",
+        "--diff-filter=A",
+        &base.commit,
+        "HEAD",
+    ]))?;
     let mut mirror: BTreeMap<String, String> = BTreeMap::new();
     for f in added.lines().filter(|l| !l.is_empty()) {
         let m = mirror_of(f).with_context(|| {
-            format!("the series adds {f}, which is under no mirror root; add one to series::MIRRORS")
+            format!(
+                "the series adds {f}, which is under no mirror root; add one to series::MIRRORS"
+            )
         })?;
         mirror.insert(m, f.to_string());
     }
@@ -255,11 +323,17 @@ pub fn export(pin: &Pin) -> Result<()> {
             fs::write(&dst, &blob.stdout)?;
         }
     }
-    for stale in mirror_files(&repo)?.into_iter().filter(|f| !mirror.contains_key(f)) {
+    for stale in mirror_files(&repo)?
+        .into_iter()
+        .filter(|f| !mirror.contains_key(f))
+    {
         ui::info(format!("    removing {stale} (no longer in the series)"));
         fs::remove_file(repo.join(&stale))?;
     }
-    ui::info(format!("    {count} patches + cover letter; {} mirrored files", mirror.len()));
+    ui::info(format!(
+        "    {count} patches + cover letter; {} mirrored files",
+        mirror.len()
+    ));
     step.done();
     Ok(())
 }
@@ -273,7 +347,12 @@ fn mirror_files(repo: &Path) -> Result<Vec<String>> {
             if e.file_type()?.is_dir() {
                 walk(root, &p, out)?;
             } else if !MIRROR_IGNORE.iter().any(|i| e.file_name() == *i) {
-                out.push(p.strip_prefix(root).expect("under root").to_string_lossy().into_owned());
+                out.push(
+                    p.strip_prefix(root)
+                        .expect("under root")
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
         Ok(())
@@ -301,7 +380,11 @@ pub fn lint_series(patches: &[(String, String)], cover: Option<&str>) -> Vec<Str
                 let (k, total) = (c.get(1).map(|m| m.as_str()), c.get(2).map(|m| m.as_str()));
                 let want_k = (i + 1).to_string();
                 let want_n = n.to_string();
-                let numbered_ok = if n == 1 { k.is_none() || k == Some("1") } else { k == Some(&want_k) && total == Some(&want_n) };
+                let numbered_ok = if n == 1 {
+                    k.is_none() || k == Some("1")
+                } else {
+                    k == Some(&want_k) && total == Some(&want_n)
+                };
                 if !numbered_ok {
                     errs.push(format!("{name}: subject is not numbered {}/{n}", i + 1));
                 }
@@ -316,7 +399,9 @@ pub fn lint_series(patches: &[(String, String)], cover: Option<&str>) -> Vec<Str
         Some(c) if c.contains("*** SUBJECT HERE ***") || c.contains("*** BLURB HERE ***") => {
             errs.push(format!("{COVER} still has git's placeholder text"))
         }
-        Some(c) if !c.contains("base-commit: ") => errs.push(format!("{COVER} has no base-commit line")),
+        Some(c) if !c.contains("base-commit: ") => {
+            errs.push(format!("{COVER} has no base-commit line"))
+        }
         Some(_) => {}
     }
     errs
@@ -332,19 +417,30 @@ pub fn check(pin: &Pin) -> Result<()> {
     let patches = patch_files(&pdir)?;
     let texts: Vec<(String, String)> = patches
         .iter()
-        .map(|p| Ok((p.file_name().expect("file").to_string_lossy().into_owned(), fs::read_to_string(p)?)))
+        .map(|p| {
+            Ok((
+                p.file_name().expect("file").to_string_lossy().into_owned(),
+                fs::read_to_string(p)?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let cover = fs::read_to_string(pdir.join(COVER)).ok();
     let mut errors = lint_series(&texts, cover.as_deref());
     if let Some(c) = &cover {
         if !c.contains(&format!("base-commit: {}", base.commit)) {
-            errors.push(format!("{COVER}: base-commit is not the pinned base {}", base.commit));
+            errors.push(format!(
+                "{COVER}: base-commit is not the pinned base {}",
+                base.commit
+            ));
         }
     }
     // Apply to the base in an index only: no 80k-file checkout needed.
     let scratch = scratch_index(&base)?;
     for p in &patches {
-        let out = git(&scratch).args(["apply", "--cached", "--whitespace=error-all"]).arg(p).output()?;
+        let out = git(&scratch)
+            .args(["apply", "--cached", "--whitespace=error-all"])
+            .arg(p)
+            .output()?;
         if !out.status.success() {
             bail!(
                 "{} does not apply to the pinned base {}:\n{}",
@@ -354,7 +450,11 @@ pub fn check(pin: &Pin) -> Result<()> {
             );
         }
     }
-    ui::info(format!("    {} patches apply cleanly to {}", patches.len(), &base.commit[..12]));
+    ui::info(format!(
+        "    {} patches apply cleanly to {}",
+        patches.len(),
+        &base.commit[..12]
+    ));
     // checkpatch, from the base tree.
     if !patches.is_empty() {
         let out = Command::new("perl")
@@ -363,13 +463,22 @@ pub fn check(pin: &Pin) -> Result<()> {
             .args(&patches)
             .output()?;
         if !out.status.success() {
-            errors.push(format!("checkpatch:\n{}", String::from_utf8_lossy(&out.stdout).trim_end()));
+            errors.push(format!(
+                "checkpatch:\n{}",
+                String::from_utf8_lossy(&out.stdout).trim_end()
+            ));
         } else {
             ui::info("    checkpatch: clean");
         }
     }
     // Mirrors.
-    let added = ui::output(git(&scratch).args(["diff", "--cached", "--name-only", "--diff-filter=A", &base.commit]))?;
+    let added = ui::output(git(&scratch).args([
+        "diff",
+        "--cached",
+        "--name-only",
+        "--diff-filter=A",
+        &base.commit,
+    ]))?;
     let repo = paths::repo();
     let mut expected = BTreeMap::new();
     for f in added.lines().filter(|l| !l.is_empty()) {
@@ -377,7 +486,9 @@ pub fn check(pin: &Pin) -> Result<()> {
             Some(m) => {
                 expected.insert(m, f.to_string());
             }
-            None => errors.push(format!("the series adds {f}, which is under no mirror root")),
+            None => errors.push(format!(
+                "the series adds {f}, which is under no mirror root"
+            )),
         }
     }
     for (m, f) in &expected {
@@ -402,7 +513,10 @@ pub fn check(pin: &Pin) -> Result<()> {
         }
         bail!("check failed: {} problem(s)", errors.len());
     }
-    ui::info(format!("    {} mirrored files match the series", expected.len()));
+    ui::info(format!(
+        "    {} mirrored files match the series",
+        expected.len()
+    ));
     step.done();
     Ok(())
 }
@@ -429,14 +543,26 @@ mod tests {
 
     #[test]
     fn mirror_mapping() {
-        assert_eq!(mirror_of("mm/ksm-rs/ksm.rs").as_deref(), Some("mm-ksm-rs/ksm.rs"));
-        assert_eq!(mirror_of("mm/ksm-rs/.kunitconfig").as_deref(), Some("mm-ksm-rs/.kunitconfig"));
+        assert_eq!(
+            mirror_of("mm/ksm-rs/ksm.rs").as_deref(),
+            Some("mm-ksm-rs/ksm.rs")
+        );
+        assert_eq!(
+            mirror_of("mm/ksm-rs/.kunitconfig").as_deref(),
+            Some("mm-ksm-rs/.kunitconfig")
+        );
         assert_eq!(
             mirror_of("tools/testing/selftests/mm/ksm_rs.c").as_deref(),
             Some("tools-testing-selftests/mm/ksm_rs.c")
         );
-        assert_eq!(mirror_of("include/linux/ksm.h").as_deref(), Some("include/linux/ksm.h"));
-        assert_eq!(mirror_of("rust/kernel/mm/ksm.rs").as_deref(), Some("rust-kernel/mm/ksm.rs"));
+        assert_eq!(
+            mirror_of("include/linux/ksm.h").as_deref(),
+            Some("include/linux/ksm.h")
+        );
+        assert_eq!(
+            mirror_of("rust/kernel/mm/ksm.rs").as_deref(),
+            Some("rust-kernel/mm/ksm.rs")
+        );
         assert_eq!(mirror_of("mm/ksm.c"), None);
         assert_eq!(mirror_of("mm/ksm-rsx/a"), None);
     }
@@ -479,12 +605,20 @@ base-commit: c49b871d213042f39da2b346ac0d49967e0c2b05
                 if so { "\nSigned-off-by: A <a@b>\n" } else { "" }
             )
         };
-        let good = vec![("0001".to_string(), p(1, 2, true)), ("0002".to_string(), p(2, 2, true))];
+        let good = vec![
+            ("0001".to_string(), p(1, 2, true)),
+            ("0002".to_string(), p(2, 2, true)),
+        ];
         let cover = fill_cover(GEN, &default_cover()).unwrap();
         assert!(lint_series(&good, Some(&cover)).is_empty());
-        let bad = vec![("0001".to_string(), p(1, 3, true)), ("0002".to_string(), p(2, 2, false))];
+        let bad = vec![
+            ("0001".to_string(), p(1, 3, true)),
+            ("0002".to_string(), p(2, 2, false)),
+        ];
         let errs = lint_series(&bad, Some(GEN));
         assert_eq!(errs.len(), 3, "{errs:?}");
-        assert!(lint_series(&good, None).iter().any(|e| e.contains("missing")));
+        assert!(lint_series(&good, None)
+            .iter()
+            .any(|e| e.contains("missing")));
     }
 }

@@ -128,7 +128,10 @@ pub fn run_logged(cmd: &mut Command, step: &Step, log: &Path) -> Result<()> {
     let mut readers = Vec::new();
     let out = child.stdout.take().expect("piped");
     let err = child.stderr.take().expect("piped");
-    for r in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
+    for r in [
+        Box::new(out) as Box<dyn std::io::Read + Send>,
+        Box::new(err),
+    ] {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
             for line in BufReader::new(r).lines().map_while(Result::ok) {
@@ -142,7 +145,9 @@ pub fn run_logged(cmd: &mut Command, step: &Step, log: &Path) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let pb = tty.then(|| {
         let pb = ProgressBar::new_spinner();
-        pb.set_style(ProgressStyle::with_template("  {spinner} [{elapsed}] {wide_msg}").expect("style"));
+        pb.set_style(
+            ProgressStyle::with_template("  {spinner} [{elapsed}] {wide_msg}").expect("style"),
+        );
         pb.enable_steady_tick(Duration::from_millis(200));
         pb
     });
