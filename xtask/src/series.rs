@@ -330,6 +330,9 @@ pub fn export(pin: &Pin) -> Result<()> {
         ui::info(format!("    removing {stale} (no longer in the series)"));
         fs::remove_file(repo.join(&stale))?;
     }
+    // linux/ now is exactly what patches/ describes.
+    let head = ui::output(git(&dir).args(["rev-parse", "HEAD"]))?;
+    fs::write(stamp_file(&dir), format!("{} {head}\n", series_hash(&patch_files(&pdir)?)?))?;
     ui::info(format!(
         "    {count} patches + cover letter; {} mirrored files",
         mirror.len()
