@@ -319,6 +319,23 @@ static bool wait_merged(long pages)
 }
 
 /*
+ * ksm_merging_pages drops when ksmd next scans the range that was made
+ * unmergeable, not synchronously with MADV_UNMERGEABLE: wait for it.
+ */
+static bool wait_unmerged(void)
+{
+	int i;
+
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10; i++) {
+		if (ksm_get_self_merging_pages() == 0)
+			return true;
+		usleep(100000);
+	}
+	ksft_print_msg("merging_pages still %ld\n", ksm_get_self_merging_pages());
+	return false;
+}
+
+/*
  * One merge -> fork -> COW -> unmerge cycle; returns a description of the
  * first failure or NULL.
  */
@@ -384,7 +401,7 @@ static const char *integrity_cycle(unsigned int gen)
 			_exit(14);
 		if (check_pages(map, child_want) >= 0)
 			_exit(15);
-		if (ksm_get_self_merging_pages() != 0)
+		if (!wait_unmerged())
 			_exit(16);
 		_exit(0);
 	}
@@ -398,7 +415,8 @@ static const char *integrity_cycle(unsigned int gen)
 		err = "pipe write failed";
 	close(sync_pipe[1]);
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) {
-		ksft_print_msg("child status %#x\n", status);
+		ksft_print_msg("child exit status %d\n",
+			       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 		err = err ? err : "child saw wrong content or counters";
 		goto out;
 	}
@@ -419,8 +437,8 @@ static const char *integrity_cycle(unsigned int gen)
 	}
 	if (check_pages(map, want) >= 0)
 		err = "content changed by unmerging";
-	else if (ksm_get_self_merging_pages() != 0)
-		err = "ksm_merging_pages not 0 after MADV_UNMERGEABLE";
+	else if (!wait_unmerged())
+		err = "ksm_merging_pages not back to 0 after MADV_UNMERGEABLE";
 out:
 	munmap(map, NR_PAGES * pagesize);
 	return err;

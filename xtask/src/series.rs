@@ -332,7 +332,10 @@ pub fn export(pin: &Pin) -> Result<()> {
     }
     // linux/ now is exactly what patches/ describes.
     let head = ui::output(git(&dir).args(["rev-parse", "HEAD"]))?;
-    fs::write(stamp_file(&dir), format!("{} {head}\n", series_hash(&patch_files(&pdir)?)?))?;
+    fs::write(
+        stamp_file(&dir),
+        format!("{} {head}\n", series_hash(&patch_files(&pdir)?)?),
+    )?;
     ui::info(format!(
         "    {count} patches + cover letter; {} mirrored files",
         mirror.len()
