@@ -97,6 +97,13 @@ pub fn make_cmd(pin: &Pin, tree: &Path) -> Command {
         c.env("CCACHE_DIR", &ccache)
             .env("CCACHE_BASEDIR", paths::repo())
             .env("CCACHE_NOHASHDIR", "1")
+            // Kbuild maps the source path away with these (so objects do not
+            // depend on where the tree is); keep their absolute values out of
+            // the hash too, or a clone at another path never hits.
+            .env(
+                "CCACHE_IGNOREOPTIONS",
+                "-fmacro-prefix-map=* -ffile-prefix-map=* -fdebug-prefix-map=*",
+            )
             .env("CCACHE_MAXSIZE", "5G");
     }
     c
