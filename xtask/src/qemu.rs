@@ -8,7 +8,7 @@ use crate::ui;
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -153,34 +153,7 @@ fn run_with(vm: &Vm, kvm: bool, mut on_line: impl FnMut(&str)) -> Result<Boot> {
     let mut child = cmd
         .spawn()
         .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let out = child.stdout.take().expect("piped");
-    let err = child.stderr.take().expect("piped");
-    let mut readers = Vec::new();
-    for r in [
-        Box::new(out) as Box<dyn std::io::Read + Send>,
-        Box::new(err),
-    ] {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            let mut br = BufReader::new(r);
-            let mut buf = Vec::new();
-            while br
-                .read_until(b'\n', &mut buf)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                let s = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
-                buf.clear();
-                if tx.send(s).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    drop(tx);
+    let (rx, readers) = ui::line_channel(&mut child);
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut splats = Vec::new();
     let mut timed_out = false;

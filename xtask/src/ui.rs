@@ -124,24 +124,7 @@ pub fn run_logged(cmd: &mut Command, step: &Step, log: &Path) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run `{}`", show_cmd(cmd)))?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let mut readers = Vec::new();
-    let out = child.stdout.take().expect("piped");
-    let err = child.stderr.take().expect("piped");
-    for r in [
-        Box::new(out) as Box<dyn std::io::Read + Send>,
-        Box::new(err),
-    ] {
-        let tx = tx.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(r).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    drop(tx);
+    let (rx, readers) = line_channel(&mut child);
     let tty = std::io::stderr().is_terminal();
     let pb = tty.then(|| {
         let pb = ProgressBar::new_spinner();
@@ -198,9 +181,75 @@ pub fn run_logged(cmd: &mut Command, step: &Step, log: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads a child's stdout and stderr, line by line, into one channel.
+///
+/// Bytes that are not UTF-8 are replaced rather than ending the read, so a
+/// child can never block on a full pipe nobody drains. Join the returned
+/// threads after the channel disconnects.
+pub fn line_channel(
+    child: &mut std::process::Child,
+) -> (mpsc::Receiver<String>, Vec<std::thread::JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    let out = child
+        .stdout
+        .take()
+        .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>);
+    let err = child
+        .stderr
+        .take()
+        .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>);
+    for r in [out, err].into_iter().flatten() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut br = BufReader::new(r);
+            let mut buf = Vec::new();
+            while br.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                let s = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                buf.clear();
+                if tx.send(s).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    (rx, readers)
+}
+
 /// Whether a program is on PATH.
 pub fn have(prog: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_channel_survives_invalid_utf8_and_merges_stderr() {
+        let mut child = Command::new("sh")
+            .args(["-c", r"printf 'a\n\377\377\nb'; printf 'e\n' >&2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (rx, readers) = line_channel(&mut child);
+        let mut lines: Vec<String> = rx.iter().collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        child.wait().unwrap();
+        lines.sort();
+        assert_eq!(lines, vec!["a", "b", "e", "\u{fffd}\u{fffd}"]);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(fmt_dur(Duration::from_millis(4200)), "4.2s");
+        assert_eq!(fmt_dur(Duration::from_secs(65)), "1m05s");
+    }
 }
