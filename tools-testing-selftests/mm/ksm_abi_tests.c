@@ -120,24 +120,14 @@ static bool ksm_file_exists(const char *name)
 	return access(path, F_OK) == 0;
 }
 
-/* Reads a KSM file into buf; returns the length or -errno. */
-static ssize_t ksm_read(const char *name, char *buf, size_t size)
+/* Reads a KSM file into buf; returns its length, 0 on error. */
+static int ksm_read(const char *name, char *buf, size_t size)
 {
 	char path[128];
-	ssize_t n;
-	int fd;
 
+	buf[0] = 0;
 	snprintf(path, sizeof(path), KSM_DIR "%s", name);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, size - 1);
-	if (n < 0)
-		n = -errno;
-	else
-		buf[n] = 0;
-	close(fd);
-	return n;
+	return read_file(path, buf, size);
 }
 
 static long ksm_read_long(const char *name)
