@@ -276,7 +276,7 @@ static unsigned char pattern(size_t page, unsigned int gen)
 	return 'A' + (page % NR_PATTERNS) + gen;
 }
 
-/* Fills page i with pattern(i); the first word holds the pattern index. */
+/* Fills page i of map with byte c. */
 static void fill(char *map, size_t i, unsigned char c)
 {
 	memset(map + i * pagesize, c, pagesize);

@@ -169,6 +169,7 @@ pub fn judge(
     for (i, name) in names.iter().enumerate() {
         let r = report.results.iter().find(|r| r.number as usize == i + 1);
         let xf = xfails.iter().find(|x| &x.test == name);
+        let directive = r.map(|r| r.directive.clone()).unwrap_or_default();
         let (verdict, why) = match (r.map(|r| r.outcome), xf) {
             (None, _) => ("FAIL", "no result (guest died or timed out)".to_string()),
             (Some(Outcome::Fail), Some(x)) => ("XFAIL", format!("expected failure: {}", x.reason)),
@@ -176,15 +177,9 @@ pub fn judge(
                 "FAIL",
                 "unexpectedly passed: remove it from expected-failures.txt".into(),
             ),
-            (Some(Outcome::Pass), None) => {
-                ("PASS", r.map(|r| r.directive.clone()).unwrap_or_default())
-            }
-            (Some(Outcome::Skip), _) => {
-                ("SKIP", r.map(|r| r.directive.clone()).unwrap_or_default())
-            }
-            (Some(Outcome::Fail), None) => {
-                ("FAIL", r.map(|r| r.directive.clone()).unwrap_or_default())
-            }
+            (Some(Outcome::Pass), None) => ("PASS", directive),
+            (Some(Outcome::Skip), _) => ("SKIP", directive),
+            (Some(Outcome::Fail), None) => ("FAIL", directive),
         };
         match verdict {
             "PASS" => s.passed += 1,
@@ -273,6 +268,7 @@ pub fn run(
     let log = fl.dir().join("selftests-console.log");
     let mut report = Report::default();
     let mut current: Vec<String> = Vec::new();
+    let mut speeds: Vec<String> = Vec::new();
     let mut nested: std::collections::BTreeMap<String, usize> = Default::default();
     let boot = qemu::boot(
         &qemu::Vm {
@@ -288,6 +284,12 @@ pub fn run(
                 ui::info(format!("    {line}"));
             }
             if line.starts_with("    ") {
+                // Throughput the timing tests report (ksm_tests -P/-H/-D).
+                if line.contains("MiB/s") {
+                    // The case now running is the one after the last reported result.
+                    let case = names.get(report.results.len()).map_or("?", String::as_str);
+                    speeds.push(format!("{case}: {}", line.trim()));
+                }
                 current.push(line.to_string());
             } else if let Some(r) = report.feed(line) {
                 let tag = match r.outcome {
@@ -321,6 +323,9 @@ pub fn run(
     }
     for (name, k) in &nested {
         println!("  note: {name}: {k} subtest(s) skipped inside it (see the console log)");
+    }
+    for sp in &speeds {
+        println!("  speed: {sp}");
     }
     for s in &boot.splats {
         println!("  kernel: {s}");
