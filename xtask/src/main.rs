@@ -22,8 +22,12 @@ use qemu::Accel;
 use selftests::Summary;
 use std::process::Command;
 
-/// The implementation `demo` and `test` use: C until CONFIG_KSM_RUST exists.
-const DEFAULT_IMPL: Impl = Impl::C;
+/// The implementation `demo` uses.
+const DEFAULT_IMPL: Impl = Impl::Rust;
+
+/// What `test` runs the selftests on without `--impl`: the Rust implementation, and mm/ksm.c
+/// as the reference that the same tests must pass on.
+const TEST_IMPLS: [Impl; 2] = [Impl::Rust, Impl::C];
 
 #[derive(Parser)]
 #[command(
@@ -86,7 +90,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "auto")]
         accel: Accel,
     },
-    /// Everything: setup, host unit tests, check, build, boot, selftests, KUnit
+    /// Everything: setup, host unit tests, check, build, boot, selftests (Rust and C unless
+    /// --impl picks one), KUnit
     Test {
         #[arg(long, value_enum)]
         r#impl: Option<Impl>,
@@ -157,12 +162,15 @@ fn real_main() -> Result<()> {
             provision::setup(&pin)?;
             demo::run(&pin, r#impl.unwrap_or(DEFAULT_IMPL), accel)
         }
-        Cmd::Test { r#impl, accel } => test(&pin, r#impl.unwrap_or(DEFAULT_IMPL), accel),
+        Cmd::Test { r#impl, accel } => {
+            let impls: Vec<Impl> = r#impl.map_or(TEST_IMPLS.to_vec(), |i| vec![i]);
+            test(&pin, &impls, accel)
+        }
     }
 }
 
 /// `cargo xtask test`: the README's test command, and what CI runs.
-fn test(pin: &pin::Pin, imp: Impl, accel: Accel) -> Result<()> {
+fn test(pin: &pin::Pin, impls: &[Impl], accel: Accel) -> Result<()> {
     let mut phases: Vec<(&str, std::time::Duration, String)> = Vec::new();
     let mut total = Summary::default();
     let t = std::time::Instant::now();
@@ -181,10 +189,16 @@ fn test(pin: &pin::Pin, imp: Impl, accel: Accel) -> Result<()> {
     series::check(pin)?;
     phases.push(("check", t.elapsed(), "ok".into()));
 
-    let t = std::time::Instant::now();
-    let s = selftests::run(pin, imp, false, accel, &[], 1)?;
-    phases.push(("build + boot + selftests", t.elapsed(), s.line()));
-    total.add(s);
+    for &imp in impls {
+        let t = std::time::Instant::now();
+        let s = selftests::run(pin, imp, false, accel, &[], 1)?;
+        let name = match imp {
+            Impl::Rust => "selftests [rust]",
+            Impl::C => "selftests [c]",
+        };
+        phases.push((name, t.elapsed(), s.line()));
+        total.add(s);
+    }
 
     let t = std::time::Instant::now();
     let k = kunit::run(pin);
@@ -200,7 +214,7 @@ fn test(pin: &pin::Pin, imp: Impl, accel: Accel) -> Result<()> {
         }
     }
 
-    println!("\ncargo xtask test [impl {:?}]:", imp);
+    println!("\ncargo xtask test [impl {impls:?}]:");
     for (name, d, res) in &phases {
         println!("  {name:<26} {:>8}  {res}", ui::fmt_dur(*d));
     }

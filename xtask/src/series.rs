@@ -384,7 +384,8 @@ pub fn lint_series(patches: &[(String, String)], cover: Option<&str>) -> Vec<Str
             None => errs.push(format!("{name}: no `Subject: [PATCH ...]` line")),
             Some(c) => {
                 let (k, total) = (c.get(1).map(|m| m.as_str()), c.get(2).map(|m| m.as_str()));
-                let want_k = (i + 1).to_string();
+                // git format-patch pads the number to the width of the total (01/14).
+                let want_k = format!("{:0width$}", i + 1, width = n.to_string().len());
                 let want_n = n.to_string();
                 let numbered_ok = if n == 1 {
                     k.is_none() || k == Some("1")
@@ -631,5 +632,18 @@ base-commit: c49b871d213042f39da2b346ac0d49967e0c2b05
         assert!(lint_series(&good, None)
             .iter()
             .any(|e| e.contains("missing")));
+        // Ten patches or more: git pads the number (01/10).
+        let ten: Vec<_> = (1..=10)
+            .map(|k| {
+                let text = format!(
+                    "From 0 Mon\nSubject: [PATCH {k:02}/10] x\n\nbody\n\nSigned-off-by: A <a@b>\n---\n"
+                );
+                (format!("{k:04}"), text)
+            })
+            .collect();
+        assert!(lint_series(&ten, Some(&cover)).is_empty(), "{:?}", lint_series(&ten, Some(&cover)));
+        let mut unpadded = ten.clone();
+        unpadded[0].1 = p(1, 10, true);
+        assert_eq!(lint_series(&unpadded, Some(&cover)).len(), 1);
     }
 }

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C side of the Rust KSM (mm/ksm-rs/ksm.rs).
+ *
+ * Only what Rust cannot express, or what is private to mm/ (mm/internal.h),
+ * goes here: the subsys_initcall, the exported ksm_madvise() wrapper, the
+ * ksm_zero_pages definition that include/linux/ksm.h declares, the
+ * anon_vma helpers the KSM reverse map needs and the per-task part of
+ * collect_procs_ksm().
+ */
+
+#include <linux/export.h>
+#include <linux/init.h>
+#include <linux/ksm.h>
+#include <linux/rmap.h>
+#include <linux/sched/signal.h>
+
+#include "../internal.h"
+#include "glue.h"
+
+/* The number of zero pages placed by KSM, see ksm_map_zero_page(). */
+atomic_long_t ksm_zero_pages = ATOMIC_LONG_INIT(0);
+
+void ksm_rs_get_anon_vma(struct anon_vma *anon_vma)
+{
+	get_anon_vma(anon_vma);
+}
+
+void ksm_rs_put_anon_vma(struct anon_vma *anon_vma)
+{
+	put_anon_vma(anon_vma);
+}
+
+/*
+ * ksm_madvise() is implemented in Rust (ksm_rs_madvise() in hooks.rs). It is
+ * exported to modules (KVM on powerpc), and EXPORT_SYMBOL_GPL() wants the C
+ * definition it follows.
+ */
+int ksm_madvise(struct vm_area_struct *vma, unsigned long start,
+		unsigned long end, int advice, vm_flags_t *vm_flags)
+{
+	return ksm_rs_madvise(vma, start, end, advice, vm_flags);
+}
+EXPORT_SYMBOL_GPL(ksm_madvise);
+
+static int __init ksm_init(void)
+{
+	return ksm_rs_init();
+}
+subsys_initcall(ksm_init);
+
+void ksm_rs_anon_vma_lock_read(struct anon_vma *anon_vma)
+{
+	anon_vma_lock_read(anon_vma);
+}
+
+bool ksm_rs_anon_vma_trylock_read(struct anon_vma *anon_vma)
+{
+	return anon_vma_trylock_read(anon_vma);
+}
+
+void ksm_rs_anon_vma_unlock_read(struct anon_vma *anon_vma)
+{
+	anon_vma_unlock_read(anon_vma);
+}
+
+#ifdef CONFIG_MEMORY_FAILURE
+/*
+ * The per-task part of collect_procs_ksm() for one rmap item of a KSM page:
+ * task_early_kill() and add_to_kill_ksm() are private to mm/.
+ */
+void ksm_rs_collect_procs(struct anon_vma *av, unsigned long index,
+			  unsigned long addr, const struct page *page,
+			  struct list_head *to_kill, int force_early)
+{
+	struct task_struct *tsk;
+
+	anon_vma_lock_read(av);
+	rcu_read_lock();
+	for_each_process(tsk) {
+		struct anon_vma_chain *vmac;
+		struct task_struct *t = task_early_kill(tsk, force_early);
+
+		if (!t)
+			continue;
+		anon_rmap_tree_foreach(vmac, av, index, index) {
+			struct vm_area_struct *vma = vmac->vma;
+
+			if (vma->vm_mm == t->mm)
+				add_to_kill_ksm(t, page, vma, to_kill, addr);
+		}
+	}
+	rcu_read_unlock();
+	anon_vma_unlock_read(av);
+}
+#endif

@@ -1,0 +1,586 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The entry points of include/linux/ksm.h, called by C mm code.
+//!
+//! This is the C boundary: raw pointers from C become abstraction types here, with the lock
+//! the C caller holds stated in each SAFETY comment, and errors become errnos once, here.
+//! `#[export]` checks each signature against the C declaration at build time.
+
+use crate::{
+    ksmd, mm_slot,
+    rmap_item::{RmapItem, RMAP_ITEM_SIZE},
+    stable_tree::{folio_stable_node, StableNode},
+    state::{self, KSM_RUN_UNMERGE},
+    unmerge::break_ksm,
+    MMLIST,
+};
+use core::ffi::c_void;
+use kernel::{
+    bindings,
+    error::{code::*, Result},
+    kthread::cond_resched,
+    mm::{
+        folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
+        pgtable::WalkLock,
+        virt::{flags, VmaRef},
+        Mm, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
+    },
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{Relaxed, Release},
+    },
+};
+
+fn to_errno(r: Result) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// Whether areas with these flags may be merged (`ksm_compatible()`): not shared, hugetlb,
+/// droppable, special (IO, PFNMAP, MIXEDMAP, DONTEXPAND) or DAX.
+fn ksm_compatible(vm_flags: bindings::vm_flags_t, dax: bool) -> bool {
+    // VM_SAO and VM_SPARC_ADI (powerpc, sparc) are also refused there; they are 0 elsewhere.
+    vm_flags & (flags::SHARED | flags::MAYSHARE | flags::HUGETLB) == 0
+        && vm_flags & flags::DROPPABLE == 0
+        && vm_flags & flags::SPECIAL == 0
+        && !dax
+}
+
+fn vma_ksm_compatible(vma: &VmaRef) -> bool {
+    ksm_compatible(vma.flags(), vma.is_dax())
+}
+
+/// Registers `mm` with KSM (`__ksm_enter()`).
+fn ksm_enter(mm: &Mm) -> Result {
+    let slot = crate::alloc_mm_slot(mm)?;
+    let res = match mm_slot::reserve() {
+        Ok(r) => r,
+        Err(e) => {
+            crate::free_mm_slot(slot);
+            return Err(e);
+        }
+    };
+    let needs_wakeup = {
+        let mut l = MMLIST.lock();
+        let needs_wakeup = l.is_empty();
+        // While merging (or stopped), insert just behind the cursor to let the area settle
+        // before it is scanned: a fork followed by exec should not cost an rmap list. While
+        // unmerging, insert ahead of the cursor (at the tail) so the new mm is not missed.
+        let before = if state::RUN.load(Relaxed) & KSM_RUN_UNMERGE != 0 {
+            core::ptr::null_mut()
+        } else {
+            l.cursor
+        };
+        l.insert_before(slot, before, res);
+        needs_wakeup
+    };
+    mm.flags_set(MMF_VM_MERGEABLE);
+    if needs_wakeup {
+        ksmd::wake_thread();
+    }
+    Ok(())
+}
+
+/// Registers `mm` with KSM (fork, exec with `MMF_VM_MERGE_ANY`, first mergeable area).
+///
+/// # Safety
+///
+/// `mm` must be a live mm (the caller's own, or a child being forked).
+#[export]
+pub unsafe extern "C" fn __ksm_enter(mm: *mut bindings::mm_struct) -> i32 {
+    // SAFETY: The caller passes a live mm (its own, or a child being forked).
+    to_errno(ksm_enter(unsafe { Mm::from_raw(mm) }))
+}
+
+/// Unregisters an exiting `mm` (`__ksm_exit()`), from exit_mmap().
+///
+/// If the slot has no items and is not the scan cursor, it is freed now. Otherwise it is
+/// moved right after the cursor and left for ksmd, which will find the mm exiting (it cannot
+/// take `mm_users` any more) and free the items and the slot. ksmd only touches page tables
+/// while holding `mm_users`, so no mmap lock handshake with the exit is needed (C takes and
+/// drops the write lock here to wait for a ksmd that holds only the read lock).
+///
+/// # Safety
+///
+/// `mm` must be an mm being torn down, still referenced by the caller.
+#[export]
+pub unsafe extern "C" fn __ksm_exit(mm: *mut bindings::mm_struct) {
+    // SAFETY: The caller (exit_mmap) holds a reference on the mm.
+    let mm = unsafe { Mm::from_raw(mm) };
+    let mut easy = core::ptr::null_mut();
+    {
+        let mut l = MMLIST.lock();
+        let slot = l.lookup(mm);
+        if !slot.is_null() && slot != l.cursor {
+            // SAFETY: A listed slot; a racy read of the scanner's list head, as in C.
+            if unsafe { (*slot).rmap_list.is_null() } {
+                l.remove(slot);
+                easy = slot;
+            } else {
+                l.move_after_cursor(slot);
+            }
+        }
+    }
+    if !easy.is_null() {
+        mm.flags_clear(MMF_VM_MERGE_ANY);
+        mm.flags_clear(MMF_VM_MERGEABLE);
+        crate::free_mm_slot(easy);
+    }
+}
+
+/// `madvise(MADV_MERGEABLE / MADV_UNMERGEABLE)` on one area: `ksm_madvise()`, through the
+/// exported C wrapper in glue.c.
+///
+/// # Safety
+///
+/// Called by madvise with the mmap write lock held; `vm_flags` points to the flags the caller
+/// will apply to `vma`.
+#[no_mangle]
+pub unsafe extern "C" fn ksm_rs_madvise(
+    vma: *mut bindings::vm_area_struct,
+    start: usize,
+    end: usize,
+    advice: i32,
+    vm_flags: *mut bindings::vm_flags_t,
+) -> i32 {
+    // SAFETY: The mmap write lock is held, more than `VmaRef` needs.
+    let vma = unsafe { VmaRef::from_raw(vma) };
+    // SAFETY: `vm_flags` is valid for writes (see above).
+    let vm_flags = unsafe { &mut *vm_flags };
+    let mm: &Mm = vma.mm();
+    match advice as u32 {
+        bindings::MADV_MERGEABLE => {
+            if vma.flags() & flags::MERGEABLE != 0 || !vma_ksm_compatible(vma) {
+                return 0;
+            }
+            if !mm.flags_test(MMF_VM_MERGEABLE) {
+                if let Err(e) = ksm_enter(mm) {
+                    return e.to_errno();
+                }
+            }
+            *vm_flags |= flags::MERGEABLE;
+        }
+        bindings::MADV_UNMERGEABLE => {
+            if *vm_flags & flags::MERGEABLE == 0 {
+                return 0;
+            }
+            if !vma.anon_vma().is_null() {
+                if let Err(e) = break_ksm(vma, start, end, WalkLock::Write) {
+                    return e.to_errno();
+                }
+            }
+            *vm_flags &= !flags::MERGEABLE;
+        }
+        _ => {}
+    }
+    0
+}
+
+// ksm_rs_madvise() has exactly the signature of ksm_madvise() in include/linux/ksm.h.
+const _: () = {
+    let _check: [unsafe extern "C" fn(
+        *mut bindings::vm_area_struct,
+        usize,
+        usize,
+        i32,
+        *mut bindings::vm_flags_t,
+    ) -> i32; 2] = [bindings::ksm_madvise, ksm_rs_madvise];
+};
+
+fn should_add_vma(vm_flags: bindings::vm_flags_t, dax: bool) -> bool {
+    vm_flags & flags::MERGEABLE == 0 && ksm_compatible(vm_flags, dax)
+}
+
+/// The flags of a new area of `mm`, made mergeable under `PR_SET_MEMORY_MERGE`
+/// (`ksm_vma_flags()`).
+///
+/// # Safety
+///
+/// `mm` is the caller's live mm, `file` null or a valid file.
+#[export]
+pub unsafe extern "C" fn ksm_vma_flags(
+    mm: *mut bindings::mm_struct,
+    file: *const bindings::file,
+    mut vma_flags: bindings::vma_flags_t,
+) -> bindings::vma_flags_t {
+    // SAFETY: As the caller guarantees.
+    let mm = unsafe { Mm::from_raw(mm) };
+    // SAFETY: `file` is null or valid.
+    let dax = unsafe { bindings::file_is_dax(file) };
+    // The legacy flags are the first word of the bitmap.
+    let word = &mut vma_flags.__vma_flags[0];
+    if mm.flags_test(MMF_VM_MERGE_ANY) && should_add_vma(*word, dax) {
+        *word |= flags::MERGEABLE;
+        // Usually set already; ksmd clears it after a scan that found nothing mergeable.
+        if !mm.flags_test(MMF_VM_MERGEABLE) {
+            let _ = ksm_enter(mm);
+        }
+    }
+    vma_flags
+}
+
+/// Iterates over the areas of an mm whose mmap write lock the caller holds.
+fn for_each_vma_write_locked(mm: &Mm, mut f: impl FnMut(&VmaRef) -> Result) -> Result {
+    let mut addr = 0;
+    loop {
+        // SAFETY: The mmap (write) lock is held by the caller of the hook.
+        let vma = unsafe { bindings::find_vma(mm.as_raw(), addr) };
+        if vma.is_null() {
+            return Ok(());
+        }
+        // SAFETY: A vma found under the mmap lock, which stays held.
+        let vma = unsafe { VmaRef::from_raw(vma) };
+        addr = vma.end();
+        f(vma)?;
+    }
+}
+
+fn add_vmas(mm: &Mm) {
+    let _ = for_each_vma_write_locked(mm, |vma| {
+        if should_add_vma(vma.flags(), vma.is_dax()) {
+            // SAFETY: The mmap write lock is held.
+            unsafe { vma.set_flags(flags::MERGEABLE) };
+        }
+        Ok(())
+    });
+}
+
+fn del_vmas(mm: &Mm) -> Result {
+    for_each_vma_write_locked(mm, |vma| {
+        if vma.flags() & flags::MERGEABLE == 0 {
+            return Ok(());
+        }
+        if !vma.anon_vma().is_null() {
+            break_ksm(vma, vma.start(), vma.end(), WalkLock::Write)?;
+        }
+        // SAFETY: The mmap write lock is held.
+        unsafe { vma.clear_flags(flags::MERGEABLE) };
+        Ok(())
+    })
+}
+
+/// `prctl(PR_SET_MEMORY_MERGE, 1)`: every compatible area, now and later, is mergeable
+/// (`ksm_enable_merge_any()`); the mmap write lock is held.
+///
+/// # Safety
+///
+/// `mm` must be the caller's live mm, its mmap write lock held.
+#[export]
+pub unsafe extern "C" fn ksm_enable_merge_any(mm: *mut bindings::mm_struct) -> i32 {
+    // SAFETY: The caller's live mm.
+    let mm = unsafe { Mm::from_raw(mm) };
+    if mm.flags_test(MMF_VM_MERGE_ANY) {
+        return 0;
+    }
+    if !mm.flags_test(MMF_VM_MERGEABLE) {
+        if let Err(e) = ksm_enter(mm) {
+            return e.to_errno();
+        }
+    }
+    mm.flags_set(MMF_VM_MERGE_ANY);
+    add_vmas(mm);
+    0
+}
+
+fn disable_merge_any(mm: &Mm) -> Result {
+    if !mm.flags_test(MMF_VM_MERGE_ANY) {
+        return Ok(());
+    }
+    // Unmerging failed: the whole operation fails and merging stays enabled everywhere.
+    if let Err(e) = del_vmas(mm) {
+        add_vmas(mm);
+        return Err(e);
+    }
+    mm.flags_clear(MMF_VM_MERGE_ANY);
+    Ok(())
+}
+
+/// `prctl(PR_SET_MEMORY_MERGE, 0)`: unmerge and stop merging everything
+/// (`ksm_disable_merge_any()`); the mmap write lock is held.
+///
+/// # Safety
+///
+/// `mm` must be the caller's live mm, its mmap write lock held.
+#[export]
+pub unsafe extern "C" fn ksm_disable_merge_any(mm: *mut bindings::mm_struct) -> i32 {
+    // SAFETY: The caller's live mm.
+    to_errno(disable_merge_any(unsafe { Mm::from_raw(mm) }))
+}
+
+/// Disables KSM for the whole mm (`ksm_disable()`, used by s390); mmap write lock held.
+///
+/// # Safety
+///
+/// `mm` must be a live mm, its mmap write lock held.
+#[export]
+pub unsafe extern "C" fn ksm_disable(mm: *mut bindings::mm_struct) -> i32 {
+    // SAFETY: The caller's live mm.
+    let mm = unsafe { Mm::from_raw(mm) };
+    if !mm.flags_test(MMF_VM_MERGEABLE) {
+        return 0;
+    }
+    if mm.flags_test(MMF_VM_MERGE_ANY) {
+        return to_errno(disable_merge_any(mm));
+    }
+    to_errno(del_vmas(mm))
+}
+
+/// Whether any area of the mm is mergeable (`/proc/<pid>/ksm_stat`); mmap lock held.
+///
+/// # Safety
+///
+/// `mm` must be a live mm, its mmap lock held.
+#[export]
+pub unsafe extern "C" fn ksm_process_mergeable(mm: *mut bindings::mm_struct) -> bool {
+    // SAFETY: The caller's live mm, mmap lock held (read suffices to iterate).
+    let mm = unsafe { Mm::from_raw(mm) };
+    for_each_vma_write_locked(mm, |vma| {
+        if vma.flags() & flags::MERGEABLE != 0 {
+            Err(EEXIST)
+        } else {
+            Ok(())
+        }
+    })
+    .is_err()
+}
+
+/// Memory saved for the mm minus the cost of its rmap items (`ksm_process_profit()`).
+///
+/// # Safety
+///
+/// `mm` must be a valid mm.
+#[export]
+pub unsafe extern "C" fn ksm_process_profit(mm: *mut bindings::mm_struct) -> kernel::ffi::c_long {
+    // SAFETY: The caller's live mm.
+    let mm = unsafe { Mm::from_raw(mm) };
+    ((mm.ksm_merging_pages() as isize + mm.ksm_zero_pages()) * PAGE_SIZE as isize
+        - (mm.ksm_rmap_items() * RMAP_ITEM_SIZE) as isize) as kernel::ffi::c_long
+}
+
+/// Points the stable node of a KSM folio at the folio it migrates to
+/// (`folio_migrate_ksm()`); both folios are locked by the caller.
+///
+/// # Safety
+///
+/// Both folios must be valid and locked, `newfolio` replacing `folio` in migration.
+#[export]
+pub unsafe extern "C" fn folio_migrate_ksm(
+    newfolio: *mut bindings::folio,
+    folio: *mut bindings::folio,
+) {
+    // SAFETY: Both folios are valid and locked by the migration code.
+    let (newfolio, folio) = unsafe { (Folio::from_raw(newfolio), Folio::from_raw(folio)) };
+    let node = folio_stable_node(folio);
+    if node.is_null() {
+        return;
+    }
+    // The new folio's mapping was set in advance. The new kpfn must be visible to
+    // ksm_get_folio() before it can see the old folio's mapping go stale: release here,
+    // acquire there (C: smp_wmb()/smp_rmb()).
+    // SAFETY: A KSM folio's node is live while the folio is locked.
+    unsafe { (*node).kpfn.store(newfolio.pfn(), Release) };
+    // SAFETY: The caller holds the folio lock; the guard must not unlock it.
+    let g = core::mem::ManuallyDrop::new(unsafe { FolioLockGuard::assume_locked(folio) });
+    // SAFETY: The old folio stops pointing at the node (C: folio_set_stable_node(folio, NULL)).
+    unsafe { g.set_raw_mapping(FOLIO_MAPPING_KSM) };
+}
+
+extern "C" {
+    fn ksm_rs_anon_vma_lock_read(anon_vma: *mut c_void);
+    fn ksm_rs_anon_vma_trylock_read(anon_vma: *mut c_void) -> bool;
+    fn ksm_rs_anon_vma_unlock_read(anon_vma: *mut c_void);
+    #[cfg(CONFIG_MEMORY_FAILURE)]
+    fn ksm_rs_collect_procs(
+        anon_vma: *mut c_void,
+        index: usize,
+        addr: usize,
+        page: *const core::ffi::c_void,
+        to_kill: *mut bindings::list_head,
+        force_early: i32,
+    );
+}
+
+/// Calls `rwc->rmap_one` for every mapping of a KSM folio (`rmap_walk_ksm()`).
+///
+/// The folio lock keeps the node's list stable. Each item's anon_vma tree is searched for the
+/// page index the item recorded: first the areas of the item's own mm, then, if still needed,
+/// areas of other mms forked from it since ksmd last passed.
+///
+/// # Safety
+///
+/// `folio` must be a locked KSM folio and `rwc` a valid walk control.
+#[export]
+pub unsafe extern "C" fn rmap_walk_ksm(
+    folio: *mut bindings::folio,
+    rwc: *mut bindings::rmap_walk_control,
+) {
+    // SAFETY: The caller passes a locked KSM folio and a valid control structure.
+    let (f, rwc) = unsafe { (Folio::from_raw(folio), &mut *rwc) };
+    let node = folio_stable_node(f);
+    if node.is_null() {
+        return;
+    }
+    for search_new_forks in [false, true] {
+        // SAFETY: The folio lock keeps the node and its list alive and unchanged.
+        for item in unsafe { (*node).items() } {
+            // SAFETY: Listed items are valid under the folio lock.
+            let item: &RmapItem = unsafe { &*item };
+            let addr = item.address.addr();
+            // SAFETY: Stable items hold an anon_vma reference and their page index.
+            let (av, index) =
+                unsafe { (item.anon_vma_or_nid.anon_vma, item.info.linear_page_index) };
+            cond_resched();
+            // SAFETY: `av` is referenced by the item.
+            if unsafe { !ksm_rs_anon_vma_trylock_read(av.cast()) } {
+                if rwc.try_lock {
+                    rwc.contended = true;
+                    return;
+                }
+                // SAFETY: As above.
+                unsafe { ksm_rs_anon_vma_lock_read(av.cast()) };
+            }
+            // SAFETY: The anon_vma read lock protects the interval tree walk.
+            let mut avc = unsafe { bindings::anon_rmap_tree_iter_first(av, index, index) };
+            let mut stop = false;
+            while !avc.is_null() {
+                cond_resched();
+                // SAFETY: A chain of the locked anon_vma; its vma is valid.
+                let vma = unsafe { (*avc).vma };
+                // SAFETY: As above.
+                let (vs, ve, vmm) = unsafe {
+                    (
+                        (*vma).__bindgen_anon_1.__bindgen_anon_1.vm_start,
+                        (*vma).__bindgen_anon_1.__bindgen_anon_1.vm_end,
+                        (*vma).vm_mm,
+                    )
+                };
+                let own_mm = core::ptr::eq(vmm.cast_const(), item.mm.cast());
+                if addr >= vs && addr < ve && own_mm != search_new_forks {
+                    // SAFETY: Callbacks of the caller's control structure, called as C does.
+                    let invalid = rwc
+                        .invalid_vma
+                        .is_some_and(|iv| unsafe { iv(vma, rwc.arg) });
+                    if !invalid {
+                        // SAFETY: As above.
+                        if !unsafe { rwc.rmap_one.unwrap()(folio, vma, addr, rwc.arg) } {
+                            stop = true;
+                            break;
+                        }
+                        // SAFETY: As above.
+                        if rwc.done.is_some_and(|d| unsafe { d(folio) } != 0) {
+                            stop = true;
+                            break;
+                        }
+                    }
+                }
+                // SAFETY: Iterating under the anon_vma lock.
+                avc = unsafe { bindings::anon_rmap_tree_iter_next(avc, index, index) };
+            }
+            // SAFETY: Locked above.
+            unsafe { ksm_rs_anon_vma_unlock_read(av.cast()) };
+            if stop {
+                return;
+            }
+        }
+    }
+}
+
+/// Collects the processes mapping a KSM page hit by a memory error (`collect_procs_ksm()`).
+#[cfg(CONFIG_MEMORY_FAILURE)]
+/// # Safety
+///
+/// `folio` must be a locked folio, `page` its page, `to_kill` a valid list.
+#[export]
+pub unsafe extern "C" fn collect_procs_ksm(
+    folio: *const bindings::folio,
+    page: *const bindings::page,
+    to_kill: *mut bindings::list_head,
+    force_early: i32,
+) {
+    // SAFETY: The caller passes a locked folio.
+    let f = unsafe { Folio::from_raw(folio) };
+    let node: *mut StableNode = folio_stable_node(f);
+    if node.is_null() {
+        return;
+    }
+    // SAFETY: The folio lock keeps the node's list stable.
+    for item in unsafe { (*node).items() } {
+        // SAFETY: Listed items are valid; stable items hold their anon_vma.
+        unsafe {
+            let item = &*item;
+            ksm_rs_collect_procs(
+                item.anon_vma_or_nid.anon_vma.cast(),
+                item.info.linear_page_index,
+                item.address.addr(),
+                page.cast(),
+                to_kill,
+                force_early,
+            );
+        }
+    }
+}
+
+/// Whether a swapped-in `folio` must be copied before it is mapped at `addr` of `vma`
+/// (`ksm_might_need_to_copy()`): a KSM folio that lost its stable node (or while unmerging
+/// everything), or an anonymous folio of another anon_vma or index (swapped in by another
+/// process, maybe a former sharer of a KSM page). Returns the folio itself, a new locked copy,
+/// null if there is no memory for a copy, or `ERR_PTR(-EHWPOISON)`.
+///
+/// # Safety
+///
+/// `folio` must be a locked swap-cache folio and `vma` a VMA whose mmap or VMA lock is held.
+#[export]
+pub unsafe extern "C" fn ksm_might_need_to_copy(
+    folio: *mut bindings::folio,
+    vma: *mut bindings::vm_area_struct,
+    addr: usize,
+) -> *mut bindings::folio {
+    // SAFETY: As the caller guarantees.
+    let (f, vma) = unsafe { (Folio::from_raw(folio), VmaRef::from_raw(vma)) };
+    if f.is_large() {
+        return folio;
+    }
+    if f.is_ksm() {
+        if !folio_stable_node(f).is_null() && state::RUN.load(Relaxed) & KSM_RUN_UNMERGE == 0 {
+            // No need to copy it.
+            return folio;
+        }
+    } else {
+        let av = f.anon_vma();
+        if av.is_null() {
+            return folio;
+        }
+        let vav = vma.anon_vma();
+        // SAFETY: Both anon_vmas are live: the folio's is pinned by the locked swap cache
+        // folio, the VMA's by the lock the caller holds.
+        let same_root = !vav.is_null() && unsafe { (*av).root == (*vav).root };
+        if f.index() == vma.linear_anon_page_index(addr) && same_root {
+            // Still no need to copy it.
+            return folio;
+        }
+    }
+    if f.is_hwpoison(0) {
+        return EHWPOISON.to_ptr();
+    }
+    if !f.is_uptodate() {
+        // Let do_swap_page() report the error.
+        return folio;
+    }
+    match f.copy_for_user(0, vma, addr) {
+        Ok(Some(new)) => {
+            #[cfg(CONFIG_SWAP)]
+            // SAFETY: Counting a VM event has no requirements.
+            unsafe {
+                bindings::count_vm_event(bindings::vm_event_item_KSM_SWPIN_COPY)
+            };
+            // The caller takes over the reference and the lock.
+            ARef::into_raw(new).as_ptr().cast()
+        }
+        Ok(None) => core::ptr::null_mut(),
+        Err(e) => e.to_ptr(),
+    }
+}

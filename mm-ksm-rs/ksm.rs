@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Kernel Samepage Merging, in Rust (`CONFIG_KSM_RUST`).
+//!
+//! A drop-in replacement for mm/ksm.c with the same interface (include/linux/ksm.h,
+//! /sys/kernel/mm/ksm, /proc/<pid>/ksm_stat) and the same algorithm: ksmd scans the pages of
+//! mergeable areas; a page whose checksum did not change since the last scan is looked up by
+//! content first in the stable tree of KSM pages, then in the unstable tree of candidates of
+//! this scan; identical pages are merged into one write-protected KSM page.
+//!
+//! Modules, one per domain object: [`rmap_item`] (the per-page record and its packed address),
+//! [`stable_tree`], [`unstable_tree`], [`mm_slot`] (registered mms), [`ksmd`] (thread and scan
+//! cursor), [`merge`], [`unmerge`], [`hooks`] (the ksm.h entry points), [`sysfs`], [`advisor`].
+//!
+//! # Lock order
+//!
+//! 1. [`KSM_THREAD_MUTEX`] (C: `ksm_thread_mutex`): the trees, the rmap items, the scan
+//!    position; held by ksmd for a batch and by sysfs writes that change the trees.
+//! 2. mmap lock of one mm (read), taken with `mm_users` held (never for an exiting mm).
+//! 3. folio lock of a KSM page (trylock for pages being merged).
+//! 4. page table lock.
+//!
+//! [`MMLIST`] (C: `ksm_mmlist_lock`, a spinlock) nests inside any of these and is only held
+//! for list updates; nothing sleeps or takes another lock under it.
+
+#![crate_name = "ksm"]
+
+use core::ffi::c_void;
+use kernel::{
+    bindings,
+    prelude::*,
+    slab::{CacheBox, KmemCache},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        SetOnce,
+    },
+};
+
+mod advisor;
+mod hlist;
+pub mod hooks;
+mod ksmd;
+mod merge;
+mod mm_slot;
+mod rbtree_raw;
+mod rmap_item;
+mod stable_tree;
+mod state;
+mod sysfs;
+mod unmerge;
+mod unstable_tree;
+
+use mm_slot::{MmList, MmSlot};
+
+/// Prefix of this crate's log messages.
+const __LOG_PREFIX: &[u8] = b"ksm\0";
+use rmap_item::RmapItem;
+use stable_tree::StableNode;
+
+/// The scanner's state (C: the trees, `ksm_scan` minus its mm slot, which is in [`MmList`]).
+pub(crate) struct Ksm {
+    /// Stable tree roots, one per NUMA node (only the first is used with
+    /// `merge_across_nodes = 1`).
+    stable_roots: KVec<bindings::rb_root>,
+    /// Unstable tree roots, likewise.
+    unstable_roots: KVec<bindings::rb_root>,
+    /// Stable nodes whose page migrated to another NUMA node, waiting to be put into that
+    /// node's tree (C: `migrate_nodes`).
+    pub(crate) migrate_nodes: *mut StableNode,
+    /// Next address to scan in the cursor's mm.
+    pub(crate) address: usize,
+    /// Link to the next item to look at in the cursor's mm's list.
+    pub(crate) rmap_list: *mut *mut RmapItem,
+    /// Completed full scans.
+    pub(crate) seqnr: usize,
+}
+
+// SAFETY: Only accessed under KSM_THREAD_MUTEX.
+unsafe impl Send for Ksm {}
+
+impl Ksm {
+    const fn new() -> Self {
+        Self {
+            stable_roots: KVec::new(),
+            unstable_roots: KVec::new(),
+            migrate_nodes: core::ptr::null_mut(),
+            address: 0,
+            rmap_list: core::ptr::null_mut(),
+            seqnr: 0,
+        }
+    }
+
+    /// Allocates one tree root per possible NUMA node.
+    fn alloc_roots(&mut self) -> Result {
+        // SAFETY: `nr_node_ids` is set before initcalls run and never changes afterwards.
+        let n = unsafe { bindings::nr_node_ids } as usize;
+        let empty = bindings::rb_root {
+            rb_node: core::ptr::null_mut(),
+        };
+        self.stable_roots = KVec::from_elem(empty, n.max(1), GFP_KERNEL)?;
+        self.unstable_roots = KVec::from_elem(empty, n.max(1), GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// The number of trees in use (C: `ksm_nr_node_ids`).
+    pub(crate) fn nr_trees(&self) -> usize {
+        if state::MERGE_ACROSS_NODES.load(Relaxed) != 0 {
+            1
+        } else {
+            self.stable_roots.len()
+        }
+    }
+
+    /// The tree (NUMA node index) for a page frame (`get_kpfn_nid()`).
+    pub(crate) fn kpfn_nid(&self, kpfn: usize) -> i32 {
+        if state::MERGE_ACROSS_NODES.load(Relaxed) != 0 {
+            0
+        } else {
+            // SAFETY: `kpfn` is the pfn of a page we hold or a KSM page; reading its node from
+            // the page flags is valid for any pfn with a `struct page`.
+            unsafe { kernel::mm::folio::Folio::from_pfn(kpfn) }.nid()
+        }
+    }
+
+    /// The stable tree root for `nid`.
+    pub(crate) fn stable_root(&mut self, nid: i32) -> *mut bindings::rb_root {
+        &raw mut self.stable_roots[nid as usize]
+    }
+
+    /// The unstable tree root for `nid`.
+    pub(crate) fn unstable_root(&mut self, nid: i32) -> *mut bindings::rb_root {
+        &raw mut self.unstable_roots[nid as usize]
+    }
+
+    /// Forgets the unstable trees at the start of a full scan: their items are recognized as
+    /// stale by their sequence number.
+    pub(crate) fn reset_unstable_tree(&mut self) {
+        let n = self.nr_trees();
+        for root in &mut self.unstable_roots[..n] {
+            root.rb_node = core::ptr::null_mut();
+        }
+    }
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: Initialized in ksm_rs_init() before ksmd, sysfs or any hook can use it.
+    pub(crate) unsafe(uninit) static KSM_THREAD_MUTEX: Mutex<Ksm> = Ksm::new();
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: Initialized in ksm_rs_init() before ksmd, sysfs or any hook can use it.
+    pub(crate) unsafe(uninit) static MMLIST: SpinLock<MmList> = MmList::new();
+}
+
+/// A held [`KSM_THREAD_MUTEX`].
+pub(crate) type KsmGuard = kernel::sync::lock::GlobalGuard<KSM_THREAD_MUTEX>;
+
+/// Checksum of a page of zeroes, to spot zero pages cheaply.
+pub(crate) static ZERO_CHECKSUM: Atomic<u32> = Atomic::new(0);
+
+/// The slab caches.
+pub(crate) struct Caches {
+    rmap_item: KmemCache<RmapItem>,
+    stable_node: KmemCache<StableNode>,
+    mm_slot: KmemCache<MmSlot>,
+}
+
+static CACHES: SetOnce<Caches> = SetOnce::new();
+
+/// The slab caches, created at init.
+pub(crate) fn caches() -> &'static Caches {
+    CACHES.as_ref().expect("ksm: caches used before init")
+}
+
+impl Caches {
+    /// Allocates a stable node.
+    pub(crate) fn alloc_stable_node(&'static self, n: StableNode) -> Result<*mut StableNode> {
+        Ok(self
+            .stable_node
+            .alloc(n, GFP_KERNEL | __GFP_NOWARN)?
+            .into_raw()
+            .as_ptr())
+    }
+
+    /// Takes back a stable node for freeing.
+    ///
+    /// # Safety
+    ///
+    /// `p` must come from [`Caches::alloc_stable_node`] and not be used afterwards.
+    pub(crate) unsafe fn stable_node_from_raw(
+        &'static self,
+        p: *mut StableNode,
+    ) -> CacheBox<'static, StableNode> {
+        // SAFETY: As the caller guarantees.
+        unsafe { CacheBox::from_raw(&self.stable_node, core::ptr::NonNull::new_unchecked(p)) }
+    }
+}
+
+/// Allocates an item for `addr` in `mm` (`alloc_rmap_item()`): may fail quietly under memory
+/// pressure, the scan just moves on.
+pub(crate) fn alloc_rmap_item(mm: &kernel::mm::Mm, addr: usize) -> Option<*mut RmapItem> {
+    let b = caches()
+        .rmap_item
+        .alloc(
+            RmapItem::new(mm, addr),
+            GFP_KERNEL | kernel::alloc::flags::__GFP_NORETRY | __GFP_NOWARN,
+        )
+        .ok()?;
+    Some(b.into_raw().as_ptr())
+}
+
+/// Frees an item no longer in any list or tree (`free_rmap_item()`).
+pub(crate) fn free_rmap_item(item: *mut RmapItem) {
+    // SAFETY: `item` comes from alloc_rmap_item() and is unlinked.
+    let b =
+        unsafe { CacheBox::from_raw(&caches().rmap_item, core::ptr::NonNull::new_unchecked(item)) };
+    unmerge::account_rmap_item(b.mm(), -1);
+    drop(b);
+}
+
+/// Allocates an mm slot.
+pub(crate) fn alloc_mm_slot(mm: &kernel::mm::Mm) -> Result<*mut MmSlot> {
+    Ok(caches()
+        .mm_slot
+        .alloc(MmSlot::new(mm), GFP_KERNEL)?
+        .into_raw()
+        .as_ptr())
+}
+
+/// Frees an unlinked mm slot, dropping its mm reference (`mmdrop()`).
+pub(crate) fn free_mm_slot(slot: *mut MmSlot) {
+    // SAFETY: `slot` comes from alloc_mm_slot() and is unlinked.
+    drop(unsafe { CacheBox::from_raw(&caches().mm_slot, core::ptr::NonNull::new_unchecked(slot)) });
+}
+
+/// The global count of KSM-placed zero pages (`ksm_zero_pages`, defined in glue.c).
+pub(crate) fn ksm_zero_pages_read() -> isize {
+    // SAFETY: A valid global atomic.
+    unsafe { bindings::atomic64_read(&raw const bindings::ksm_zero_pages) as isize }
+}
+
+/// Drains the per-CPU LRU caches (`lru_add_drain_all()`).
+pub(crate) fn lru_add_drain_all() {
+    // SAFETY: Callable from process context.
+    unsafe { bindings::lru_add_drain_all() };
+}
+
+extern "C" {
+    fn ksm_rs_get_anon_vma(anon_vma: *mut c_void);
+    fn ksm_rs_put_anon_vma(anon_vma: *mut c_void);
+}
+
+/// Takes a reference on an anon_vma (`get_anon_vma()`, private to mm/: see glue.c).
+///
+/// # Safety
+///
+/// `anon_vma` must be valid (e.g. the anon_vma of a VMA whose mmap lock is held).
+pub(crate) unsafe fn get_anon_vma(anon_vma: *mut bindings::anon_vma) {
+    // SAFETY: As the caller guarantees.
+    unsafe { ksm_rs_get_anon_vma(anon_vma.cast()) };
+}
+
+/// Drops a reference taken by [`get_anon_vma`].
+///
+/// # Safety
+///
+/// The caller must own a reference.
+pub(crate) unsafe fn put_anon_vma(anon_vma: *mut bindings::anon_vma) {
+    // SAFETY: As the caller guarantees.
+    unsafe { ksm_rs_put_anon_vma(anon_vma.cast()) };
+}
+
+/// Sets up KSM at `subsys_initcall` time (called from glue.c).
+#[no_mangle]
+pub extern "C" fn ksm_rs_init() -> i32 {
+    match init() {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+fn init() -> Result {
+    // SAFETY: Called once, before anything else uses these locks.
+    unsafe {
+        KSM_THREAD_MUTEX.init();
+        MMLIST.init();
+    }
+    KSM_THREAD_MUTEX.lock().alloc_roots()?;
+    let zeroes = KVec::from_elem(0u8, kernel::page::PAGE_SIZE, GFP_KERNEL)?;
+    ZERO_CHECKSUM.store(merge::page_checksum(&zeroes), Relaxed);
+    drop(zeroes);
+    CACHES.populate(Caches {
+        rmap_item: KmemCache::new(c"ksm_rmap_item")?,
+        stable_node: KmemCache::new(c"ksm_stable_node")?,
+        mm_slot: KmemCache::new(c"ksm_mm_slot")?,
+    });
+    ksmd::start()?;
+    sysfs::register()?;
+    Ok(())
+}

@@ -1,0 +1,382 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! ksmd: the scanning thread, and the scan cursor's walk over all mergeable pages.
+
+use crate::{
+    merge::{cmp_and_merge_page, with_mm, PageRef},
+    mm_slot::MmSlot,
+    rmap_item::RmapItem,
+    state::{self, count, ksmd_should_run},
+    unmerge::{account_rmap_item, remove_trailing_rmap_items},
+    unstable_tree::remove_rmap_item_from_tree,
+    Ksm, KsmGuard, KSM_THREAD_MUTEX, MMLIST,
+};
+use core::ops::ControlFlow;
+use kernel::{
+    kthread,
+    mm::{
+        folio::Folio,
+        pgtable::{self, WalkLock},
+        virt::flags,
+        MMF_VM_MERGEABLE,
+    },
+    new_condvar, new_mutex,
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{aref::ARef, atomic::Relaxed, CondVar, Mutex, SetOnce},
+    time::msecs_to_jiffies,
+};
+
+/// What ksmd sleeps on.
+#[pin_data]
+pub(crate) struct Waits {
+    /// Protects the check-then-sleep of ksmd against lost wake-ups.
+    #[pin]
+    lock: Mutex<()>,
+    /// Woken when `run` starts scanning (C: `ksm_thread_wait`).
+    #[pin]
+    thread_wait: CondVar,
+    /// Woken when `sleep_millisecs` changes (C: `ksm_iter_wait`).
+    #[pin]
+    iter_wait: CondVar,
+}
+
+static WAITS: SetOnce<Pin<KBox<Waits>>> = SetOnce::new();
+
+/// Creates the wait queues and starts ksmd.
+pub(crate) fn start() -> Result {
+    let w = KBox::pin_init(
+        pin_init!(Waits {
+            lock <- new_mutex!(()),
+            thread_wait <- new_condvar!("ksm_thread_wait"),
+            iter_wait <- new_condvar!("ksm_iter_wait"),
+        }),
+        GFP_KERNEL,
+    )?;
+    WAITS.populate(w);
+    kthread::run(ksm_scan_thread, c"ksmd")?;
+    Ok(())
+}
+
+fn waits() -> &'static Waits {
+    // Populated by start() before ksmd or sysfs can run.
+    WAITS.as_ref().expect("ksm: not initialized")
+}
+
+/// Wakes ksmd after `run` changed (C: `wake_up_interruptible(&ksm_thread_wait)`).
+pub(crate) fn wake_thread() {
+    if let Some(w) = WAITS.as_ref() {
+        drop(w.lock.lock());
+        w.thread_wait.notify_all();
+    }
+}
+
+/// Wakes ksmd from its sleep between batches (C: `wake_up_interruptible(&ksm_iter_wait)`).
+pub(crate) fn wake_iter() {
+    if let Some(w) = WAITS.as_ref() {
+        drop(w.lock.lock());
+        w.iter_wait.notify_all();
+    }
+}
+
+fn ksm_scan_thread() -> i32 {
+    kthread::set_freezable();
+    kthread::set_current_nice(5);
+    while !kthread::should_stop() {
+        {
+            let mut g = KSM_THREAD_MUTEX.lock();
+            // TODO(hotplug): wait_while_offlining() once memory hot-remove is supported.
+            if should_run() {
+                ksm_do_scan(&mut g, state::PAGES_TO_SCAN.load(Relaxed));
+            }
+        }
+        kthread::try_to_freeze();
+        let w = waits();
+        let mut l = w.lock.lock();
+        if should_run() {
+            // Sleep between batches; a change of sleep_millisecs wakes us early. With 0 there
+            // is no sleep at all (a zero timeout would still wait for the next tick).
+            let ms = state::SLEEP_MILLISECS.load(Relaxed);
+            if ms != 0 {
+                let _ = w
+                    .iter_wait
+                    .wait_interruptible_timeout(&mut l, msecs_to_jiffies(ms));
+            }
+        } else {
+            while !should_run() && !kthread::should_stop() {
+                if w.thread_wait.wait_interruptible_freezable(&mut l) {
+                    break;
+                }
+            }
+        }
+    }
+    0
+}
+
+/// Whether ksmd has work: `run` is 1 and some mm is registered (`ksmd_should_run()`).
+fn should_run() -> bool {
+    ksmd_should_run() && !MMLIST.lock().is_empty()
+}
+
+/// Scans up to `n` pages (`ksm_do_scan()`).
+fn ksm_do_scan(g: &mut KsmGuard, n: u32) {
+    let ksm: &mut Ksm = g;
+    for _ in 0..n {
+        if kthread::freezing() {
+            return;
+        }
+        kthread::cond_resched();
+        let Some((item, page)) = scan_get_next_rmap_item(ksm) else {
+            return;
+        };
+        // SAFETY: Items of the slot being scanned are valid under the thread mutex.
+        cmp_and_merge_page(ksm, page, unsafe { &mut *item });
+        count(&state::PAGES_SCANNED, 1);
+    }
+}
+
+/// Finds the item for `addr` in the list at `*list`, dropping items of addresses that are
+/// no longer mapped, or allocates one (`get_next_rmap_item()`).
+fn get_next_rmap_item(
+    ksm: &mut Ksm,
+    slot: &MmSlot,
+    list: *mut *mut RmapItem,
+    addr: usize,
+) -> Option<*mut RmapItem> {
+    // SAFETY: The list belongs to the slot being scanned; the thread mutex is held.
+    unsafe {
+        while !(*list).is_null() {
+            let item = *list;
+            if (*item).address.addr() == addr {
+                return Some(item);
+            }
+            if (*item).address.addr() > addr {
+                break;
+            }
+            *list = (*item).rmap_list;
+            remove_rmap_item_from_tree(ksm, &mut *item);
+            crate::free_rmap_item(item);
+        }
+    }
+    let item = crate::alloc_rmap_item(&slot.mm, addr)?;
+    account_rmap_item(&slot.mm, 1);
+    // SAFETY: `item` is new; `list` as above.
+    unsafe {
+        (*item).rmap_list = *list;
+        *list = item;
+    }
+    Some(item)
+}
+
+/// How many scans to skip a page that failed to merge `age` times (`skip_age()`).
+fn skip_age(age: u8) -> u8 {
+    match age {
+        0..=3 => 1,
+        4..=5 => 2,
+        6..=8 => 4,
+        _ => 8,
+    }
+}
+
+/// Smart scan: whether to skip a page that keeps failing to merge (`should_skip_rmap_item()`).
+fn should_skip_rmap_item(ksm: &mut Ksm, folio: &Folio, item: &mut RmapItem) -> bool {
+    if !state::SMART_SCAN.load(Relaxed) {
+        return false;
+    }
+    // Never skip KSM pages, nor stable items (they carry no age).
+    if folio.is_ksm() || item.address.is_stable() {
+        return false;
+    }
+    let info = item.unstable();
+    let age = info.age;
+    if age != u8::MAX {
+        info.age += 1;
+    }
+    // Young pages must get a chance to go through all the merging phases.
+    if age < 3 {
+        return false;
+    }
+    if info.remaining_skips == 0 {
+        info.remaining_skips = skip_age(age);
+        return false;
+    }
+    count(&state::PAGES_SKIPPED, 1);
+    info.remaining_skips -= 1;
+    remove_rmap_item_from_tree(ksm, item);
+    true
+}
+
+/// Advances the cursor to the next anonymous page of a mergeable area and returns its item
+/// and page (`scan_get_next_rmap_item()`); `None` at the end of a full scan or when there is
+/// nothing to scan.
+fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
+    let mut slot = {
+        let l = MMLIST.lock();
+        if l.is_empty() {
+            return None;
+        }
+        l.cursor
+    };
+    if slot.is_null() {
+        // Start of a full scan.
+        crate::advisor::start_scan();
+        // Pages held in per-CPU LRU caches have raised counts that stop write_protect_page():
+        // drain them once per scan.
+        crate::lru_add_drain_all();
+        // Stale nodes on the trees are pruned by the searches; those on the migrate list
+        // would pile up: prune them once per full scan.
+        if state::MERGE_ACROSS_NODES.load(Relaxed) == 0 {
+            crate::stable_tree::prune_migrate_list(ksm);
+        }
+        ksm.reset_unstable_tree();
+        slot = {
+            let mut l = MMLIST.lock();
+            l.cursor = l.next_of(core::ptr::null_mut());
+            l.cursor
+        };
+        // A racing exit may have removed the last mm.
+        if slot.is_null() {
+            return None;
+        }
+        ksm.address = 0;
+        // SAFETY: The cursor slot is valid: only the scanner frees it.
+        ksm.rmap_list = unsafe { &raw mut (*slot).rmap_list };
+    }
+    loop {
+        // SAFETY: The cursor slot is only freed by the scanner, i.e. below.
+        let s: &MmSlot = unsafe { &*slot };
+        // SAFETY: The slot's mmgrab() keeps the mm_struct alive, and with_mm() adds mm_users
+        // for the walk, so this outlives the slot if the slot is freed inside the walk.
+        let mm: &kernel::mm::Mm = unsafe { &*core::ptr::from_ref::<kernel::mm::Mm>(&s.mm) };
+        // `with_mm` fails when the mm is exiting: then all its items go.
+        let outcome = with_mm(mm, |mg| {
+            let mut vma_opt = mg.find_vma(ksm.address);
+            while let Some(vma) = vma_opt {
+                let next_addr = vma.end();
+                if vma.flags() & flags::MERGEABLE != 0 {
+                    if ksm.address < vma.start() {
+                        ksm.address = vma.start();
+                    }
+                    if vma.anon_vma().is_null() {
+                        ksm.address = vma.end();
+                    }
+                    while ksm.address < vma.end() {
+                        let mut page: Option<PageRef> = None;
+                        let r = pgtable::walk_mapped(
+                            vma,
+                            ksm.address,
+                            vma.end(),
+                            WalkLock::Read,
+                            |e| {
+                                if let Some((f, index)) = e.normal_folio() {
+                                    if !f.is_zone_device() && f.is_anon() {
+                                        page = Some(PageRef {
+                                            folio: ARef::from(f),
+                                            index,
+                                        });
+                                        return Ok(ControlFlow::Break(e.addr()));
+                                    }
+                                }
+                                Ok(ControlFlow::Continue(()))
+                            },
+                        );
+                        match (r, page) {
+                            (Ok(Some(a)), Some(page)) => {
+                                ksm.address = a;
+                                pgtable::flush_anon_page(vma, &page.folio, page.index, a);
+                                let Some(item) = get_next_rmap_item(ksm, s, ksm.rmap_list, a)
+                                else {
+                                    return Outcome::Stop;
+                                };
+                                // SAFETY: `item` is in the slot's list.
+                                ksm.rmap_list = unsafe { &raw mut (*item).rmap_list };
+                                // SAFETY: As above.
+                                if should_skip_rmap_item(ksm, &page.folio, unsafe { &mut *item }) {
+                                    ksm.address += PAGE_SIZE;
+                                    kthread::cond_resched();
+                                    continue;
+                                }
+                                ksm.address += PAGE_SIZE;
+                                return Outcome::Found(item, page);
+                            }
+                            _ => ksm.address = vma.end(),
+                        }
+                        kthread::cond_resched();
+                    }
+                }
+                vma_opt = mg.find_vma(next_addr.max(ksm.address));
+            }
+            // Done with this mm: finish it while still holding its mmap lock, so that a
+            // racing MADV_MERGEABLE (mmap lock held for write) sees either the mm registered
+            // or MMF_VM_MERGEABLE clear, and registers it again.
+            Outcome::Next(finish_mm(ksm, slot))
+        });
+        let next = match outcome {
+            Some(Outcome::Found(item, page)) => return Some((item, page)),
+            Some(Outcome::Stop) => return None,
+            Some(Outcome::Next(next)) => next,
+            None => {
+                // Exiting: forget everything of this mm.
+                ksm.address = 0;
+                // SAFETY: Valid slot.
+                ksm.rmap_list = unsafe { &raw mut (*slot).rmap_list };
+                finish_mm(ksm, slot)
+            }
+        };
+        if next.is_null() {
+            break;
+        }
+        slot = next;
+        ksm.address = 0;
+        // SAFETY: `next` is listed and only the scanner frees slots.
+        ksm.rmap_list = unsafe { &raw mut (*next).rmap_list };
+    }
+    crate::advisor::stop_scan();
+    ksm.seqnr += 1;
+    state::FULL_SCANS.store(ksm.seqnr, Relaxed);
+    None
+}
+
+enum Outcome {
+    Found(*mut RmapItem, PageRef),
+    Stop,
+    Next(*mut MmSlot),
+}
+
+/// Ends the walk of one mm: frees the items above the cursor (their areas are gone), moves
+/// the cursor on, and unregisters the mm if the walk found nothing mergeable (or the mm
+/// exited), as ksm_exit() would. Returns the next slot, null at the end of the list.
+fn finish_mm(ksm: &mut Ksm, slot: *mut MmSlot) -> *mut MmSlot {
+    remove_trailing_rmap_items(ksm, ksm.rmap_list);
+    let mut l = MMLIST.lock();
+    let next = l.next_of(slot);
+    l.cursor = next;
+    if ksm.address == 0 {
+        l.remove(slot);
+        drop(l);
+        // Only MMF_VM_MERGEABLE: an mm with MMF_VM_MERGE_ANY may just not have mapped
+        // anything yet, and keeps that setting.
+        // SAFETY: The slot is valid until freed just below.
+        unsafe { (*slot).mm.flags_clear(MMF_VM_MERGEABLE) };
+        crate::free_mm_slot(slot);
+    }
+    next
+}
+
+#[kernel::macros::kunit_tests(ksm_rs_ksmd)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smart_scan_backs_off() {
+        // Pages that keep failing are skipped for more and more scans, up to 8.
+        assert_eq!(skip_age(0), 1);
+        assert_eq!(skip_age(3), 1);
+        assert_eq!(skip_age(4), 2);
+        assert_eq!(skip_age(5), 2);
+        assert_eq!(skip_age(6), 4);
+        assert_eq!(skip_age(8), 4);
+        assert_eq!(skip_age(9), 8);
+        assert_eq!(skip_age(u8::MAX), 8);
+    }
+}

@@ -1,0 +1,478 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Merging: turning identical anonymous pages into one write-protected KSM page.
+//!
+//! Merging a page takes its folio lock (trylock: ksmd prefers to move on), write-protects the
+//! PTE that maps it after checking that nobody else (O_DIRECT, GUP pins) holds a reference,
+//! and then either turns the folio into a KSM folio or replaces the PTE with one that maps an
+//! existing KSM page (or the zero page), all under the page table lock and inside an mmu
+//! notifier invalidation, exactly as mm/ksm.c.
+
+use crate::{
+    rmap_item::RmapItem,
+    stable_tree::{self, folio_stable_node},
+    state::USE_ZERO_PAGES,
+    unmerge::break_ksm,
+    unstable_tree::{self, remove_rmap_item_from_tree},
+    Ksm, ZERO_CHECKSUM,
+};
+use kernel::{
+    error::{code::*, Result},
+    mm::{
+        folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
+        pgtable::{self, MappedPte, Pte, WalkLock},
+        virt::{flags, VmaRef},
+        MmWithUser, MmapReadGuard,
+    },
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{aref::ARef, atomic::Relaxed},
+};
+
+/// A page being scanned or merged: page `index` of `folio`, with a reference on the folio.
+///
+/// Pages of large folios (THP) are compared where they are; the folio is split only when one
+/// of its pages is about to be merged, as in mm/ksm.c.
+pub(crate) struct PageRef {
+    /// The folio, referenced.
+    pub(crate) folio: ARef<Folio>,
+    /// The page within the folio.
+    pub(crate) index: usize,
+}
+
+/// Checksum of a page's contents (`calc_checksum()`): xxhash with seed 0, truncated to 32
+/// bits, exactly as C computes it.
+pub(crate) fn page_checksum(bytes: &[u8]) -> u32 {
+    kernel::xxhash::xxhash(bytes, 0) as u32
+}
+
+impl PageRef {
+    /// Checksum of the contents, to notice pages that change (`calc_checksum()`).
+    pub(crate) fn checksum(&self) -> u32 {
+        self.folio
+            .with_page_contents(self.index, |b| page_checksum(b))
+    }
+
+    /// Compares the contents with those of the (order-0) folio `other`.
+    pub(crate) fn cmp_folio(&self, other: &Folio) -> core::cmp::Ordering {
+        self.folio.cmp_page_contents(self.index, other, 0)
+    }
+
+    /// Compares the contents with those of another page.
+    pub(crate) fn cmp(&self, other: &PageRef) -> core::cmp::Ordering {
+        self.folio
+            .cmp_page_contents(self.index, &other.folio, other.index)
+    }
+
+    /// Whether both are the same page.
+    pub(crate) fn same_page(&self, other: &PageRef) -> bool {
+        core::ptr::eq(self.folio.as_raw(), other.folio.as_raw()) && self.index == other.index
+    }
+
+    /// Makes the page an order-0 folio of its own, splitting a large folio; gives the page
+    /// back unchanged if the split fails (locked or pinned folio), to be retried next scan.
+    pub(crate) fn into_small(self) -> Result<PageRef, PageRef> {
+        let index = self.index;
+        match Folio::split_to_page(self.folio, index) {
+            Ok(folio) => Ok(PageRef { folio, index: 0 }),
+            Err(folio) => Err(PageRef { folio, index }),
+        }
+    }
+}
+
+/// The mergeable, anonymous area at `addr`, if there still is one (`find_mergeable_vma()`).
+pub(crate) fn find_mergeable_vma<'a>(g: &'a MmapReadGuard<'_>, addr: usize) -> Option<&'a VmaRef> {
+    let vma = g.vma_lookup(addr)?;
+    (vma.flags() & flags::MERGEABLE != 0 && !vma.anon_vma().is_null()).then_some(vma)
+}
+
+/// Runs `f` with the mmap read lock of `mm`, unless the mm is exiting.
+///
+/// Holding `mm_users` (rather than C's bare `mmap_read_lock()` plus `ksm_test_exit()`) means
+/// the address space cannot be torn down under us at all; `mmput_async()` makes sure the final
+/// teardown, if it falls to us, does not run in ksmd.
+pub(crate) fn with_mm<T>(
+    mm: &kernel::mm::Mm,
+    f: impl FnOnce(&MmapReadGuard<'_>) -> T,
+) -> Option<T> {
+    let mmu = MmWithUser::into_mmput_async(mm.mmget_not_zero()?);
+    let g = mmu.mmap_read_lock();
+    Some(f(&g))
+}
+
+/// The anonymous page at the item's address, with a reference (`get_mergeable_page()`).
+pub(crate) fn get_mergeable_page(item: &RmapItem) -> Option<PageRef> {
+    let addr = item.address.addr();
+    with_mm(item.mm(), |g| {
+        let vma = find_mergeable_vma(g, addr)?;
+        let fw = pgtable::FolioWalk::start(vma, addr)?;
+        let folio = fw.folio();
+        if folio.is_zone_device() || !folio.is_anon() {
+            return None;
+        }
+        let page = PageRef {
+            folio: ARef::from(folio),
+            index: fw.page_index(),
+        };
+        drop(fw);
+        pgtable::flush_anon_page(vma, &page.folio, page.index, addr);
+        Some(page)
+    })
+    .flatten()
+}
+
+/// Write-protects the PTE mapping `folio` in `vma` and checks that no one else is using the
+/// page; returns the resulting PTE (`write_protect_page()`).
+fn write_protect_page(vma: &VmaRef, folio: &FolioLockGuard<'_>) -> Option<Pte> {
+    if folio.is_large() {
+        return None;
+    }
+    let addr = pgtable::folio_address_in_vma(folio, vma)?;
+    pgtable::with_mmu_notifier_clear(vma, addr, addr + PAGE_SIZE, || {
+        let mut m = MappedPte::find(folio, vma, addr)?;
+        let mut entry = m.get();
+        // PFN swap entries that map pages (device-exclusive): give up.
+        if !entry.present() {
+            return None;
+        }
+        let anon_exclusive = folio.is_anon_exclusive();
+        if entry.write() || entry.dirty() || anon_exclusive || pgtable::mm_tlb_flush_pending(vma) {
+            let swapped = i32::from(folio.is_swapcache());
+            // Clear the PTE and flush the TLB before checking the reference count: GUP-fast
+            // takes no lock, so only an absent PTE guarantees that no O_DIRECT or pin can start
+            // after the check. No mmu notifier call is needed for the downgrade itself.
+            entry = m.clear_flush();
+            // Mappings, our reference and the swap cache: anything more is I/O in flight.
+            if folio.mapcount() + 1 + swapped != folio.ref_count() {
+                // SAFETY: Restoring the value just cleared.
+                unsafe { m.set(entry) };
+                return None;
+            }
+            if anon_exclusive && m.try_share_anon_rmap(folio).is_err() {
+                // SAFETY: Restoring the value just cleared.
+                unsafe { m.set(entry) };
+                return None;
+            }
+            if entry.dirty() {
+                folio.mark_dirty();
+            }
+            entry = entry.mkclean();
+            if entry.write() {
+                entry = entry.wrprotect();
+            }
+            // SAFETY: The same mapping, read-only and clean.
+            unsafe { m.set(entry) };
+        }
+        Some(entry)
+    })
+}
+
+/// What to map instead of the page.
+#[derive(Clone, Copy)]
+pub(crate) enum KPage<'a> {
+    /// Nothing: the page itself becomes the KSM page.
+    Itself,
+    /// The shared zero page.
+    Zero,
+    /// An existing KSM page.
+    Ksm(&'a Folio),
+}
+
+/// Replaces the write-protected PTE `orig` that maps `folio` by one mapping `kpage`
+/// (`replace_page()`).
+fn replace_page(vma: &VmaRef, folio: &FolioLockGuard<'_>, kpage: KPage<'_>, orig: Pte) -> bool {
+    let Some(addr) = pgtable::folio_address_in_vma(folio, vma) else {
+        return false;
+    };
+    pgtable::with_mmu_notifier_clear(vma, addr, addr + PAGE_SIZE, || {
+        let Some(mut m) = MappedPte::find(folio, vma, addr) else {
+            return false;
+        };
+        if !m.get().same(orig) {
+            return false;
+        }
+        let newpte = match kpage {
+            KPage::Ksm(k) => {
+                // SAFETY: The PTE is set to map `k` just below, under this lock.
+                unsafe { m.add_anon_rmap(k) };
+                Pte::for_folio(k, vma)
+            }
+            _ => {
+                // The dirty bit marks the zero page as placed by KSM, so that unmapping it can
+                // keep `ksm_zero_pages` exact. It is not anonymous memory any more.
+                vma.mm().ksm_map_zero_page();
+                m.dec_anon_counter();
+                Pte::ksm_zero(vma, addr)
+            }
+        };
+        // No notification needed: a read-only page is replaced by one with the same content.
+        m.clear_flush();
+        // SAFETY: `newpte` maps the KSM page whose rmap was added above, or the zero page.
+        unsafe { m.set(newpte) };
+        // SAFETY: The PTE no longer maps `folio`; this drops that mapping's reference, and we
+        // still hold our own.
+        unsafe { m.remove_rmap_and_put(folio) };
+        if !folio.is_mapped() {
+            folio.free_swap();
+        }
+        true
+    })
+}
+
+/// Merges the page `folio` mapped in `vma` with `kpage` (`try_to_merge_one_page()`).
+pub(crate) fn try_to_merge_one_page(vma: &VmaRef, folio: &Folio, kpage: KPage<'_>) -> Result {
+    if let KPage::Ksm(k) = kpage {
+        if core::ptr::eq(k.as_raw(), folio.as_raw()) {
+            // A KSM page forked.
+            return Ok(());
+        }
+    }
+    if !folio.is_anon() {
+        return Err(EFAULT);
+    }
+    // Trylock: rather than wait, go on and come back to this page on the next scan.
+    let Some(g) = folio.try_lock() else {
+        return Err(EFAULT);
+    };
+    // Callers split large folios first (PageRef::into_small()).
+    if g.is_large() {
+        return Err(EFAULT);
+    }
+    let Some(orig) = write_protect_page(vma, &g) else {
+        return Err(EFAULT);
+    };
+    let ok = match kpage {
+        KPage::Itself => {
+            // While we hold the folio lock, make it a KSM folio with no stable node yet:
+            // stable_tree::insert() sets the node.
+            // SAFETY: Locked anonymous folio, no longer exclusive after write_protect_page().
+            unsafe { g.set_raw_mapping(FOLIO_MAPPING_KSM) };
+            g.mark_accessed();
+            // Reclaim frees a clean folio without dirty PTEs: make sure it would be swapped.
+            if !g.is_dirty() {
+                g.mark_dirty();
+            }
+            true
+        }
+        KPage::Zero => {
+            g.with_page_contents(0, |b| b.iter().all(|&x| x == 0))
+                && replace_page(vma, &g, kpage, orig)
+        }
+        KPage::Ksm(k) => {
+            g.cmp_page_contents(0, k, 0) == core::cmp::Ordering::Equal
+                && replace_page(vma, &g, kpage, orig)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(EFAULT)
+    }
+}
+
+/// Whether the item's page may be a page of zeroes to merge with the zero page.
+fn zero_page_candidate(item: &mut RmapItem) -> bool {
+    USE_ZERO_PAGES.load(Relaxed) && item.unstable().oldchecksum == ZERO_CHECKSUM.load(Relaxed)
+}
+
+/// Merges a page of zeroes with the zero page if `use_zero_pages` is on
+/// (`try_to_merge_with_zero_page()`). `Ok` if merged or no longer a candidate.
+fn try_to_merge_with_zero_page(item: &mut RmapItem, folio: &Folio) -> Result {
+    if !zero_page_candidate(item) {
+        return Err(EFAULT);
+    }
+    let addr = item.address.addr();
+    with_mm(item.mm(), |g| match find_mergeable_vma(g, addr) {
+        Some(vma) => try_to_merge_one_page(vma, folio, KPage::Zero),
+        // The area is gone: nothing left to do.
+        None => Ok(()),
+    })
+    .unwrap_or(Ok(()))
+}
+
+/// Merges the item's page with the KSM page `kpage` (or makes it one) and prepares the item
+/// for the stable tree (`try_to_merge_with_ksm_page()`).
+fn try_to_merge_with_ksm_page(
+    ksm: &mut Ksm,
+    item: &mut RmapItem,
+    folio: &Folio,
+    kpage: Option<&Folio>,
+) -> Result {
+    let addr = item.address.addr();
+    let mm: *const kernel::mm::Mm = item.mm;
+    // SAFETY: The mm slot keeps the mm alive (mmgrab) while the item exists.
+    with_mm(unsafe { &*mm }, |g| {
+        let vma = find_mergeable_vma(g, addr).ok_or(EFAULT)?;
+        try_to_merge_one_page(vma, folio, kpage.map_or(KPage::Itself, KPage::Ksm))?;
+        // The unstable nid shares a word with the stable anon_vma: remove first.
+        remove_rmap_item_from_tree(ksm, item);
+        // Take the anon_vma and the page index while the mmap lock is held; if anything
+        // keeps the item from the stable tree, break_cow() drops the reference again.
+        let anon_vma = vma.anon_vma();
+        item.anon_vma_or_nid.anon_vma = anon_vma;
+        item.info.linear_page_index = vma.linear_anon_page_index(addr);
+        // SAFETY: The VMA's anon_vma is valid while the mmap lock is held.
+        unsafe { crate::get_anon_vma(anon_vma) };
+        Ok(())
+    })
+    .unwrap_or(Err(EFAULT))
+}
+
+/// Breaks COW on a page that was merged but did not make it into the stable tree
+/// (`break_cow()`).
+pub(crate) fn break_cow(item: &mut RmapItem) {
+    // Undoing a merge always drops the anon_vma reference taken for it.
+    // SAFETY: Set by try_to_merge_with_ksm_page().
+    unsafe { crate::put_anon_vma(item.anon_vma_or_nid.anon_vma) };
+    item.clear_info();
+    let addr = item.address.addr();
+    with_mm(item.mm(), |g| {
+        if let Some(vma) = find_mergeable_vma(g, addr) {
+            let _ = break_ksm(vma, addr, addr + PAGE_SIZE, WalkLock::Read);
+        }
+    });
+}
+
+/// Compares the page with the stable tree, then the unstable tree, and merges what can be
+/// merged (`cmp_and_merge_page()`).
+pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut RmapItem) {
+    let node = folio_stable_node(&page.folio);
+    let mut bypass = false;
+    if !node.is_null() {
+        // SAFETY: The folio is KSM and pinned by our reference: its node is live.
+        let n = unsafe { &*node };
+        if !n.on_migrate_list && ksm.kpfn_nid(n.kpfn.load(Relaxed)) != n.nid {
+            // The page migrated to another NUMA node: its node moves to the right tree
+            // through the migrate list (see stable_tree::search()).
+            stable_tree::move_to_migrate_list(ksm, node);
+        }
+        // SAFETY: Reading the link of a stable item; the node is live.
+        if unsafe { !(*node).on_migrate_list }
+            && item.address.is_stable()
+            // SAFETY: The stable link is the active member for stable items.
+            && unsafe { item.link.stable.head } == node
+        {
+            return;
+        }
+        // A KSM fork may go over the sharing limit.
+        // SAFETY: The folio is KSM and pinned by our reference: its node is live.
+        if unsafe { !(*node).is_sharing_candidate() } {
+            bypass = true;
+        }
+    } else {
+        remove_rmap_item_from_tree(ksm, item);
+        // A page whose checksum changed since the last scan is changing often: do not insert
+        // it into the unstable tree, nor search for an identical page.
+        let checksum = page.checksum();
+        if item.unstable().oldchecksum != checksum {
+            item.unstable().oldchecksum = checksum;
+            return;
+        }
+        if zero_page_candidate(item) {
+            match page.into_small() {
+                Ok(p) => {
+                    page = p;
+                    if try_to_merge_with_zero_page(item, &page.folio).is_ok() {
+                        return;
+                    }
+                }
+                Err(p) => page = p,
+            }
+        }
+    }
+
+    let kfolio = match stable_tree::search(ksm, &page) {
+        Err(_) => {
+            remove_rmap_item_from_tree(ksm, item);
+            return;
+        }
+        Ok(k) => k,
+    };
+    if let Some(k) = &kfolio {
+        // SAFETY: Reading the link of a stable item.
+        if core::ptr::eq(k.as_raw(), page.folio.as_raw())
+            && item.address.is_stable()
+            // SAFETY: The stable link is the active member for stable items.
+            && unsafe { item.link.stable.head } == node
+        {
+            return;
+        }
+    }
+    remove_rmap_item_from_tree(ksm, item);
+
+    if let Some(k) = kfolio {
+        let Ok(page) = page.into_small() else {
+            return;
+        };
+        if try_to_merge_with_ksm_page(ksm, item, &page.folio, Some(&k)).is_ok() {
+            // Merged: list the item from the KSM page's stable node.
+            let g = k.lock();
+            stable_tree::append(item, folio_stable_node(&g), bypass);
+        }
+        return;
+    }
+
+    let Some((tree_item, tree_page)) = unstable_tree::search_insert(ksm, item, &page) else {
+        return;
+    };
+    if core::ptr::eq(page.folio.as_raw(), tree_page.folio.as_raw()) {
+        // Two pages of the same large folio: our two references would make the split fail.
+        // Split it now and merge on a later scan.
+        drop(tree_page);
+        let _ = page.into_small();
+        return;
+    }
+    let (Ok(page), Ok(tree_page)) = (page.into_small(), tree_page.into_small()) else {
+        return;
+    };
+    // SAFETY: Unstable tree items are valid under the thread mutex, and distinct from `item`
+    // (which was not in the tree).
+    let tree_item = unsafe { &mut *tree_item };
+    let merged = try_to_merge_with_ksm_page(ksm, item, &page.folio, None).is_ok() && {
+        if try_to_merge_with_ksm_page(ksm, tree_item, &tree_page.folio, Some(&page.folio)).is_ok() {
+            true
+        } else {
+            // A KSM page with only one mapping: break it.
+            break_cow(item);
+            false
+        }
+    };
+    drop(tree_page);
+    if !merged {
+        return;
+    }
+    // Both mappings now map `page`, a KSM page: give it a stable node and list both.
+    let g = page.folio.lock();
+    let node = stable_tree::insert(ksm, &g);
+    if let Some(node) = node {
+        stable_tree::append(tree_item, node, false);
+        stable_tree::append(item, node, false);
+    }
+    drop(g);
+    if node.is_none() {
+        // Two mappings of a KSM page outside the stable tree: undo both.
+        break_cow(tree_item);
+        break_cow(item);
+    }
+}
+
+#[kernel::macros::kunit_tests(ksm_rs_merge)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_spots_changes() {
+        let mut page = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL).unwrap();
+        let zero = page_checksum(&page);
+        // ZERO_CHECKSUM is computed at init the same way.
+        assert_eq!(zero, ZERO_CHECKSUM.load(Relaxed));
+        page[PAGE_SIZE - 1] = 1;
+        let one = page_checksum(&page);
+        assert_ne!(one, zero);
+        page[PAGE_SIZE - 1] = 0;
+        assert_eq!(page_checksum(&page), zero);
+        page[0] = 1;
+        assert_ne!(page_checksum(&page), zero);
+        assert_ne!(page_checksum(&page), one);
+    }
+}

@@ -1,0 +1,803 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The stable tree: KSM pages, ordered by content.
+//!
+//! Every KSM page has a [`StableNode`], and the node lists the rmap items of all mappings of
+//! the page. The folio points back to its node through `folio->mapping`, tagged with
+//! `FOLIO_MAPPING_KSM`. The node does not hold a reference on the page: it peeks through the
+//! "keyhole" of `folio->mapping` ([`ksm_get_folio`]) to check that the page at `kpfn` is still
+//! its page, so that reclaim and migration need not wait for ksmd to drop a reference.
+//!
+//! A page may be shared by at most `max_page_sharing` mappings, so that the reverse map walk
+//! of one KSM page stays short. More mappings of the same content get more KSM pages: their
+//! nodes ("dups") hang off a "chain" node, which takes their place in the tree. A chain is a
+//! [`StableNode`] whose `rmap_hlist_len` is [`STABLE_NODE_CHAIN`] and whose list holds dups
+//! instead of rmap items; it is collapsed back to a plain node when one dup is left, and freed
+//! when none is.
+//!
+//! Tree structure and the item lists are changed under [`crate::KSM_THREAD_MUTEX`]; adding to
+//! or removing from a node's item list also holds the KSM folio's lock, because
+//! `rmap_walk_ksm()` walks the list under that lock only. `kpfn` changes under the folio lock
+//! when the page migrates (`folio_migrate_ksm()`), hence the atomic.
+//!
+//! Not yet here (parity issue): per-NUMA-node trees (`merge_across_nodes = 0`) and the list of
+//! nodes whose page migrated to another node.
+
+use crate::{
+    hlist::{self, HLink},
+    rbtree_raw,
+    rmap_item::{PackedAddress, RmapItem},
+    state::{
+        count, MAX_PAGE_SHARING, PAGES_SHARED, PAGES_SHARING, STABLE_NODE_CHAINS,
+        STABLE_NODE_CHAINS_PRUNE_MILLISECS, STABLE_NODE_DUPS,
+    },
+    Ksm,
+};
+use kernel::{
+    bindings,
+    error::{code::*, Result},
+    kthread::cond_resched,
+    mm::folio::{Folio, FolioLockGuard, FOLIO_MAPPING_FLAGS, FOLIO_MAPPING_KSM},
+    sync::{
+        aref::ARef,
+        atomic::{Acquire, Atomic, Relaxed},
+    },
+    time::{jiffies, msecs_to_jiffies},
+};
+
+/// `rmap_hlist_len` of a chain node. Any negative number would do; not -1, so that an underflow
+/// of a real count is still recognizable.
+pub(crate) const STABLE_NODE_CHAIN: i32 = -1024;
+
+/// A node of the stable tree (`struct ksm_stable_node`): a KSM page, or a chain of them.
+#[repr(C)]
+pub(crate) struct StableNode {
+    /// Linkage in the stable tree (a plain node or a chain; not a dup).
+    pub(crate) node: bindings::rb_node,
+    /// First rmap item mapping this KSM page (plain nodes and dups).
+    pub(crate) first: *mut RmapItem,
+    /// First dup (chains only).
+    dups: *mut StableNode,
+    /// Links in the chain's list of dups (dups only).
+    dup_link: HLink<StableNode>,
+    /// Whether this node is a dup in a chain (C: `head == STABLE_NODE_DUP_HEAD`).
+    is_dup: bool,
+    /// Links in the migrate list.
+    list_link: HLink<StableNode>,
+    /// Whether the node is on the migrate list, out of any tree (C: `head == &migrate_nodes`).
+    pub(crate) on_migrate_list: bool,
+    /// Page frame number of the KSM page (plain nodes and dups).
+    pub(crate) kpfn: Atomic<usize>,
+    /// When the chain was last pruned of stale dups (chains only).
+    chain_prune_time: usize,
+    /// Number of items in the list, or [`STABLE_NODE_CHAIN`].
+    pub(crate) rmap_hlist_len: i32,
+    /// NUMA node of the tree holding this node.
+    pub(crate) nid: i32,
+}
+
+// SAFETY: Only used under KSM's locks.
+unsafe impl Send for StableNode {}
+
+impl StableNode {
+    fn new(kpfn: usize, rmap_hlist_len: i32) -> Self {
+        Self {
+            // SAFETY: All-zero is a valid unlinked rb_node.
+            node: unsafe { core::mem::zeroed() },
+            first: core::ptr::null_mut(),
+            dups: core::ptr::null_mut(),
+            dup_link: HLink::new(),
+            is_dup: false,
+            list_link: HLink::new(),
+            on_migrate_list: false,
+            kpfn: Atomic::new(kpfn),
+            chain_prune_time: 0,
+            rmap_hlist_len,
+            nid: 0,
+        }
+    }
+
+    /// The `folio->mapping` value of this node's KSM page.
+    pub(crate) fn expected_mapping(this: *const StableNode) -> usize {
+        this as usize | FOLIO_MAPPING_KSM
+    }
+
+    /// Whether this is a chain of dups.
+    pub(crate) fn is_chain(&self) -> bool {
+        self.rmap_hlist_len == STABLE_NODE_CHAIN
+    }
+
+    /// Whether `extra` more mappings may share this node's page
+    /// (`__is_page_sharing_candidate()`): it still has a mapping (else its page is going away)
+    /// and stays below `max_page_sharing`.
+    fn is_sharing_candidate_plus(&self, extra: i32) -> bool {
+        if self.rmap_hlist_len < 0 {
+            kernel::pr_err!(
+                "stable node with negative rmap count {}\n",
+                self.rmap_hlist_len
+            );
+        }
+        self.rmap_hlist_len != 0 && self.rmap_hlist_len + extra < MAX_PAGE_SHARING.load(Relaxed)
+    }
+
+    /// Whether another mapping may share this node's page (`is_page_sharing_candidate()`).
+    pub(crate) fn is_sharing_candidate(&self) -> bool {
+        self.is_sharing_candidate_plus(0)
+    }
+
+    /// Iterates over the items listed from this node; the caller holds the lock protecting
+    /// the list (the KSM folio's or the thread mutex).
+    pub(crate) fn items(&self) -> impl Iterator<Item = *mut RmapItem> {
+        // SAFETY: Listed items are valid while the caller holds the lock protecting the list.
+        unsafe { hlist::iter(self.first, RmapItem::stable_hlist) }
+    }
+
+    /// The dups of a chain (thread mutex held).
+    fn dups(&self) -> impl Iterator<Item = *mut StableNode> {
+        // SAFETY: Dups of a live chain are valid under the thread mutex.
+        unsafe { hlist::iter(self.dups, Self::dup_link) }
+    }
+
+    /// # Safety
+    ///
+    /// `this` must be valid.
+    unsafe fn dup_link(this: *mut Self) -> *mut HLink<Self> {
+        // SAFETY: A valid node.
+        unsafe { &raw mut (*this).dup_link }
+    }
+
+    /// # Safety
+    ///
+    /// `this` must be valid.
+    unsafe fn list_link(this: *mut Self) -> *mut HLink<Self> {
+        // SAFETY: A valid node.
+        unsafe { &raw mut (*this).list_link }
+    }
+}
+
+/// The stable node of a KSM folio, or null (`folio_stable_node()`).
+pub(crate) fn folio_stable_node(folio: &Folio) -> *mut StableNode {
+    if folio.is_ksm() {
+        (folio.raw_mapping() & !FOLIO_MAPPING_FLAGS) as *mut StableNode
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+/// Links `dup` first into the chain's list of dups (`stable_node_chain_add_dup()`).
+fn chain_add_dup(dup: *mut StableNode, chain: *mut StableNode) {
+    // SAFETY: Both are live nodes, `dup` in no list; the thread mutex is held.
+    unsafe {
+        hlist::push_front(&raw mut (*chain).dups, dup, StableNode::dup_link);
+        (*dup).is_dup = true;
+    }
+    count(&STABLE_NODE_DUPS, 1);
+}
+
+/// Unlinks a dup from its chain (`__stable_node_dup_del()`).
+fn dup_unlink(dup: *mut StableNode) {
+    // SAFETY: `dup` is a live dup in a chain; the thread mutex is held.
+    unsafe {
+        hlist::unlink(dup, StableNode::dup_link);
+        (*dup).is_dup = false;
+    }
+    count(&STABLE_NODE_DUPS, -1);
+}
+
+/// Takes a plain node or dup out of the tree or its chain (`stable_node_dup_del()`).
+fn node_del(ksm: &mut Ksm, node: *mut StableNode) {
+    // SAFETY: A live node under the thread mutex.
+    if unsafe { (*node).is_dup } {
+        dup_unlink(node);
+    } else {
+        // SAFETY: A plain node is linked in the stable tree of its nid.
+        unsafe { rbtree_raw::erase(&raw mut (*node).node, ksm.stable_root((*node).nid)) };
+    }
+}
+
+/// Puts a node that is in no tree or chain on the migrate list.
+fn migrate_list_add(ksm: &mut Ksm, node: *mut StableNode) {
+    // SAFETY: A live node in no list; thread mutex held.
+    unsafe {
+        hlist::push_front(&raw mut ksm.migrate_nodes, node, StableNode::list_link);
+        (*node).on_migrate_list = true;
+    }
+}
+
+/// Takes a node off the migrate list.
+fn migrate_list_del(node: *mut StableNode) {
+    // SAFETY: A live node on the list; thread mutex held.
+    unsafe {
+        hlist::unlink(node, StableNode::list_link);
+        (*node).on_migrate_list = false;
+    }
+}
+
+/// The nodes on the migrate list; the caller may remove (and free) the node it was given.
+fn migrate_list(ksm: &Ksm) -> impl Iterator<Item = *mut StableNode> {
+    // SAFETY: Listed nodes are valid under the thread mutex.
+    unsafe { hlist::iter(ksm.migrate_nodes, StableNode::list_link) }
+}
+
+/// Moves the node of a KSM page that migrated to another NUMA node out of its tree, to be
+/// put into the right tree when its page is next scanned.
+pub(crate) fn move_to_migrate_list(ksm: &mut Ksm, node: *mut StableNode) {
+    node_del(ksm, node);
+    migrate_list_add(ksm, node);
+}
+
+/// Drops the stale nodes of the migrate list, once per full scan: those on the trees are
+/// pruned by the searches, these would accumulate.
+pub(crate) fn prune_migrate_list(ksm: &mut Ksm) {
+    for node in migrate_list(ksm) {
+        let _ = ksm_get_folio(ksm, node, GetFolio::NoLock);
+        cond_resched();
+    }
+}
+
+/// Replaces plain node `dup` in the tree by a new chain holding it (`alloc_stable_node_chain()`).
+fn alloc_chain(ksm: &mut Ksm, dup: *mut StableNode) -> Option<*mut StableNode> {
+    let mut c = StableNode::new(0, STABLE_NODE_CHAIN);
+    c.chain_prune_time = jiffies() as usize;
+    // SAFETY: A live node.
+    c.nid = unsafe { (*dup).nid };
+    let chain = crate::caches().alloc_stable_node(c).ok()?;
+    count(&STABLE_NODE_CHAINS, 1);
+    // SAFETY: `dup` is linked in the tree, `chain` is new.
+    unsafe {
+        rbtree_raw::replace(
+            &raw mut (*dup).node,
+            &raw mut (*chain).node,
+            ksm.stable_root((*dup).nid),
+        )
+    };
+    chain_add_dup(dup, chain);
+    Some(chain)
+}
+
+/// Removes an empty chain from the tree and frees it (`free_stable_node_chain()`).
+fn free_chain(ksm: &mut Ksm, chain: *mut StableNode) {
+    // SAFETY: A chain linked in the tree.
+    unsafe { rbtree_raw::erase(&raw mut (*chain).node, ksm.stable_root((*chain).nid)) };
+    free_stable_node(chain);
+    count(&STABLE_NODE_CHAINS, -1);
+}
+
+/// How [`ksm_get_folio`] locks the folio.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GetFolio {
+    /// Reference only.
+    NoLock,
+    /// Lock and unlock, failing with `EBUSY` if the folio is locked: makes sure that page
+    /// migration notices the raised reference count.
+    TryLock,
+}
+
+/// Returns the KSM folio of `node` with a reference, if the page still is that node's page;
+/// otherwise the node is stale and is removed from the stable tree (`ksm_get_folio()`).
+pub(crate) fn ksm_get_folio(
+    ksm: &mut Ksm,
+    node: *mut StableNode,
+    how: GetFolio,
+) -> Result<Option<ARef<Folio>>> {
+    let expected = StableNode::expected_mapping(node);
+    loop {
+        // SAFETY: `node` is a live node of the stable tree (we hold the thread mutex).
+        let kpfn = unsafe { (*node).kpfn.load(Relaxed) };
+        // SAFETY: `kpfn` was a KSM page's pfn; its `struct page` stays (memory hot-remove
+        // takes the thread mutex first). The folio is only used through speculative accessors.
+        let folio = unsafe { Folio::from_pfn(kpfn) };
+        'stale: {
+            if folio.raw_mapping() != expected {
+                break 'stale;
+            }
+            // A zero refcount usually means free; but it might be frozen while the page moves
+            // in or out of the swap cache, in which case it is still ours: wait for that.
+            let f = loop {
+                if let Some(f) = folio.try_get() {
+                    break f;
+                }
+                if !folio.is_swapcache() {
+                    break 'stale;
+                }
+                core::hint::spin_loop();
+            };
+            if f.raw_mapping() != expected {
+                break 'stale;
+            }
+            if how == GetFolio::TryLock {
+                let Some(guard) = f.try_lock() else {
+                    return Err(EBUSY);
+                };
+                let ok = guard.raw_mapping() == expected;
+                drop(guard);
+                if !ok {
+                    break 'stale;
+                }
+            }
+            return Ok(Some(f));
+        }
+        // The node looks stale, but the page may be migrating: `folio_migrate_ksm()` sets the
+        // new kpfn before it clears the old mapping (release there, acquire here).
+        // SAFETY: As above.
+        if unsafe { (*node).kpfn.load(Acquire) } != kpfn {
+            continue;
+        }
+        remove_node_from_stable_tree(ksm, node);
+        return Ok(None);
+    }
+}
+
+/// Removes a stale node (plain or dup) and forgets all its items
+/// (`remove_node_from_stable_tree()`).
+pub(crate) fn remove_node_from_stable_tree(ksm: &mut Ksm, node: *mut StableNode) {
+    // SAFETY: `node` is a live plain node or dup and we hold the thread mutex.
+    let n = unsafe { &mut *node };
+    if n.rmap_hlist_len < 0 {
+        kernel::pr_err!("removing a stable node chain as a page node\n");
+    }
+    for item in n.items() {
+        // SAFETY: Items listed from the node are valid.
+        let item = unsafe { &mut *item };
+        forget_stable_item(n, item, !item.is_last_stable());
+        cond_resched();
+    }
+    if n.on_migrate_list {
+        migrate_list_del(node);
+    } else {
+        node_del(ksm, node);
+    }
+    free_stable_node(node);
+}
+
+/// Accounts for `item` leaving the list of `n` (it was a sharing mapping or the shared page),
+/// drops its anon_vma reference and makes it a plain item again; the caller unlinks it or frees
+/// the whole list.
+pub(crate) fn forget_stable_item(n: &mut StableNode, item: &mut RmapItem, sharing: bool) {
+    count(
+        if sharing {
+            &PAGES_SHARING
+        } else {
+            &PAGES_SHARED
+        },
+        -1,
+    );
+    // SAFETY: Serialized by the thread mutex.
+    unsafe { item.mm().ksm_add_counters(-1, 0) };
+    n.rmap_hlist_len -= 1;
+    // SAFETY: Stable items hold an anon_vma reference.
+    unsafe { crate::put_anon_vma(item.anon_vma_or_nid.anon_vma) };
+    item.clear_info();
+    item.link.stable.head = core::ptr::null_mut();
+    item.address = PackedAddress::new(item.address.addr());
+}
+
+/// Frees a stable node.
+pub(crate) fn free_stable_node(node: *mut StableNode) {
+    // SAFETY: `node` was allocated from the stable node cache and is unlinked.
+    drop(unsafe { crate::caches().stable_node_from_raw(node) });
+}
+
+/// Picks the best dup of `*chain` to merge with and returns its page (`stable_node_dup()`):
+/// one with room for another mapping, the fullest such. With `prune`, at most once per
+/// `stable_node_chains_prune_millisecs`, walks all dups to drop stale ones. Collapses the
+/// chain (and updates `*chain` to the remaining dup) when one dup is left, and frees it when
+/// none is.
+fn stable_node_dup(
+    ksm: &mut Ksm,
+    chain: &mut *mut StableNode,
+    prune: bool,
+) -> (Option<ARef<Folio>>, *mut StableNode) {
+    let c = *chain;
+    let now = jiffies() as usize;
+    let prune_ms = STABLE_NODE_CHAINS_PRUNE_MILLISECS.load(Relaxed);
+    // SAFETY: A live chain under the thread mutex.
+    let prune = prune
+        && unsafe {
+            let due = (*c)
+                .chain_prune_time
+                .wrapping_add(msecs_to_jiffies(prune_ms) as usize);
+            // time_before(now, due) is false: prune, and restart the interval.
+            if (now.wrapping_sub(due) as isize) >= 0 {
+                (*c).chain_prune_time = now;
+                true
+            } else {
+                false
+            }
+        };
+
+    let mut found: *mut StableNode = core::ptr::null_mut();
+    let mut found_len = 0;
+    let mut tree_folio: Option<ARef<Folio>> = None;
+    // SAFETY: A live chain.
+    for dup in unsafe { (*c).dups() } {
+        cond_resched();
+        // A stale dup is removed (and freed) by ksm_get_folio(); `dups()` already moved on.
+        let Ok(Some(folio)) = ksm_get_folio(ksm, dup, GetFolio::NoLock) else {
+            continue;
+        };
+        // SAFETY: `dup` is live (its page still points at it).
+        let d = unsafe { &*dup };
+        // SAFETY: `found` is live when non-null.
+        let better = found.is_null()
+            || (d.is_sharing_candidate()
+                && (unsafe { !(*found).is_sharing_candidate() } || d.rmap_hlist_len > found_len));
+        if better {
+            found = dup;
+            found_len = d.rmap_hlist_len;
+            tree_folio = Some(folio);
+            if !prune && d.is_sharing_candidate() {
+                break;
+            }
+        }
+    }
+
+    if found.is_null() {
+        // No dup left: the chain is empty.
+        free_chain(ksm, c);
+        return (None, core::ptr::null_mut());
+    }
+    // SAFETY: Live chain and dup.
+    unsafe {
+        if (*c).dups == found && (*found).dup_link.next.is_null() {
+            // One dup left, below the limit: drop the chain and put the dup in its place.
+            dup_unlink(found);
+            (*found).nid = (*c).nid;
+            rbtree_raw::replace(
+                &raw mut (*c).node,
+                &raw mut (*found).node,
+                ksm.stable_root((*c).nid),
+            );
+            free_stable_node(c);
+            count(&STABLE_NODE_CHAINS, -1);
+            // The caller relies on `*chain == found` when the chain collapsed.
+            *chain = found;
+        } else if (*c).dups != found && (*found).is_sharing_candidate_plus(1) {
+            // Move a dup that can take more than the merge under way to the front, so that
+            // the next search without pruning finds it first.
+            dup_unlink(found);
+            chain_add_dup(found, c);
+        }
+    }
+    (tree_folio, found)
+}
+
+/// The page of a plain node, or of the best dup of a chain (`__stable_node_chain()`).
+fn node_folio(
+    ksm: &mut Ksm,
+    node: &mut *mut StableNode,
+    prune: bool,
+) -> (Option<ARef<Folio>>, *mut StableNode) {
+    // SAFETY: A live node.
+    if unsafe { !(**node).is_chain() } {
+        let n = *node;
+        return (ksm_get_folio(ksm, n, GetFolio::NoLock).ok().flatten(), n);
+    }
+    stable_node_dup(ksm, node, prune)
+}
+
+/// Looks for a KSM page with the same content as `page` that can take another mapping
+/// (`stable_tree_search()`).
+///
+/// A KSM page whose node is on the migrate list (it moved to another NUMA node) is put into
+/// the tree of its new node here: as a dup of an equal page there, in the place of an equal
+/// page that itself migrated away, or as a new node.
+///
+/// Returns the KSM folio with a reference, `None`, or `EBUSY` if the candidate is locked.
+pub(crate) fn search(ksm: &mut Ksm, page: &crate::merge::PageRef) -> Result<Option<ARef<Folio>>> {
+    let folio = &page.folio;
+    let page_node = folio_stable_node(folio);
+    // SAFETY: The node of a KSM folio we hold is live.
+    if !page_node.is_null() && unsafe { !(*page_node).on_migrate_list } {
+        // A KSM page that was forked: it is already in the tree.
+        return Ok(Some(folio.clone()));
+    }
+    let nid = ksm.kpfn_nid(folio.pfn());
+    'again: loop {
+        let root = ksm.stable_root(nid);
+        let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
+        // SAFETY: The root pointer is valid; we hold the thread mutex.
+        let mut new = unsafe { &raw mut (*root).rb_node };
+        // SAFETY: `new` points into the tree.
+        while unsafe { !(*new).is_null() } {
+            cond_resched();
+            // SAFETY: Every node of the stable tree is embedded in a `StableNode`.
+            let mut node = unsafe { kernel::container_of!(*new, StableNode, node) };
+            let (tree_folio, dup) = node_folio(ksm, &mut node, true);
+            let Some(tree_folio) = tree_folio else {
+                // A stale node was erased, rebalancing the tree: restart (returning None would
+                // be safe too, but would insert duplicates needlessly).
+                continue 'again;
+            };
+            let ord = page.cmp_folio(&tree_folio);
+            drop(tree_folio);
+            // A collapsed chain was replaced in place, so `*new` is the node compared.
+            // SAFETY: `*new` is valid.
+            parent = unsafe { *new };
+            // SAFETY: `parent` is valid.
+            match ord {
+                // SAFETY: `parent`/`*new` is a valid node of the tree.
+                core::cmp::Ordering::Less => new = unsafe { &raw mut (*parent).rb_left },
+                // SAFETY: `parent`/`*new` is a valid node of the tree.
+                core::cmp::Ordering::Greater => new = unsafe { &raw mut (*parent).rb_right },
+                core::cmp::Ordering::Equal => {
+                    // A migrated KSM page mapped more than once joins the equal pages as a
+                    // dup: it cannot be merged into one of them.
+                    if !page_node.is_null() && folio.mapcount() > 1 {
+                        return Ok(chain_append(ksm, node, dup, page_node, nid, folio));
+                    }
+                    // SAFETY: Valid dup or plain node.
+                    if unsafe { !(*dup).is_sharing_candidate() } {
+                        // All dups are full: the page must find a match in the unstable tree
+                        // to make a new KSM page, added as a dup later.
+                        return Ok(None);
+                    }
+                    // Lock and unlock the page so that migration notices the raised count.
+                    let Some(tree_folio) = ksm_get_folio(ksm, dup, GetFolio::TryLock)? else {
+                        continue 'again;
+                    };
+                    // SAFETY: `dup` is live (its page was just checked).
+                    if unsafe { ksm.kpfn_nid((*dup).kpfn.load(Relaxed)) != (*dup).nid } {
+                        // The tree's page itself migrated to another node.
+                        drop(tree_folio);
+                        return Ok(replace(ksm, node, dup, page_node, nid, folio));
+                    }
+                    return Ok(Some(tree_folio));
+                }
+            }
+        }
+        if page_node.is_null() {
+            return Ok(None);
+        }
+        // The migrated page has no equal in its new node's tree: it becomes a node there.
+        migrate_list_del(page_node);
+        // SAFETY: `page_node` is live; `parent`/`new` come from the walk above.
+        unsafe {
+            (*page_node).nid = nid;
+            rbtree_raw::link_and_insert(&raw mut (*page_node).node, parent, new, root);
+        }
+        return Ok(sharing_candidate(page_node, folio));
+    }
+}
+
+/// The migrated page itself, if it may take another mapping.
+fn sharing_candidate(page_node: *mut StableNode, folio: &ARef<Folio>) -> Option<ARef<Folio>> {
+    // SAFETY: A live node.
+    unsafe { (*page_node).is_sharing_candidate() }.then(|| folio.clone())
+}
+
+/// Puts the migrated `page_node` into the tree of `nid` in the place of `dup`, whose page
+/// migrated away; `dup` goes to the migrate list.
+fn replace(
+    ksm: &mut Ksm,
+    node: *mut StableNode,
+    dup: *mut StableNode,
+    page_node: *mut StableNode,
+    nid: i32,
+    folio: &ARef<Folio>,
+) -> Option<ARef<Folio>> {
+    let mut ret = None;
+    if dup == node {
+        // No chain.
+        let root = ksm.stable_root(nid);
+        // SAFETY: `dup` is in the tree of `nid`; `page_node` is live and on the migrate list.
+        unsafe {
+            if !page_node.is_null() {
+                migrate_list_del(page_node);
+                (*page_node).nid = nid;
+                rbtree_raw::replace(&raw mut (*dup).node, &raw mut (*page_node).node, root);
+                ret = sharing_candidate(page_node, folio);
+            } else {
+                rbtree_raw::erase(&raw mut (*dup).node, root);
+            }
+        }
+    } else {
+        dup_unlink(dup);
+        if !page_node.is_null() {
+            migrate_list_del(page_node);
+            // SAFETY: A live node.
+            unsafe { (*page_node).nid = nid };
+            chain_add_dup(page_node, node);
+            ret = sharing_candidate(page_node, folio);
+        }
+    }
+    migrate_list_add(ksm, dup);
+    ret
+}
+
+/// Adds the migrated `page_node` as a dup next to the equal `dup` in the tree of `nid`,
+/// making a chain if there is none.
+fn chain_append(
+    ksm: &mut Ksm,
+    node: *mut StableNode,
+    dup: *mut StableNode,
+    page_node: *mut StableNode,
+    nid: i32,
+    folio: &ARef<Folio>,
+) -> Option<ARef<Folio>> {
+    let chain = if dup == node {
+        alloc_chain(ksm, dup)?
+    } else {
+        node
+    };
+    migrate_list_del(page_node);
+    // SAFETY: A live node.
+    unsafe { (*page_node).nid = nid };
+    chain_add_dup(page_node, chain);
+    sharing_candidate(page_node, folio)
+}
+
+/// Inserts a node for the new KSM folio `kfolio` (locked by the caller) into the stable tree,
+/// as a dup of a chain if a full page of the same content is there already, and points the
+/// folio at it (`stable_tree_insert()`).
+pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut StableNode> {
+    let nid = ksm.kpfn_nid(kfolio.pfn());
+    'again: loop {
+        let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
+        let mut same: *mut StableNode = core::ptr::null_mut();
+        let root = ksm.stable_root(nid);
+        // SAFETY: Valid root; thread mutex held.
+        let mut new = unsafe { &raw mut (*root).rb_node };
+        // SAFETY: `new` points into the tree.
+        while unsafe { !(*new).is_null() } {
+            cond_resched();
+            // SAFETY: Every node of the stable tree is embedded in a `StableNode`.
+            let mut node = unsafe { kernel::container_of!(*new, StableNode, node) };
+            let (tree_folio, _) = node_folio(ksm, &mut node, false);
+            let Some(tree_folio) = tree_folio else {
+                continue 'again;
+            };
+            let ord = kfolio.cmp_page_contents(0, &tree_folio, 0);
+            drop(tree_folio);
+            // SAFETY: `*new` is valid.
+            parent = unsafe { *new };
+            // SAFETY: `parent` is valid.
+            match ord {
+                // SAFETY: `parent`/`*new` is a valid node of the tree.
+                core::cmp::Ordering::Less => new = unsafe { &raw mut (*parent).rb_left },
+                // SAFETY: `parent`/`*new` is a valid node of the tree.
+                core::cmp::Ordering::Greater => new = unsafe { &raw mut (*parent).rb_right },
+                core::cmp::Ordering::Equal => {
+                    same = node;
+                    break;
+                }
+            }
+        }
+        let mut n = StableNode::new(kfolio.pfn(), 0);
+        n.nid = nid;
+        let node = crate::caches().alloc_stable_node(n).ok()?;
+        if same.is_null() {
+            // SAFETY: `node` is new; `parent`/`new` come from the walk above, under the mutex.
+            unsafe { rbtree_raw::link_and_insert(&raw mut (*node).node, parent, new, root) };
+        } else {
+            // SAFETY: `same` is a live plain node or chain.
+            let chain = if unsafe { (*same).is_chain() } {
+                same
+            } else {
+                let Some(chain) = alloc_chain(ksm, same) else {
+                    free_stable_node(node);
+                    return None;
+                };
+                chain
+            };
+            chain_add_dup(node, chain);
+        }
+        // SAFETY: The folio is locked, anonymous and no longer exclusive (write_protect_page
+        // shared it): it may become KSM.
+        unsafe { kfolio.set_raw_mapping(StableNode::expected_mapping(node)) };
+        return Some(node);
+    }
+}
+
+/// Adds `item` to the list of `node`, whose KSM folio the caller has locked
+/// (`stable_tree_append()`).
+pub(crate) fn append(item: &mut RmapItem, node: *mut StableNode, bypass_limit: bool) {
+    // SAFETY: `node` is a live plain node or dup; thread mutex and folio lock held.
+    let n = unsafe { &mut *node };
+    if n.rmap_hlist_len < 0 {
+        kernel::pr_err!("appending to a stable node chain\n");
+        return;
+    }
+    n.rmap_hlist_len += 1;
+    if !bypass_limit && n.rmap_hlist_len > MAX_PAGE_SHARING.load(Relaxed) {
+        kernel::pr_warn_once!("stable node over max_page_sharing\n");
+    }
+    item.link.stable.head = node;
+    // SAFETY: The item is in no list (it was just taken out of the trees).
+    unsafe { hlist::push_front(&raw mut n.first, item, RmapItem::stable_hlist) };
+    item.address = item.address.into_stable();
+    count(
+        if item.is_last_stable() {
+            &PAGES_SHARED
+        } else {
+            &PAGES_SHARING
+        },
+        1,
+    );
+    // SAFETY: Serialized by the thread mutex.
+    unsafe { item.mm().ksm_add_counters(1, 0) };
+}
+
+/// Unlinks `item` from its stable node's list (`hlist_del()`); the caller holds the KSM
+/// folio's lock.
+pub(crate) fn unlink(item: &mut RmapItem) {
+    // SAFETY: The item is listed.
+    unsafe { hlist::unlink(item, RmapItem::stable_hlist) };
+}
+
+/// Tries to free every stable node; true if some KSM page is still mapped
+/// (`remove_all_stable_nodes()` returning nonzero).
+pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm) -> bool {
+    let mut busy = false;
+    for nid in 0..ksm.nr_trees() {
+        loop {
+            // SAFETY: Valid root under the thread mutex.
+            let top = unsafe { (*ksm.stable_root(nid as i32)).rb_node };
+            if top.is_null() {
+                break;
+            }
+            // SAFETY: Nodes of the stable tree are embedded in `StableNode`s.
+            let node = unsafe { kernel::container_of!(top, StableNode, node) };
+            if remove_stable_node_chain(ksm, node) {
+                // Go on with the next node's tree.
+                busy = true;
+                break;
+            }
+            cond_resched();
+        }
+    }
+    for node in migrate_list(ksm) {
+        if remove_stable_node(ksm, node) {
+            busy = true;
+        }
+        cond_resched();
+    }
+    busy
+}
+
+/// Frees a plain node, or all dups and then the chain (`remove_stable_node_chain()`);
+/// true if busy.
+fn remove_stable_node_chain(ksm: &mut Ksm, node: *mut StableNode) -> bool {
+    // SAFETY: A live node.
+    if unsafe { !(*node).is_chain() } {
+        return remove_stable_node(ksm, node);
+    }
+    // SAFETY: A live chain.
+    for dup in unsafe { (*node).dups() } {
+        if remove_stable_node(ksm, dup) {
+            return true;
+        }
+    }
+    free_chain(ksm, node);
+    false
+}
+
+/// Frees `node` if its page is no longer mapped (`remove_stable_node()`); true if busy.
+fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
+    let folio = match ksm_get_folio(ksm, node, GetFolio::NoLock) {
+        Ok(Some(f)) => f,
+        // Already removed as stale.
+        _ => return false,
+    };
+    let guard = folio.lock();
+    if guard.raw_mapping() != StableNode::expected_mapping(node) {
+        return false;
+    }
+    // Unmerging everything has unmapped all KSM pages; one still mapped raced with the exit
+    // of its mm (between ksm_exit() and exit_mmap()): refuse to let the caller go on.
+    if guard.is_mapped() {
+        return true;
+    }
+    // SAFETY: We hold the folio lock; the page stops being KSM: an anonymous page with no
+    // mapping left, about to be freed or swapped (C: folio_set_stable_node(folio, NULL)).
+    unsafe { guard.set_raw_mapping(FOLIO_MAPPING_KSM) };
+    remove_node_from_stable_tree(ksm, node);
+    drop(guard);
+    false
+}
+
+/// Switches between one tree for all nodes and one per NUMA node; the caller has emptied
+/// the stable trees. The roots for every node exist from init on, so nothing can fail.
+pub(crate) fn set_merge_across_nodes(_ksm: &mut Ksm, _knob: bool) -> Result {
+    Ok(())
+}

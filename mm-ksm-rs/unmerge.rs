@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Unmerging: giving mappings of KSM pages (and KSM-placed zero pages) their own copies again.
+//!
+//! `break_ksm()` finds KSM pages in a range with a page table walk that skips unpopulated
+//! page tables, and faults each one with `FAULT_FLAG_UNSHARE`, which replaces the read-only
+//! shared mapping by an exclusive anonymous page. The rmap items are left for ksmd to drop when
+//! it next passes, as in mm/ksm.c.
+
+use crate::{
+    merge::with_mm,
+    mm_slot::MmSlot,
+    stable_tree,
+    state::{self, count},
+    unstable_tree::remove_rmap_item_from_tree,
+    Ksm, KsmGuard, MMLIST,
+};
+use core::ops::ControlFlow;
+use kernel::{
+    bindings,
+    error::{code::*, Result},
+    kthread::cond_resched,
+    mm::{
+        pgtable::{self, WalkLock},
+        virt::{flags, VmaRef},
+        MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
+    },
+    sync::atomic::Relaxed,
+};
+
+/// Unshares every KSM page and KSM-placed zero page mapped in `[start, end)` of `vma`
+/// (`break_ksm()`).
+///
+/// Fails with `ERESTARTSYS` on a pending signal and with `ENOMEM` if a fault runs out of
+/// memory; retries otherwise, since the fault may back out on a race.
+pub(crate) fn break_ksm(vma: &VmaRef, start: usize, end: usize, lock: WalkLock) -> Result {
+    let mut addr = start;
+    loop {
+        cond_resched();
+        let found = pgtable::walk_mapped(vma, addr, end, lock, |e| {
+            if kernel::current!().signal_pending() {
+                return Err(ERESTARTSYS);
+            }
+            let ksm_zero = e.pte().is_some_and(|p| p.present() && p.is_ksm_zero());
+            // KSM pages stay KSM pages until freed: no need to wait for a migration to end.
+            let ksm_page = e
+                .normal_folio()
+                .map(|(f, _)| f)
+                .or_else(|| e.migration_folio())
+                .is_some_and(|f| f.is_ksm());
+            Ok(if ksm_zero || ksm_page {
+                ControlFlow::Break(e.addr())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        let Some(a) = found else {
+            return Ok(());
+        };
+        addr = a;
+        let ret = pgtable::fault_unshare(vma, addr);
+        // SIGBUS: racing truncation, which also unmaps the page. OOM: report it, never loop.
+        if ret & bindings::VM_FAULT_OOM != 0 {
+            return Err(ENOMEM);
+        }
+        if ret & (bindings::VM_FAULT_SIGBUS | bindings::VM_FAULT_SIGSEGV) != 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Unmerges all mergeable areas of all mms and frees all rmap items and stable nodes
+/// (`run = 2`; `unmerge_and_remove_all_rmap_items()`).
+pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
+    let ksm: &mut Ksm = g;
+    let mut slot = {
+        let mut l = MMLIST.lock();
+        l.cursor = l.next_of(core::ptr::null_mut());
+        l.cursor
+    };
+    while !slot.is_null() {
+        // SAFETY: The cursor slot is not freed by anyone but us (ksm_exit leaves it alone).
+        let s: &mut MmSlot = unsafe { &mut *slot };
+        let r = with_mm(&s.mm, |mg| {
+            let mut addr = 0;
+            while let Some(vma) = mg.find_vma(addr) {
+                addr = vma.end();
+                if vma.flags() & flags::MERGEABLE == 0 || vma.anon_vma().is_null() {
+                    continue;
+                }
+                break_ksm(vma, vma.start(), vma.end(), WalkLock::Read)?;
+            }
+            Ok(())
+        });
+        if let Some(Err(e)) = r {
+            MMLIST.lock().cursor = core::ptr::null_mut();
+            return Err(e);
+        }
+        remove_trailing_rmap_items(ksm, &raw mut s.rmap_list);
+        let exiting = s.mm.is_exiting();
+        let mut l = MMLIST.lock();
+        l.cursor = l.next_of(slot);
+        if exiting {
+            l.remove(slot);
+            drop(l);
+            s.mm.flags_clear(MMF_VM_MERGEABLE);
+            s.mm.flags_clear(MMF_VM_MERGE_ANY);
+            crate::free_mm_slot(slot);
+        } else {
+            drop(l);
+        }
+        slot = MMLIST.lock().cursor;
+    }
+    // Clean up the stable nodes, but don't worry if some are still busy.
+    stable_tree::remove_all_stable_nodes(ksm);
+    ksm.seqnr = 0;
+    state::FULL_SCANS.store(0, Relaxed);
+    Ok(())
+}
+
+/// Frees the items from `*list` on (`remove_trailing_rmap_items()`).
+pub(crate) fn remove_trailing_rmap_items(
+    ksm: &mut Ksm,
+    list: *mut *mut crate::rmap_item::RmapItem,
+) {
+    // SAFETY: `list` points into an mm slot's item list, owned by the scanner (mutex held).
+    unsafe {
+        while !(*list).is_null() {
+            let item = *list;
+            *list = (*item).rmap_list;
+            remove_rmap_item_from_tree(ksm, &mut *item);
+            crate::free_rmap_item(item);
+        }
+    }
+}
+
+/// Accounting helper shared with the scanner.
+pub(crate) fn account_rmap_item(mm: &kernel::mm::Mm, n: isize) {
+    count(&state::RMAP_ITEMS, n);
+    // SAFETY: Serialized by the thread mutex.
+    unsafe { mm.ksm_add_counters(0, n) };
+}

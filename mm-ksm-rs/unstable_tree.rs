@@ -1,0 +1,117 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The unstable tree: pages that have not changed for a scan, ordered by content.
+//!
+//! Its nodes are the rmap items themselves. The contents of an unstable page can change at any
+//! time (it is not write-protected), so the tree may become unbalanced in content order; that
+//! is harmless because it is thrown away at the start of every full scan: the root is reset and
+//! items still marked as unstable from an older scan (their sequence number tells) are
+//! forgotten lazily as the cursor passes them, never erased from the dead tree.
+
+use crate::{
+    merge::{get_mergeable_page, PageRef},
+    rbtree_raw,
+    rmap_item::{PackedAddress, RmapItem},
+    stable_tree::{self, GetFolio},
+    state::{count, MERGE_ACROSS_NODES, PAGES_UNSHARED},
+    Ksm,
+};
+use kernel::{bindings, kthread::cond_resched, sync::atomic::Relaxed};
+
+/// Searches the unstable tree for a page with the same content as `folio`; if none, inserts
+/// `item` (`unstable_tree_search_insert()`).
+///
+/// Returns the matching tree item and its page, with a reference.
+pub(crate) fn search_insert(
+    ksm: &mut Ksm,
+    item: &mut RmapItem,
+    page: &PageRef,
+) -> Option<(*mut RmapItem, PageRef)> {
+    let nid = ksm.kpfn_nid(page.folio.pfn() + page.index);
+    let root = ksm.unstable_root(nid);
+    let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
+    // SAFETY: Valid root; thread mutex held.
+    let mut new = unsafe { &raw mut (*root).rb_node };
+    // SAFETY: `new` points into the tree.
+    while unsafe { !(*new).is_null() } {
+        cond_resched();
+        // SAFETY: Unstable tree nodes are embedded in rmap items.
+        let tree_item = unsafe { kernel::container_of!(*new, RmapItem, link.node) };
+        // SAFETY: Tree items are valid under the thread mutex.
+        let tree_page = get_mergeable_page(unsafe { &*tree_item })?;
+        // Don't substitute a KSM page for a forked page.
+        if page.same_page(&tree_page) {
+            return None;
+        }
+        let ord = page.cmp(&tree_page);
+        // SAFETY: `*new` is valid.
+        parent = unsafe { *new };
+        // SAFETY: `parent` is valid.
+        match ord {
+            // SAFETY: `parent`/`*new` is a valid node of the tree.
+            core::cmp::Ordering::Less => new = unsafe { &raw mut (*parent).rb_left },
+            // SAFETY: `parent`/`*new` is a valid node of the tree.
+            core::cmp::Ordering::Greater => new = unsafe { &raw mut (*parent).rb_right },
+            core::cmp::Ordering::Equal => {
+                // A tree page that migrated to another node is flushed out and put in the
+                // right tree next scan: only merge with it when merging across nodes.
+                if MERGE_ACROSS_NODES.load(Relaxed) == 0 && tree_page.folio.nid() != nid {
+                    return None;
+                }
+                return Some((tree_item, tree_page));
+            }
+        }
+    }
+    item.address = item.address.into_unstable(ksm.seqnr);
+    item.anon_vma_or_nid.nid = nid;
+    // SAFETY: The item is not in any tree (the caller removed it); `parent`/`new` come from the
+    // walk above under the mutex.
+    unsafe { rbtree_raw::link_and_insert(&raw mut item.link.node, parent, new, root) };
+    count(&PAGES_UNSHARED, 1);
+    None
+}
+
+/// Takes `item` out of the stable or unstable tree it is in (`remove_rmap_item_from_tree()`).
+pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm, item: &mut RmapItem) {
+    if item.address.is_stable() {
+        // SAFETY: Stable items point at their live stable node.
+        let node = unsafe { item.link.stable.head };
+        // Lock the KSM folio: rmap_walk_ksm() walks the list under that lock only. If the
+        // page stops being the node's (freed, or migrated) while we wait for the lock, look
+        // again: a stale node is removed together with its items, this one included; a
+        // migrated page is found at its new pfn.
+        while let Ok(Some(folio)) = stable_tree::ksm_get_folio(ksm, node, GetFolio::NoLock) {
+            let guard = folio.lock();
+            if guard.raw_mapping() != stable_tree::StableNode::expected_mapping(node) {
+                continue;
+            }
+            stable_tree::unlink(item);
+            drop(guard);
+            // SAFETY: Node still live (its page still points at it).
+            let n = unsafe { &mut *node };
+            // The list's last item stands for the shared page: it goes when the list empties.
+            let sharing = !n.first.is_null();
+            stable_tree::forget_stable_item(n, item, sharing);
+            break;
+        }
+    } else if item.address.is_unstable() {
+        // Usually the item is in an unstable tree of an earlier scan, already discarded; but
+        // one inserted during this scan must be erased (an mm exiting, say).
+        let age = item.address.unstable_age(ksm.seqnr);
+        if age > 1 {
+            kernel::pr_err!("unstable rmap item of age {}\n", age);
+        }
+        if age == 0 {
+            // SAFETY: Inserted during this scan: linked in the current unstable tree.
+            unsafe {
+                rbtree_raw::erase(
+                    &raw mut item.link.node,
+                    ksm.unstable_root(item.anon_vma_or_nid.nid),
+                )
+            };
+        }
+        count(&PAGES_UNSHARED, -1);
+        item.address = PackedAddress::new(item.address.addr());
+    }
+    cond_resched();
+}

@@ -1,0 +1,417 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Folios: the kernel's unit of memory that is mapped, locked and reference counted together.
+//!
+//! C header: [`include/linux/mm.h`](srctree/include/linux/mm.h),
+//! [`include/linux/page-flags.h`](srctree/include/linux/page-flags.h)
+//!
+//! [`Folio`] wraps `struct folio`. Owned references are `ARef<Folio>` (`folio_get()` /
+//! `folio_put()`); the folio lock is [`FolioLockGuard`]. Operations that the C code only allows
+//! under the folio lock are methods of the guard, so holding the lock is checked at compile time.
+
+use crate::{
+    bindings,
+    page::PAGE_SIZE,
+    sync::aref::{ARef, AlwaysRefCounted},
+    types::Opaque,
+};
+use core::{ops::Deref, ptr::NonNull};
+
+/// The low bits of `folio->mapping` that tag a KSM folio (`FOLIO_MAPPING_KSM`).
+pub const FOLIO_MAPPING_KSM: usize = bindings::FOLIO_MAPPING_KSM as usize;
+/// All tag bits of `folio->mapping` (`FOLIO_MAPPING_FLAGS`).
+pub const FOLIO_MAPPING_FLAGS: usize = bindings::FOLIO_MAPPING_FLAGS as usize;
+
+/// A `struct folio`.
+///
+/// # Invariants
+///
+/// A `&Folio` points to a valid `struct folio`: the caller that created it holds a reference
+/// or otherwise guarantees (page table lock, folio lock, ...) that the folio is not freed while
+/// the reference is used. Reference counts are taken with `folio_get()`.
+#[repr(transparent)]
+pub struct Folio(Opaque<bindings::folio>);
+
+// SAFETY: Folios are not tied to a thread; `folio_put()` may run on any thread.
+unsafe impl Send for Folio {}
+// SAFETY: Every method is safe to call concurrently; the C functions do their own locking.
+unsafe impl Sync for Folio {}
+
+// SAFETY: `folio_get()`/`folio_put()` keep the folio alive while the count is held.
+unsafe impl AlwaysRefCounted for Folio {
+    fn inc_ref(&self) {
+        // SAFETY: By the type invariant the folio is valid and has a reference already.
+        unsafe { bindings::folio_get(self.as_raw()) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // SAFETY: The caller gives up a reference it owns.
+        unsafe { bindings::folio_put(obj.cast().as_ptr()) };
+    }
+}
+
+impl Folio {
+    /// Creates a `&Folio` from a raw pointer.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid folio that stays valid (referenced or otherwise pinned) for
+    /// `'a`.
+    pub unsafe fn from_raw<'a>(ptr: *const bindings::folio) -> &'a Self {
+        // SAFETY: `Folio` is a transparent wrapper; the caller guarantees validity.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// The folio of a page frame number, without taking a reference.
+    ///
+    /// # Safety
+    ///
+    /// `pfn` must be a valid page frame number with a `struct page`. The folio may be freed or
+    /// reused at any time: use it only through [`Folio::try_get`] and the lockless accessors
+    /// ([`Folio::raw_mapping`], [`Folio::is_swapcache`]).
+    pub unsafe fn from_pfn<'a>(pfn: usize) -> &'a Self {
+        // SAFETY: The caller guarantees that `pfn` has a `struct page`.
+        let page = unsafe { bindings::pfn_to_page(pfn) };
+        // SAFETY: `page` is valid; `page_folio()` only reads it.
+        unsafe { Self::from_raw(bindings::page_folio(page)) }
+    }
+
+    /// Returns the raw `struct folio` pointer.
+    pub fn as_raw(&self) -> *mut bindings::folio {
+        self.0.get()
+    }
+
+    /// Returns the first page of the folio.
+    pub fn first_page(&self) -> *mut bindings::page {
+        // SAFETY: The folio is valid by the type invariant.
+        unsafe { bindings::folio_page(self.as_raw(), 0) }
+    }
+
+    /// Speculatively takes a reference (`folio_try_get()`): fails when the count is zero,
+    /// that is when the folio is being freed or frozen.
+    pub fn try_get(&self) -> Option<ARef<Folio>> {
+        // SAFETY: The `struct folio` memory is valid (type invariant); `folio_try_get()` is
+        // designed for folios that may be concurrently freed.
+        if unsafe { bindings::folio_try_get(self.as_raw()) } {
+            // SAFETY: We now own the reference just taken.
+            Some(unsafe { ARef::from_raw(NonNull::from(self)) })
+        } else {
+            None
+        }
+    }
+
+    /// The page frame number of the first page.
+    pub fn pfn(&self) -> usize {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_pfn(self.as_raw()) as usize }
+    }
+
+    /// The NUMA node the folio lives on.
+    pub fn nid(&self) -> i32 {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_nid(self.as_raw()) }
+    }
+
+    /// Whether this is an anonymous folio (includes KSM folios).
+    pub fn is_anon(&self) -> bool {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_test_anon(self.as_raw()) }
+    }
+
+    /// Whether this is a KSM folio (`folio->mapping` tagged with `FOLIO_MAPPING_KSM`).
+    pub fn is_ksm(&self) -> bool {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_test_ksm(self.as_raw()) }
+    }
+
+    /// Whether the folio has more than one page.
+    pub fn is_large(&self) -> bool {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_test_large(self.as_raw()) }
+    }
+
+    /// Whether the folio is in the swap cache.
+    pub fn is_swapcache(&self) -> bool {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_test_swapcache(self.as_raw()) }
+    }
+
+    /// Whether the folio is dirty.
+    pub fn is_dirty(&self) -> bool {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_test_dirty(self.as_raw()) }
+    }
+
+    /// Whether the folio is ZONE_DEVICE memory.
+    pub fn is_zone_device(&self) -> bool {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_is_zone_device(self.as_raw()) }
+    }
+
+    /// Number of page table mappings of the folio.
+    pub fn mapcount(&self) -> i32 {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_mapcount(self.as_raw()) }
+    }
+
+    /// Whether any page of the folio is mapped into a page table.
+    pub fn is_mapped(&self) -> bool {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_mapped(self.as_raw()) }
+    }
+
+    /// The reference count.
+    pub fn ref_count(&self) -> i32 {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_ref_count(self.as_raw()) }
+    }
+
+    /// `READ_ONCE(folio->mapping)` as an integer, tag bits included.
+    pub fn raw_mapping(&self) -> usize {
+        // SAFETY: The folio is valid; the helper reads the field with `READ_ONCE()`.
+        unsafe { bindings::folio_raw_mapping(self.as_raw()) as usize }
+    }
+
+    /// The `anon_vma` of an anonymous, non-KSM folio, or null (`folio_anon_vma()`).
+    pub fn anon_vma(&self) -> *mut bindings::anon_vma {
+        let mapping = self.raw_mapping();
+        let anon = bindings::FOLIO_MAPPING_ANON as usize;
+        if mapping & FOLIO_MAPPING_FLAGS != anon {
+            return core::ptr::null_mut();
+        }
+        (mapping - anon) as *mut bindings::anon_vma
+    }
+
+    /// The page offset of the folio in its mapping, or in the linear anonymous address space
+    /// of its VMA (`folio->index`).
+    pub fn index(&self) -> usize {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_index(self.as_raw()) }
+    }
+
+    /// Whether the folio's contents are valid (`folio_test_uptodate()`).
+    pub fn is_uptodate(&self) -> bool {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_test_uptodate(self.as_raw()) }
+    }
+
+    /// Whether page `index` of the folio has a memory error (`PageHWPoison()`).
+    pub fn is_hwpoison(&self, index: usize) -> bool {
+        // SAFETY: A valid page of the folio.
+        unsafe { bindings::PageHWPoison(self.page(index)) }
+    }
+
+    /// Allocates a new order-0 folio for user memory at `addr` in `vma`, charged to its mm's
+    /// memory cgroup, and copies page `index` of `self` into it with a machine-check safe copy,
+    /// as the swap-in path does when a page may not be reused in place.
+    ///
+    /// Returns the new folio, dirty, up to date and locked (it is not visible to anyone yet,
+    /// so the lock bit is simply set), `Ok(None)` if there is no memory for it, or `EHWPOISON`
+    /// if the source page has a memory error.
+    pub fn copy_for_user(
+        &self,
+        index: usize,
+        vma: &crate::mm::virt::VmaRef,
+        addr: usize,
+    ) -> crate::error::Result<Option<ARef<Folio>>> {
+        // SAFETY: A valid VMA; the allocation is ours.
+        let new = unsafe {
+            bindings::vma_alloc_folio(bindings::GFP_HIGHUSER_MOVABLE, 0, vma.as_ptr(), addr)
+        };
+        if new.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: We own the only reference of the new folio.
+        let new: ARef<Folio> = unsafe { ARef::from_raw(NonNull::new_unchecked(new.cast())) };
+        // SAFETY: A new folio, charged to the VMA's mm.
+        if unsafe {
+            bindings::mem_cgroup_charge(new.as_raw(), vma.mm().as_raw(), bindings::GFP_KERNEL)
+        } != 0
+        {
+            return Ok(None);
+        }
+        // SAFETY: Valid pages; the copy reports a machine check on the source.
+        if unsafe {
+            bindings::copy_mc_user_highpage(new.page(0), self.page(index), addr, vma.as_ptr())
+        } != 0
+        {
+            return Err(crate::error::code::EHWPOISON);
+        }
+        // SAFETY: The folio is ours alone: no atomic flag operations needed.
+        unsafe {
+            bindings::folio_set_dirty(new.as_raw());
+            bindings::__folio_mark_uptodate(new.as_raw());
+            bindings::__folio_set_locked(new.as_raw());
+        }
+        Ok(Some(new))
+    }
+
+    /// Marks the folio accessed for reclaim (`folio_mark_accessed()`).
+    pub fn mark_accessed(&self) {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_mark_accessed(self.as_raw()) };
+    }
+
+    /// The `struct page` of page `index` of the folio.
+    ///
+    /// # Panics
+    ///
+    /// If `index` is not below the number of pages of the folio.
+    pub fn page(&self, index: usize) -> *mut bindings::page {
+        assert!(index < self.nr_pages());
+        // SAFETY: The folio is valid and `index` is in range.
+        unsafe { bindings::folio_page(self.as_raw(), index) }
+    }
+
+    /// The number of pages in the folio.
+    pub fn nr_pages(&self) -> usize {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_nr_pages(self.as_raw()) as usize }
+    }
+
+    /// Calls `f` with the contents of page `index` of the folio, mapped into the kernel.
+    pub fn with_page_contents<T>(&self, index: usize, f: impl FnOnce(&[u8; PAGE_SIZE]) -> T) -> T {
+        let page = self.page(index);
+        // SAFETY: `page` is a valid page of this folio; the mapping is undone below.
+        let addr = unsafe { bindings::kmap_local_page(page) };
+        // SAFETY: `kmap_local_page()` maps a whole page at `addr`. The contents may change
+        // concurrently (user space may write); callers treat them as a snapshot, as C does.
+        let ret = f(unsafe { &*addr.cast::<[u8; PAGE_SIZE]>() });
+        // SAFETY: `addr` was mapped by `kmap_local_page()` just above.
+        unsafe { bindings::kunmap_local(addr) };
+        ret
+    }
+
+    /// Compares the bytes of page `index` with page `other_index` of `other` (`memcmp_pages()`).
+    pub fn cmp_page_contents(
+        &self,
+        index: usize,
+        other: &Folio,
+        other_index: usize,
+    ) -> core::cmp::Ordering {
+        // SAFETY: Both pages are valid; `memcmp_pages()` maps them itself.
+        let r = unsafe { bindings::memcmp_pages(self.page(index), other.page(other_index)) };
+        r.cmp(&0)
+    }
+
+    /// Splits a large folio into order-0 folios (`split_huge_page()`) and returns the folio
+    /// of page `index`, which inherits the reference `this` held. Fails, giving `this` back,
+    /// if the folio is locked or pinned by others, or cannot be split.
+    pub fn split_to_page(this: ARef<Folio>, index: usize) -> Result<ARef<Folio>, ARef<Folio>> {
+        if !this.is_large() {
+            return Ok(this);
+        }
+        let page = this.page(index);
+        let Some(guard) = this.try_lock() else {
+            return Err(this);
+        };
+        // SAFETY: The folio is locked and we hold a reference, as `split_huge_page()` needs.
+        if unsafe { bindings::split_huge_page(page) } != 0 {
+            drop(guard);
+            return Err(this);
+        }
+        // The lock and our reference now belong to the order-0 folio of `page`; the other new
+        // folios are unlocked. Neither must be released through the old head.
+        core::mem::forget(guard);
+        let _ = ARef::into_raw(this);
+        // SAFETY: `page` is valid (we hold its folio's reference).
+        let folio = unsafe { bindings::page_folio(page) };
+        // SAFETY: The split left this folio locked by us.
+        unsafe { bindings::folio_unlock(folio) };
+        // SAFETY: We own the reference carried over by the split.
+        Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(folio.cast())) })
+    }
+
+    /// Returns `true` when the folio is locked (by anyone).
+    pub fn is_locked(&self) -> bool {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_test_locked(self.as_raw()) }
+    }
+
+    /// Tries to take the folio lock without sleeping.
+    pub fn try_lock(&self) -> Option<FolioLockGuard<'_>> {
+        // SAFETY: The folio is valid.
+        if unsafe { bindings::folio_trylock(self.as_raw()) } {
+            // INVARIANT: We just took the lock.
+            Some(FolioLockGuard(self))
+        } else {
+            None
+        }
+    }
+
+    /// Takes the folio lock, sleeping if needed.
+    pub fn lock(&self) -> FolioLockGuard<'_> {
+        // SAFETY: The folio is valid.
+        unsafe { bindings::folio_lock(self.as_raw()) };
+        // INVARIANT: We just took the lock.
+        FolioLockGuard(self)
+    }
+}
+
+/// The folio lock of a [`Folio`], released on drop.
+///
+/// # Invariants
+///
+/// The folio lock of `self.0` is held by this guard.
+pub struct FolioLockGuard<'a>(&'a Folio);
+
+impl Deref for FolioLockGuard<'_> {
+    type Target = Folio;
+
+    fn deref(&self) -> &Folio {
+        self.0
+    }
+}
+
+impl Drop for FolioLockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we hold the lock.
+        unsafe { bindings::folio_unlock(self.0.as_raw()) };
+    }
+}
+
+impl<'a> FolioLockGuard<'a> {
+    /// A guard for a folio that the caller has locked, for C callbacks that are called with
+    /// the folio locked. Dropping the guard unlocks the folio: wrap it in `ManuallyDrop` if
+    /// the lock belongs to someone else.
+    ///
+    /// # Safety
+    ///
+    /// The folio must be locked, and stay locked while the guard is used.
+    pub unsafe fn assume_locked(folio: &'a Folio) -> Self {
+        // INVARIANT: The caller guarantees that the lock is held.
+        Self(folio)
+    }
+}
+
+impl FolioLockGuard<'_> {
+    /// Marks the folio dirty (`folio_mark_dirty()`).
+    pub fn mark_dirty(&self) {
+        // SAFETY: The folio is valid and locked, as `folio_mark_dirty()` wants for anon folios.
+        unsafe { bindings::folio_mark_dirty(self.as_raw()) };
+    }
+
+    /// Whether the first page is exclusive to one anonymous mapping (`PageAnonExclusive()`).
+    pub fn is_anon_exclusive(&self) -> bool {
+        // SAFETY: The folio is valid and locked.
+        unsafe { bindings::PageAnonExclusive(self.first_page()) }
+    }
+
+    /// Drops the swap space of an unmapped folio (`folio_free_swap()`).
+    pub fn free_swap(&self) {
+        // SAFETY: The folio is valid and locked.
+        unsafe { bindings::folio_free_swap(self.as_raw()) };
+    }
+
+    /// Stores `mapping` (a pointer with tag bits in its low bits) in `folio->mapping`.
+    ///
+    /// # Safety
+    ///
+    /// The value must be something every reader of this folio's mapping understands: for a KSM
+    /// implementation, a stable node pointer tagged with [`FOLIO_MAPPING_KSM`], set on an
+    /// anonymous folio that is not exclusive to one mapping.
+    pub unsafe fn set_raw_mapping(&self, mapping: usize) {
+        // SAFETY: The folio is valid and locked; the caller vouches for the value.
+        unsafe { bindings::folio_set_raw_mapping(self.as_raw(), mapping as *mut _) };
+    }
+}

@@ -1,0 +1,593 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Page table entries and the walks that find and change them.
+//!
+//! C headers: [`include/linux/pgtable.h`](srctree/include/linux/pgtable.h),
+//! [`include/linux/pagewalk.h`](srctree/include/linux/pagewalk.h),
+//! [`include/linux/rmap.h`](srctree/include/linux/rmap.h),
+//! [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h)
+//!
+//! - [`Pte`]: a page table entry value and its accessors.
+//! - [`walk_mapped`]: `walk_page_range_vma()` calling a closure for every non-empty entry, under
+//!   the page table lock; empty upper levels are skipped without visiting their addresses.
+//! - [`FolioWalk`]: `folio_walk_start()` for one address, the page table lock held until drop.
+//! - [`MappedPte`]: `page_vma_mapped_walk()` of an order-0 folio in one VMA: the locked PTE that
+//!   maps it, which may be cleared, checked and set again.
+//! - [`with_mmu_notifier_clear`]: an `MMU_NOTIFY_CLEAR` invalidation around a closure.
+
+use crate::{
+    bindings,
+    error::{code::*, Result},
+    mm::{
+        folio::{Folio, FolioLockGuard},
+        virt::VmaRef,
+    },
+    page::PAGE_SIZE,
+};
+use core::{ffi::c_void, ops::ControlFlow};
+
+/// A page table entry value (`pte_t`).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Pte(bindings::pte_t);
+
+impl Pte {
+    /// Whether the entry maps a page (`pte_present()`).
+    pub fn present(self) -> bool {
+        // SAFETY: Pure function of the value.
+        unsafe { bindings::pte_present(self.0) }
+    }
+
+    /// Whether the entry is empty (`pte_none()`).
+    pub fn none(self) -> bool {
+        // SAFETY: Pure function of the value.
+        unsafe { bindings::pte_none(self.0) }
+    }
+
+    /// Whether the entry is writable.
+    pub fn write(self) -> bool {
+        // SAFETY: Pure function of the value.
+        unsafe { bindings::pte_write(self.0) }
+    }
+
+    /// Whether the entry is dirty.
+    pub fn dirty(self) -> bool {
+        // SAFETY: Pure function of the value.
+        unsafe { bindings::pte_dirty(self.0) }
+    }
+
+    /// The page frame number the entry maps.
+    pub fn pfn(self) -> usize {
+        // SAFETY: Pure function of the value.
+        unsafe { bindings::pte_pfn(self.0) as usize }
+    }
+
+    /// Whether the entry maps the shared zero page.
+    pub fn is_zero_pfn(self) -> bool {
+        // SAFETY: Pure function of the value.
+        self.present() && unsafe { bindings::is_zero_pfn(bindings::pte_pfn(self.0)) }
+    }
+
+    /// The entry with the dirty bit cleared.
+    pub fn mkclean(self) -> Self {
+        // SAFETY: Pure function of the value.
+        Self(unsafe { bindings::pte_mkclean(self.0) })
+    }
+
+    /// The entry made read-only.
+    pub fn wrprotect(self) -> Self {
+        // SAFETY: Pure function of the value.
+        Self(unsafe { bindings::pte_wrprotect(self.0) })
+    }
+
+    /// Whether two entries are identical (`pte_same()`).
+    pub fn same(self, other: Pte) -> bool {
+        // SAFETY: Pure function of the values.
+        unsafe { bindings::pte_same(self.0, other.0) }
+    }
+
+    /// The entry mapping the first page of `folio` with the protection of `vma`.
+    pub fn for_folio(folio: &Folio, vma: &VmaRef) -> Self {
+        // SAFETY: The folio and the VMA are valid; `vm_page_prot` is read like C does.
+        Self(unsafe { bindings::mk_pte(folio.first_page(), bindings::vma_page_prot(vma.as_ptr())) })
+    }
+
+    /// A special, dirty entry mapping the zero page for `addr` in `vma`: the dirty bit marks a
+    /// zero page placed by KSM (see `is_ksm_zero_pte()`).
+    pub fn ksm_zero(vma: &VmaRef, addr: usize) -> Self {
+        // SAFETY: `ZERO_PAGE()` is always valid; the rest are pure functions.
+        Self(unsafe {
+            let pfn = bindings::page_to_pfn(bindings::zero_page(addr));
+            bindings::pte_mkdirty(bindings::pte_mkspecial(bindings::pfn_pte(
+                pfn,
+                bindings::vma_page_prot(vma.as_ptr()),
+            )))
+        })
+    }
+
+    /// Whether the entry is a KSM-placed zero page (`is_ksm_zero_pte()`).
+    pub fn is_ksm_zero(self) -> bool {
+        self.is_zero_pfn() && self.dirty()
+    }
+}
+
+/// The page frame number of the zero page used for `addr`.
+pub fn zero_page_pfn(addr: usize) -> usize {
+    // SAFETY: `ZERO_PAGE()` is valid for any address.
+    unsafe { bindings::page_to_pfn(bindings::zero_page(addr)) as usize }
+}
+
+/// One non-empty entry seen by [`walk_mapped`].
+pub struct MappedEntry<'a> {
+    vma: &'a VmaRef,
+    addr: usize,
+    kind: EntryKind,
+}
+
+#[derive(Clone, Copy)]
+enum EntryKind {
+    Pte(Pte),
+    PmdLeaf(bindings::pmd_t),
+}
+
+impl MappedEntry<'_> {
+    /// The virtual address of the entry (for a PMD leaf: the first address of the walked range
+    /// within it).
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// The PTE value, or `None` for a PMD-mapped huge page.
+    pub fn pte(&self) -> Option<Pte> {
+        match self.kind {
+            EntryKind::Pte(pte) => Some(pte),
+            EntryKind::PmdLeaf(_) => None,
+        }
+    }
+
+    /// The normal (refcounted, non-special) page mapped here, as a folio and the index of the
+    /// page at [`MappedEntry::addr`] within it (`vm_normal_page()` / `vm_normal_page_pmd()`).
+    ///
+    /// The folio is only known valid while the page table lock is held, that is inside the
+    /// walk's closure: take a reference to keep it.
+    pub fn normal_folio(&self) -> Option<(&Folio, usize)> {
+        let page = match self.kind {
+            EntryKind::Pte(pte) => {
+                if !pte.present() {
+                    return None;
+                }
+                // SAFETY: The VMA is valid and the PTE lock is held during the walk.
+                unsafe { bindings::vm_normal_page(self.vma.as_ptr(), self.addr, pte.0) }
+            }
+            #[cfg(CONFIG_PGTABLE_HAS_HUGE_LEAVES)]
+            EntryKind::PmdLeaf(pmd) => {
+                // SAFETY: The VMA is valid and the PMD lock is held during the walk.
+                unsafe { bindings::vm_normal_page_pmd(self.vma.as_ptr(), self.addr, pmd) }
+            }
+            // Without huge leaves a PMD is never a leaf.
+            #[cfg(not(CONFIG_PGTABLE_HAS_HUGE_LEAVES))]
+            EntryKind::PmdLeaf(_) => return None,
+        };
+        if page.is_null() {
+            return None;
+        }
+        // SAFETY: `page` is mapped here and the page table lock pins the mapping.
+        let folio = unsafe { Folio::from_raw(bindings::page_folio(page)) };
+        let index = match self.kind {
+            EntryKind::Pte(_) => 0,
+            EntryKind::PmdLeaf(_) => {
+                (self.addr & ((1usize << bindings::PMD_SHIFT) - 1)) / PAGE_SIZE
+            }
+        };
+        // SAFETY: Pure arithmetic on valid pointers.
+        let first = unsafe { bindings::folio_page(folio.as_raw(), 0) };
+        let page_index = (page as usize - first as usize) / core::mem::size_of::<bindings::page>();
+        Some((folio, page_index + index))
+    }
+
+    /// For a migration entry, the folio under migration.
+    pub fn migration_folio(&self) -> Option<&Folio> {
+        match self.kind {
+            EntryKind::Pte(pte) if !pte.present() && !pte.none() => {
+                // SAFETY: A migration entry pins its folio while the PTE lock is held.
+                let f = unsafe { bindings::pte_migration_folio(pte.0) };
+                // SAFETY: As above.
+                (!f.is_null()).then(|| unsafe { Folio::from_raw(f) })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How [`walk_mapped`] locks the VMA.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum WalkLock {
+    /// The mmap lock is held for read (`PGWALK_RDLOCK`).
+    Read,
+    /// Write-lock the VMA for the walk (`PGWALK_WRLOCK`); the mmap lock is held for write.
+    Write,
+}
+
+struct WalkCtx<'a, F> {
+    f: F,
+    vma: &'a VmaRef,
+    out: Option<usize>,
+    err: Option<crate::error::Error>,
+}
+
+/// Walks `[start, end)` of `vma` (`walk_page_range_vma()`) and calls `f` for every non-empty
+/// PTE and every PMD-mapped huge page, with the page table lock held, until `f` breaks.
+///
+/// `f` returns `Ok(ControlFlow::Break(x))` to stop with the result `x` (an address, say),
+/// or an error to stop the walk with that error. Returns `Ok(None)` when the range ends.
+pub fn walk_mapped<F>(
+    vma: &VmaRef,
+    start: usize,
+    end: usize,
+    lock: WalkLock,
+    f: F,
+) -> Result<Option<usize>>
+where
+    F: FnMut(&MappedEntry<'_>) -> Result<ControlFlow<usize>>,
+{
+    /// # Safety
+    ///
+    /// Called by `walk_page_range_vma()` with `walk->private` set to the `WalkCtx` below.
+    unsafe extern "C" fn pmd_entry<F>(
+        pmdp: *mut bindings::pmd_t,
+        mut addr: usize,
+        end: usize,
+        walk: *mut bindings::mm_walk,
+    ) -> i32
+    where
+        F: FnMut(&MappedEntry<'_>) -> Result<ControlFlow<usize>>,
+    {
+        // SAFETY: `private` is the `WalkCtx` passed by `walk_mapped` below, alive for the walk.
+        let ctx = unsafe { &mut *(*walk).private.cast::<WalkCtx<'_, F>>() };
+        // SAFETY: `walk->mm` is the VMA's mm.
+        let mm = unsafe { (*walk).mm };
+        // Calls the closure for one entry; returns what the C walker wants: 0 to go on, 1 to
+        // stop with a result, a negative errno to stop with an error.
+        let visit = |ctx: &mut WalkCtx<'_, F>, addr: usize, kind: EntryKind| {
+            let entry = MappedEntry {
+                vma: ctx.vma,
+                addr,
+                kind,
+            };
+            match (ctx.f)(&entry) {
+                Ok(ControlFlow::Continue(())) => 0,
+                Ok(ControlFlow::Break(x)) => {
+                    ctx.out = Some(x);
+                    1
+                }
+                Err(e) => {
+                    ctx.err = Some(e);
+                    e.to_errno()
+                }
+            }
+        };
+
+        // SAFETY: `pmdp` is a valid PMD entry pointer for the duration of the callback.
+        let pmd = unsafe { bindings::pmdp_get_lockless(pmdp) };
+        // SAFETY: Pure function of the value.
+        if !unsafe { bindings::pmd_present(pmd) } {
+            return 0;
+        }
+        // SAFETY: Pure function of the value.
+        if unsafe { bindings::pmd_leaf(pmd) } {
+            // SAFETY: `mm` and `pmdp` are valid; the lock is released below.
+            let ptl = unsafe { bindings::pmd_lock(mm, pmdp) };
+            // SAFETY: The PMD lock is held.
+            let pmd = unsafe { bindings::pmdp_get(pmdp) };
+            let mut r = 0;
+            // SAFETY: Pure functions of the value.
+            if unsafe { bindings::pmd_present(pmd) && bindings::pmd_leaf(pmd) } {
+                r = visit(ctx, addr, EntryKind::PmdLeaf(pmd));
+            }
+            // SAFETY: Taken above.
+            unsafe { bindings::spin_unlock(ptl) };
+            // If the PMD stopped being a leaf meanwhile, a later walk will see its PTEs.
+            return r;
+        }
+
+        let mut ptl: *mut bindings::spinlock_t = core::ptr::null_mut();
+        // SAFETY: `mm` and `pmdp` are valid; `pte_offset_map_lock()` copes with a PMD that
+        // changed since it was read.
+        let start_ptep = unsafe { bindings::pte_offset_map_lock(mm, pmdp, addr, &mut ptl) };
+        if start_ptep.is_null() {
+            return 0;
+        }
+        let mut ptep = start_ptep;
+        let mut r = 0;
+        while addr < end {
+            // SAFETY: `ptep` stays within the PTE table mapped above (one PMD's range).
+            let pte = Pte(unsafe { bindings::ptep_get(ptep) });
+            if !pte.none() {
+                r = visit(ctx, addr, EntryKind::Pte(pte));
+                if r != 0 {
+                    break;
+                }
+            }
+            // SAFETY: As above.
+            ptep = unsafe { ptep.add(1) };
+            addr += PAGE_SIZE;
+        }
+        // SAFETY: Mapped and locked above.
+        unsafe { bindings::pte_unmap_unlock(start_ptep, ptl) };
+        r
+    }
+
+    let ops = bindings::mm_walk_ops {
+        pmd_entry: Some(pmd_entry::<F>),
+        walk_lock: match lock {
+            WalkLock::Read => bindings::page_walk_lock_PGWALK_RDLOCK,
+            WalkLock::Write => bindings::page_walk_lock_PGWALK_WRLOCK,
+        },
+        // SAFETY: All-zero is a valid `mm_walk_ops` (no other callbacks).
+        ..unsafe { core::mem::zeroed() }
+    };
+    let mut ctx = WalkCtx {
+        f,
+        vma,
+        out: None,
+        err: None,
+    };
+    // SAFETY: The VMA is valid and its mm's mmap lock is held as `lock` says (a `&VmaRef`
+    // implies at least the read lock); `ops` and `ctx` outlive the call.
+    let r = unsafe {
+        bindings::walk_page_range_vma(
+            vma.as_ptr(),
+            start,
+            end,
+            &ops,
+            (&raw mut ctx).cast::<c_void>(),
+        )
+    };
+    if let Some(e) = ctx.err {
+        return Err(e);
+    }
+    if r < 0 {
+        return Err(crate::error::Error::from_errno(r));
+    }
+    Ok(ctx.out)
+}
+
+/// The result of `folio_walk_start()`: the folio mapped at one address, with the page table
+/// lock held until this is dropped.
+///
+/// # Invariants
+///
+/// `fw` was filled by a successful `folio_walk_start()` on `vma`, not yet ended.
+pub struct FolioWalk<'a> {
+    fw: bindings::folio_walk,
+    folio: *mut bindings::folio,
+    vma: &'a VmaRef,
+}
+
+impl<'a> FolioWalk<'a> {
+    /// Looks up the folio mapped at `addr` in `vma` (`folio_walk_start(..., 0)`).
+    pub fn start(vma: &'a VmaRef, addr: usize) -> Option<Self> {
+        // SAFETY: All-zero is a valid initial `folio_walk`.
+        let mut fw: bindings::folio_walk = unsafe { core::mem::zeroed() };
+        // SAFETY: The VMA is valid with its mmap lock held (implied by `&VmaRef`).
+        let folio = unsafe { bindings::folio_walk_start(&mut fw, vma.as_ptr(), addr, 0) };
+        // INVARIANT: Started successfully when non-null.
+        (!folio.is_null()).then_some(Self { fw, folio, vma })
+    }
+
+    /// The folio.
+    pub fn folio(&self) -> &Folio {
+        // SAFETY: Valid while the page table lock is held, i.e. while `self` lives.
+        unsafe { Folio::from_raw(self.folio) }
+    }
+
+    /// The index of the mapped page within the folio.
+    pub fn page_index(&self) -> usize {
+        // SAFETY: Pure arithmetic on valid pointers.
+        let first = unsafe { bindings::folio_page(self.folio, 0) };
+        (self.fw.page as usize - first as usize) / core::mem::size_of::<bindings::page>()
+    }
+
+    /// Whether the folio is mapped by a PTE (rather than a PMD or PUD).
+    pub fn is_pte(&self) -> bool {
+        self.fw.level == bindings::folio_walk_level_FW_LEVEL_PTE
+    }
+}
+
+impl Drop for FolioWalk<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the walk was started and not ended.
+        unsafe { bindings::folio_walk_end(&mut self.fw, self.vma.as_ptr()) };
+    }
+}
+
+/// Flushes the caches that alias page `index` of an anonymous folio before its contents are
+/// read through the kernel mapping (`flush_anon_page()` + `flush_dcache_page()`; no-ops on x86).
+pub fn flush_anon_page(vma: &VmaRef, folio: &Folio, index: usize, addr: usize) {
+    // SAFETY: Valid VMA and page.
+    unsafe { bindings::flush_anon_page(vma.as_ptr(), folio.page(index), addr) };
+}
+
+/// The user address at which the first page of `folio` would be mapped in `vma`, if it falls
+/// inside it (`page_address_in_vma()`).
+pub fn folio_address_in_vma(folio: &Folio, vma: &VmaRef) -> Option<usize> {
+    // SAFETY: Valid folio, page and VMA.
+    let a =
+        unsafe { bindings::page_address_in_vma(folio.as_raw(), folio.first_page(), vma.as_ptr()) };
+    // `-EFAULT` as an unsigned long means "not in the VMA".
+    (a != EFAULT.to_errno().wrapping_neg() as usize).then_some(a)
+}
+
+/// The locked PTE mapping an order-0 folio in a VMA, found by `page_vma_mapped_walk()`.
+///
+/// # Invariants
+///
+/// `pvmw` is a successful walk that is not done yet: `pvmw.pte` is mapped and `pvmw.ptl` held,
+/// or `pvmw.pte` is null and the PMD lock is held.
+pub struct MappedPte<'a> {
+    pvmw: bindings::page_vma_mapped_walk,
+    vma: &'a VmaRef,
+}
+
+impl<'a> MappedPte<'a> {
+    /// Finds the PTE that maps `folio` at `addr` in `vma` and locks it.
+    pub fn find(folio: &'a FolioLockGuard<'_>, vma: &'a VmaRef, addr: usize) -> Option<Self> {
+        // SAFETY: All-zero is a valid starting value, overwritten by the initializer.
+        let mut pvmw: bindings::page_vma_mapped_walk = unsafe { core::mem::zeroed() };
+        // SAFETY: Valid folio (locked) and VMA (mmap lock held).
+        unsafe { bindings::folio_vma_walk_init(&mut pvmw, folio.as_raw(), vma.as_ptr(), addr, 0) };
+        // SAFETY: `pvmw` was initialized just above.
+        if !unsafe { bindings::page_vma_mapped_walk(&mut pvmw) } {
+            return None;
+        }
+        // INVARIANT: The walk succeeded.
+        let m = Self { pvmw, vma };
+        if m.pvmw.pte.is_null() {
+            // PMD-mapped: callers only handle PTEs, like C's "Unexpected PMD mapping?".
+            return None;
+        }
+        Some(m)
+    }
+
+    /// The address of the PTE.
+    pub fn address(&self) -> usize {
+        self.pvmw.address
+    }
+
+    /// The current value of the PTE.
+    pub fn get(&self) -> Pte {
+        // SAFETY: The PTE is mapped and locked (type invariant).
+        Pte(unsafe { bindings::ptep_get(self.pvmw.pte) })
+    }
+
+    /// Clears the PTE and flushes the TLB (`ptep_clear_flush()`), returning the old value.
+    /// Nothing can write through a stale TLB entry afterwards, and GUP-fast cannot find the page.
+    pub fn clear_flush(&mut self) -> Pte {
+        // SAFETY: Valid VMA; the PTE is mapped and locked.
+        unsafe {
+            bindings::flush_cache_page(self.vma.as_ptr(), self.pvmw.address, self.get().pfn());
+            Pte(bindings::ptep_clear_flush(
+                self.vma.as_ptr(),
+                self.pvmw.address,
+                self.pvmw.pte,
+            ))
+        }
+    }
+
+    /// Stores `pte` (`set_pte_at()`).
+    ///
+    /// # Safety
+    ///
+    /// `pte` must be a valid entry for this address whose page's mapcount and rmap account for
+    /// it (the rest of the kernel trusts every present PTE).
+    pub unsafe fn set(&mut self, pte: Pte) {
+        // SAFETY: The PTE is mapped and locked; the caller vouches for the value.
+        unsafe {
+            bindings::set_pte_at(
+                self.vma.mm().as_raw(),
+                self.pvmw.address,
+                self.pvmw.pte,
+                pte.0,
+            )
+        };
+    }
+
+    /// Marks the anon-exclusive page as possibly shared (`folio_try_share_anon_rmap_pte()`);
+    /// the PTE must have been cleared first. Fails when the page may be pinned.
+    pub fn try_share_anon_rmap(&self, folio: &FolioLockGuard<'_>) -> Result {
+        // SAFETY: Valid locked folio whose first page this PTE mapped.
+        match unsafe { bindings::folio_try_share_anon_rmap_pte(folio.as_raw(), folio.first_page()) }
+        {
+            0 => Ok(()),
+            _ => Err(EBUSY),
+        }
+    }
+
+    /// Adds an anonymous rmap for the first page of `kfolio` at this address and takes a folio
+    /// reference for the new mapping (`folio_get()` + `folio_add_anon_rmap_pte()`).
+    ///
+    /// # Safety
+    ///
+    /// The PTE must be set to map `kfolio` right after, under this lock.
+    pub unsafe fn add_anon_rmap(&self, kfolio: &Folio) {
+        // SAFETY: Valid folio and VMA, PTE lock held; the caller maps the page next.
+        unsafe {
+            bindings::folio_get(kfolio.as_raw());
+            bindings::folio_add_anon_rmap_pte(
+                kfolio.as_raw(),
+                kfolio.first_page(),
+                self.vma.as_ptr(),
+                self.pvmw.address,
+            )
+        };
+    }
+
+    /// Removes the rmap of the first page of `folio` for this mapping and drops the reference
+    /// the mapping held (`folio_remove_rmap_pte()` + `folio_put()`).
+    ///
+    /// # Safety
+    ///
+    /// The PTE must no longer map the page; the caller must hold another reference.
+    pub unsafe fn remove_rmap_and_put(&self, folio: &Folio) {
+        // SAFETY: As the caller guarantees.
+        unsafe {
+            bindings::folio_remove_rmap_pte(folio.as_raw(), folio.first_page(), self.vma.as_ptr());
+            bindings::folio_put(folio.as_raw());
+        }
+    }
+
+    /// Accounts one anonymous page less in the mm (`dec_mm_counter(mm, MM_ANONPAGES)`).
+    pub fn dec_anon_counter(&self) {
+        // SAFETY: Valid mm.
+        unsafe { bindings::dec_mm_anon_counter(self.vma.mm().as_raw()) };
+    }
+}
+
+impl Drop for MappedPte<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the walk is not done yet.
+        unsafe { bindings::page_vma_mapped_walk_done(&mut self.pvmw) };
+    }
+}
+
+/// Whether a TLB flush of the mm is pending (`mm_tlb_flush_pending()`).
+pub fn mm_tlb_flush_pending(vma: &VmaRef) -> bool {
+    // SAFETY: Valid mm.
+    unsafe { bindings::mm_tlb_flush_pending(vma.mm().as_raw()) }
+}
+
+/// Runs `f` between `mmu_notifier_invalidate_range_start()` and `_end()` of an
+/// `MMU_NOTIFY_CLEAR` range `[start, end)` of the VMA's mm.
+pub fn with_mmu_notifier_clear<T>(
+    vma: &VmaRef,
+    start: usize,
+    end: usize,
+    f: impl FnOnce() -> T,
+) -> T {
+    // SAFETY: All-zero is valid before `mmu_notifier_range_init()`.
+    let mut range: bindings::mmu_notifier_range = unsafe { core::mem::zeroed() };
+    // SAFETY: Valid mm; `range` stays in place until the end call below.
+    unsafe {
+        bindings::mmu_notifier_range_init_clear(&mut range, vma.mm().as_raw(), start, end);
+        bindings::mmu_notifier_invalidate_range_start(&mut range);
+    }
+    let r = f();
+    // SAFETY: Started above.
+    unsafe { bindings::mmu_notifier_invalidate_range_end(&mut range) };
+    r
+}
+
+/// Faults `addr` in `vma` with `FAULT_FLAG_UNSHARE | FAULT_FLAG_REMOTE`: breaks COW sharing
+/// of a read-only anonymous page (a KSM page or the zero page) by giving this mapping its own
+/// exclusive copy. Returns the `VM_FAULT_*` bits.
+pub fn fault_unshare(vma: &VmaRef, addr: usize) -> u32 {
+    // SAFETY: Valid VMA with its mmap lock held (implied by `&VmaRef`).
+    unsafe {
+        bindings::handle_mm_fault(
+            vma.as_ptr(),
+            addr,
+            bindings::fault_flag_FAULT_FLAG_UNSHARE | bindings::fault_flag_FAULT_FLAG_REMOTE,
+            core::ptr::null_mut(),
+        )
+    }
+}
