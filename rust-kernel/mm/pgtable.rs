@@ -371,8 +371,13 @@ impl<'a> FolioWalk<'a> {
         let mut fw: bindings::folio_walk = unsafe { core::mem::zeroed() };
         // SAFETY: The VMA is valid with its mmap lock held (implied by `&VmaRef`).
         let folio = unsafe { bindings::folio_walk_start(&mut fw, vma.as_ptr(), addr, 0) };
-        // INVARIANT: Started successfully when non-null.
-        (!folio.is_null()).then_some(Self { fw, folio, vma })
+        if folio.is_null() {
+            // Nothing mapped: the walk has ended already (and `Self` must not be built, its
+            // drop would end it again).
+            return None;
+        }
+        // INVARIANT: Started successfully.
+        Some(Self { fw, folio, vma })
     }
 
     /// The folio.
