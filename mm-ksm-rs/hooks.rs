@@ -227,13 +227,10 @@ pub unsafe extern "C" fn ksm_vma_flags(
 fn for_each_vma_write_locked(mm: &Mm, mut f: impl FnMut(&VmaRef) -> Result) -> Result {
     let mut addr = 0;
     loop {
-        // SAFETY: The mmap (write) lock is held by the caller of the hook.
-        let vma = unsafe { bindings::find_vma(mm.as_raw(), addr) };
-        if vma.is_null() {
+        // SAFETY: The caller of the hook holds the mmap (write) lock throughout.
+        let Some(vma) = (unsafe { mm.find_vma_locked(addr) }) else {
             return Ok(());
-        }
-        // SAFETY: A vma found under the mmap lock, which stays held.
-        let vma = unsafe { VmaRef::from_raw(vma) };
+        };
         addr = vma.end();
         f(vma)?;
     }

@@ -92,8 +92,7 @@ impl Ksm {
 
     /// Allocates one tree root per possible NUMA node.
     fn alloc_roots(&mut self) -> Result {
-        // SAFETY: `nr_node_ids` is set before initcalls run and never changes afterwards.
-        let n = unsafe { bindings::nr_node_ids } as usize;
+        let n = kernel::mm::nr_node_ids();
         let empty = bindings::rb_root {
             rb_node: core::ptr::null_mut(),
         };
@@ -237,12 +236,6 @@ pub(crate) fn free_mm_slot(slot: *mut MmSlot) {
 pub(crate) fn ksm_zero_pages_read() -> isize {
     // SAFETY: A valid global atomic.
     unsafe { bindings::atomic64_read(&raw const bindings::ksm_zero_pages) as isize }
-}
-
-/// Drains the per-CPU LRU caches (`lru_add_drain_all()`).
-pub(crate) fn lru_add_drain_all() {
-    // SAFETY: Callable from process context.
-    unsafe { bindings::lru_add_drain_all() };
 }
 
 extern "C" {

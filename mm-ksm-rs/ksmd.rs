@@ -222,7 +222,7 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
         crate::advisor::start_scan();
         // Pages held in per-CPU LRU caches have raised counts that stop write_protect_page():
         // drain them once per scan.
-        crate::lru_add_drain_all();
+        kernel::mm::lru_add_drain_all();
         // Stale nodes on the trees are pruned by the searches; those on the migrate list
         // would pile up: prune them once per full scan.
         if state::MERGE_ACROSS_NODES.load(Relaxed) == 0 {
