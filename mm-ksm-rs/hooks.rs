@@ -9,7 +9,7 @@
 use crate::{
     ksmd, mm_slot,
     rmap_item::{RmapItem, RMAP_ITEM_SIZE},
-    stable_tree::{folio_stable_node, StableNode},
+    stable_tree::folio_stable_node,
     state::{self, KSM_RUN_UNMERGE},
     unmerge::break_ksm,
     MMLIST,
@@ -500,7 +500,7 @@ pub unsafe extern "C" fn collect_procs_ksm(
 ) {
     // SAFETY: The caller passes a locked folio.
     let f = unsafe { Folio::from_raw(folio) };
-    let node: *mut StableNode = folio_stable_node(f);
+    let node = folio_stable_node(f);
     if node.is_null() {
         return;
     }

@@ -798,6 +798,7 @@ fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
 
 /// Switches between one tree for all nodes and one per NUMA node; the caller has emptied
 /// the stable trees. The roots for every node exist from init on, so nothing can fail.
+#[cfg(CONFIG_NUMA)]
 pub(crate) fn set_merge_across_nodes(_ksm: &mut Ksm, _knob: bool) -> Result {
     Ok(())
 }

@@ -127,6 +127,10 @@ pub struct MappedEntry<'a> {
 #[derive(Clone, Copy)]
 enum EntryKind {
     Pte(Pte),
+    #[cfg_attr(
+        not(CONFIG_PGTABLE_HAS_HUGE_LEAVES),
+        expect(dead_code, reason = "a PMD is never a leaf without huge leaves")
+    )]
     PmdLeaf(bindings::pmd_t),
 }
 
