@@ -33,6 +33,7 @@ use crate::{
     },
     Ksm,
 };
+use core::cmp::Ordering;
 use kernel::{
     bindings,
     error::{code::*, Result},
@@ -476,6 +477,58 @@ fn node_folio(
     stable_node_dup(ksm, node, prune)
 }
 
+/// Where a walk of a stable tree by content ended.
+enum Walk {
+    /// A node with the same content: `node` is the tree node (a chain, or a plain node, also
+    /// when a chain was just collapsed into it), `dup` the node of the page compared (a dup of
+    /// the chain, or `node` itself).
+    Equal {
+        node: *mut StableNode,
+        dup: *mut StableNode,
+    },
+    /// No node with that content: a new one goes at `*link`, under `parent`.
+    Empty {
+        parent: *mut bindings::rb_node,
+        link: *mut *mut bindings::rb_node,
+    },
+}
+
+/// Walks the stable tree of `nid` comparing the pages of its nodes with `cmp` (which orders
+/// the page looked for against a tree page). Stale nodes met on the way are removed, which
+/// rebalances the tree: the walk then starts again (giving up would be safe too, but would
+/// insert duplicates needlessly). `prune` lets chains drop their stale dups on the way.
+fn walk(ksm: &mut Ksm, nid: i32, prune: bool, cmp: impl Fn(&Folio) -> Ordering) -> Walk {
+    'again: loop {
+        let root = ksm.stable_root(nid);
+        let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
+        // SAFETY: The root pointer is valid; we hold the thread mutex.
+        let mut link = unsafe { &raw mut (*root).rb_node };
+        // SAFETY: `link` points into the tree.
+        while unsafe { !(*link).is_null() } {
+            cond_resched();
+            // SAFETY: Every node of the stable tree is embedded in a `StableNode`.
+            let mut node = unsafe { kernel::container_of!(*link, StableNode, node) };
+            let (tree_folio, dup) = node_folio(ksm, &mut node, prune);
+            let Some(tree_folio) = tree_folio else {
+                continue 'again;
+            };
+            let ord = cmp(&tree_folio);
+            drop(tree_folio);
+            // A collapsed chain was replaced in place, so `*link` is the node compared.
+            // SAFETY: `*link` is valid.
+            parent = unsafe { *link };
+            match ord {
+                // SAFETY: `parent` is a valid node of the tree.
+                Ordering::Less => link = unsafe { &raw mut (*parent).rb_left },
+                // SAFETY: `parent` is a valid node of the tree.
+                Ordering::Greater => link = unsafe { &raw mut (*parent).rb_right },
+                Ordering::Equal => return Walk::Equal { node, dup },
+            }
+        }
+        return Walk::Empty { parent, link };
+    }
+}
+
 /// Looks for a KSM page with the same content as `page` that can take another mapping
 /// (`stable_tree_search()`).
 ///
@@ -493,70 +546,50 @@ pub(crate) fn search(ksm: &mut Ksm, page: &crate::merge::PageRef) -> Result<Opti
         return Ok(Some(folio.clone()));
     }
     let nid = ksm.kpfn_nid(folio.pfn());
-    'again: loop {
-        let root = ksm.stable_root(nid);
-        let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
-        // SAFETY: The root pointer is valid; we hold the thread mutex.
-        let mut new = unsafe { &raw mut (*root).rb_node };
-        // SAFETY: `new` points into the tree.
-        while unsafe { !(*new).is_null() } {
-            cond_resched();
-            // SAFETY: Every node of the stable tree is embedded in a `StableNode`.
-            let mut node = unsafe { kernel::container_of!(*new, StableNode, node) };
-            let (tree_folio, dup) = node_folio(ksm, &mut node, true);
-            let Some(tree_folio) = tree_folio else {
-                // A stale node was erased, rebalancing the tree: restart (returning None would
-                // be safe too, but would insert duplicates needlessly).
-                continue 'again;
-            };
-            let ord = page.cmp_folio(&tree_folio);
-            drop(tree_folio);
-            // A collapsed chain was replaced in place, so `*new` is the node compared.
-            // SAFETY: `*new` is valid.
-            parent = unsafe { *new };
-            // SAFETY: `parent` is valid.
-            match ord {
-                // SAFETY: `parent`/`*new` is a valid node of the tree.
-                core::cmp::Ordering::Less => new = unsafe { &raw mut (*parent).rb_left },
-                // SAFETY: `parent`/`*new` is a valid node of the tree.
-                core::cmp::Ordering::Greater => new = unsafe { &raw mut (*parent).rb_right },
-                core::cmp::Ordering::Equal => {
-                    // A migrated KSM page mapped more than once joins the equal pages as a
-                    // dup: it cannot be merged into one of them.
-                    if !page_node.is_null() && folio.mapcount() > 1 {
-                        return Ok(chain_append(ksm, node, dup, page_node, nid, folio));
-                    }
-                    // SAFETY: Valid dup or plain node.
-                    if unsafe { !(*dup).is_sharing_candidate() } {
-                        // All dups are full: the page must find a match in the unstable tree
-                        // to make a new KSM page, added as a dup later.
-                        return Ok(None);
-                    }
-                    // Lock and unlock the page so that migration notices the raised count.
-                    let Some(tree_folio) = ksm_get_folio(ksm, dup, GetFolio::TryLock)? else {
-                        continue 'again;
-                    };
-                    // SAFETY: `dup` is live (its page was just checked).
-                    if unsafe { ksm.kpfn_nid((*dup).kpfn.load(Relaxed)) != (*dup).nid } {
-                        // The tree's page itself migrated to another node.
-                        drop(tree_folio);
-                        return Ok(replace(ksm, node, dup, page_node, nid, folio));
-                    }
-                    return Ok(Some(tree_folio));
+    loop {
+        match walk(ksm, nid, true, |tree_folio| page.cmp_folio(tree_folio)) {
+            Walk::Equal { node, dup } => {
+                // A migrated KSM page mapped more than once joins the equal pages as a dup: it
+                // cannot be merged into one of them.
+                if !page_node.is_null() && folio.mapcount() > 1 {
+                    return Ok(chain_append(ksm, node, dup, page_node, nid, folio));
                 }
+                // SAFETY: Valid dup or plain node.
+                if unsafe { !(*dup).is_sharing_candidate() } {
+                    // All dups are full: the page must find a match in the unstable tree to
+                    // make a new KSM page, added as a dup later.
+                    return Ok(None);
+                }
+                // Lock and unlock the page so that migration notices the raised count.
+                let Some(tree_folio) = ksm_get_folio(ksm, dup, GetFolio::TryLock)? else {
+                    // It went stale: the tree changed, walk again.
+                    continue;
+                };
+                // SAFETY: `dup` is live (its page was just checked).
+                if unsafe { ksm.kpfn_nid((*dup).kpfn.load(Relaxed)) != (*dup).nid } {
+                    // The tree's page itself migrated to another node.
+                    drop(tree_folio);
+                    return Ok(replace(ksm, node, dup, page_node, nid, folio));
+                }
+                return Ok(Some(tree_folio));
+            }
+            Walk::Empty { parent, link } => {
+                if page_node.is_null() {
+                    return Ok(None);
+                }
+                // The migrated page has no equal in its new node's tree: it becomes a node
+                // there.
+                migrate_list_del(page_node);
+                let root = ksm.stable_root(nid);
+                // SAFETY: `page_node` is live; `parent`/`link` come from the walk, under the
+                // thread mutex.
+                unsafe {
+                    (*page_node).nid = nid;
+                    rbtree_raw::link_and_insert(&raw mut (*page_node).node, parent, link, root);
+                }
+                return Ok(sharing_candidate(page_node, folio));
             }
         }
-        if page_node.is_null() {
-            return Ok(None);
-        }
-        // The migrated page has no equal in its new node's tree: it becomes a node there.
-        migrate_list_del(page_node);
-        // SAFETY: `page_node` is live; `parent`/`new` come from the walk above.
-        unsafe {
-            (*page_node).nid = nid;
-            rbtree_raw::link_and_insert(&raw mut (*page_node).node, parent, new, root);
-        }
-        return Ok(sharing_candidate(page_node, folio));
     }
 }
 
@@ -632,61 +665,37 @@ fn chain_append(
 /// folio at it (`stable_tree_insert()`).
 pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut StableNode> {
     let nid = ksm.kpfn_nid(kfolio.pfn());
-    'again: loop {
-        let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
-        let mut same: *mut StableNode = core::ptr::null_mut();
-        let root = ksm.stable_root(nid);
-        // SAFETY: Valid root; thread mutex held.
-        let mut new = unsafe { &raw mut (*root).rb_node };
-        // SAFETY: `new` points into the tree.
-        while unsafe { !(*new).is_null() } {
-            cond_resched();
-            // SAFETY: Every node of the stable tree is embedded in a `StableNode`.
-            let mut node = unsafe { kernel::container_of!(*new, StableNode, node) };
-            let (tree_folio, _) = node_folio(ksm, &mut node, false);
-            let Some(tree_folio) = tree_folio else {
-                continue 'again;
-            };
-            let ord = kfolio.cmp_page_contents(0, &tree_folio, 0);
-            drop(tree_folio);
-            // SAFETY: `*new` is valid.
-            parent = unsafe { *new };
-            // SAFETY: `parent` is valid.
-            match ord {
-                // SAFETY: `parent`/`*new` is a valid node of the tree.
-                core::cmp::Ordering::Less => new = unsafe { &raw mut (*parent).rb_left },
-                // SAFETY: `parent`/`*new` is a valid node of the tree.
-                core::cmp::Ordering::Greater => new = unsafe { &raw mut (*parent).rb_right },
-                core::cmp::Ordering::Equal => {
-                    same = node;
-                    break;
-                }
-            }
+    let found = walk(ksm, nid, false, |tree_folio| {
+        kfolio.cmp_page_contents(0, tree_folio, 0)
+    });
+    let mut n = StableNode::new(kfolio.pfn(), 0);
+    n.nid = nid;
+    let new = crate::caches().alloc_stable_node(n).ok()?;
+    match found {
+        Walk::Empty { parent, link } => {
+            let root = ksm.stable_root(nid);
+            // SAFETY: `new` is unlinked; `parent`/`link` come from the walk, under the thread
+            // mutex, and nothing changed the tree since.
+            unsafe { rbtree_raw::link_and_insert(&raw mut (*new).node, parent, link, root) };
         }
-        let mut n = StableNode::new(kfolio.pfn(), 0);
-        n.nid = nid;
-        let node = crate::caches().alloc_stable_node(n).ok()?;
-        if same.is_null() {
-            // SAFETY: `node` is new; `parent`/`new` come from the walk above, under the mutex.
-            unsafe { rbtree_raw::link_and_insert(&raw mut (*node).node, parent, new, root) };
-        } else {
-            // SAFETY: `same` is a live plain node or chain.
-            let chain = if unsafe { (*same).is_chain() } {
-                same
+        Walk::Equal { node, .. } => {
+            // SAFETY: `node` is a live plain node or chain.
+            let chain = if unsafe { (*node).is_chain() } {
+                node
             } else {
-                let Some(chain) = alloc_chain(ksm, same) else {
-                    free_stable_node(node);
+                let Some(chain) = alloc_chain(ksm, node) else {
+                    free_stable_node(new);
                     return None;
                 };
                 chain
             };
-            chain_add_dup(node, chain);
+            chain_add_dup(new, chain);
         }
-        // SAFETY: The folio is locked, anonymous and no longer exclusive (write_protect_page
-        // shared it): it may become KSM.
-        unsafe { kfolio.set_raw_mapping(StableNode::expected_mapping(node)) };
-        return Some(node);
     }
+    // SAFETY: The folio is locked, anonymous and no longer exclusive (write_protect_page
+    // shared it): it may become KSM.
+    unsafe { kfolio.set_raw_mapping(StableNode::expected_mapping(new)) };
+    Some(new)
 }
 
 /// Adds `item` to the list of `node`, whose KSM folio the caller has locked
