@@ -37,8 +37,14 @@ impl Program {
     }
 }
 
-/// Compiles one program statically with the tree's uapi headers.
-fn compile(tree: &Path, hdr: &Path, out_dir: &Path, p: &Program) -> Result<PathBuf> {
+/// Compiles one program statically with the tree's uapi headers (`tree` and
+/// `hdr`; our guest programs can do with the libc's).
+fn compile(
+    tree: Option<&Path>,
+    hdr: Option<&Path>,
+    out_dir: &Path,
+    p: &Program,
+) -> Result<PathBuf> {
     let out = out_dir.join(p.name());
     let mut cc = Command::new("gcc");
     cc.args([
@@ -50,6 +56,9 @@ fn compile(tree: &Path, hdr: &Path, out_dir: &Path, p: &Program) -> Result<PathB
     ]);
     match p {
         Program::Selftest { dir, name, libs } => {
+            let (Some(tree), Some(hdr)) = (tree, hdr) else {
+                bail!("{name}: a selftest needs the kernel tree and its headers");
+            };
             let st = tree.join("tools/testing/selftests");
             let d = st.join(dir);
             cc.arg("-I").arg(&st).arg("-I").arg(&d).arg("-I").arg(tree);
@@ -70,7 +79,10 @@ fn compile(tree: &Path, hdr: &Path, out_dir: &Path, p: &Program) -> Result<PathB
         Program::Guest { name, source } => {
             let src = out_dir.join(format!("{name}.c"));
             fs::write(&src, source)?;
-            cc.arg("-isystem").arg(hdr).arg(&src);
+            if let Some(hdr) = hdr {
+                cc.arg("-isystem").arg(hdr);
+            }
+            cc.arg(&src);
         }
     }
     cc.arg("-o").arg(&out);
@@ -164,6 +176,21 @@ pub fn image(
     hdrs.arg(format!("O={}", dir.display())).arg("headers");
     ui::run_logged(&mut hdrs, &step, &dir.join("headers.log"))?;
     let hdr = dir.join("usr/include");
+    let out = pack(&dir, image, programs, plan, Some(tree), Some(&hdr))?;
+    step.done();
+    Ok(out)
+}
+
+/// Packs `<dir>/<image>.cpio` holding `programs` (compiled into
+/// `<dir>/guest-bin`) and `plan`; selftest programs need `tree` and `hdr`.
+pub fn pack(
+    dir: &Path,
+    image: &str,
+    programs: &[Program],
+    plan: &str,
+    tree: Option<&Path>,
+    hdr: Option<&Path>,
+) -> Result<PathBuf> {
     let bin_dir = dir.join("guest-bin");
     fs::create_dir_all(&bin_dir)?;
     let mut cpio = Cpio::default();
@@ -179,7 +206,7 @@ pub fn image(
     cpio.file("plan.sh", format!("{PLAN_LIB}\n{plan}").as_bytes(), false);
     let uniq: BTreeSet<&Program> = programs.iter().collect();
     for p in uniq {
-        let exe = compile(tree, &hdr, &bin_dir, p)?;
+        let exe = compile(tree, hdr, &bin_dir, p)?;
         cpio.file(&format!("tests/{}", p.name()), &fs::read(&exe)?, true);
     }
     let out = dir.join(format!("{image}.cpio"));
@@ -190,7 +217,6 @@ pub fn image(
         out.display(),
         fs::metadata(&out)?.len() / 1024
     ));
-    step.done();
     Ok(out)
 }
 

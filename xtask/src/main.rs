@@ -1,6 +1,7 @@
 //! ksm-rs developer tool. See README.md; `cargo xtask --help` lists commands.
 
 mod base;
+mod bench;
 mod build;
 mod demo;
 mod guest;
@@ -90,6 +91,24 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "auto")]
         accel: Accel,
     },
+    /// Deterministic A/B benchmark of ksmd's CPU cost, mm/ksm.c against Rust, under QEMU
+    /// TCG with -icount (not part of `test`); writes build/bench/bench.{json,png}
+    Bench {
+        /// Only this flavour (no Rust/C ratios); both by default
+        #[arg(long, value_enum)]
+        r#impl: Option<Impl>,
+        /// Use build/c and build/rust as they are instead of building them
+        #[arg(long)]
+        no_build: bool,
+        /// Run only this workload (may be repeated): unique, dup50, dup90, converge, merge,
+        /// merge-thp, sparse, smart, advisor
+        #[arg(long)]
+        only: Vec<String>,
+        /// Also count the guest instructions of each workload's main phase per kernel symbol
+        /// (a QEMU TCG plugin; slower, same figures)
+        #[arg(long)]
+        profile: bool,
+    },
     /// Everything: setup, host unit tests, check, build, boot, selftests (Rust and C unless
     /// --impl picks one), KUnit
     Test {
@@ -162,6 +181,20 @@ fn real_main() -> Result<()> {
             provision::setup(&pin)?;
             demo::run(&pin, r#impl.unwrap_or(DEFAULT_IMPL), accel)
         }
+        Cmd::Bench {
+            r#impl,
+            no_build,
+            only,
+            profile,
+        } => bench::run(
+            &pin,
+            &bench::Options {
+                imp: r#impl,
+                no_build,
+                only,
+                profile,
+            },
+        ),
         Cmd::Test { r#impl, accel } => {
             let impls: Vec<Impl> = r#impl.map_or(TEST_IMPLS.to_vec(), |i| vec![i]);
             test(&pin, &impls, accel)

@@ -37,6 +37,8 @@ pub fn packages(pin: &Pin) -> Vec<String> {
             "libnuma-dev",
             "ccache",
             "dpkg",
+            // the text font of `cargo xtask bench`'s plot
+            "fonts-dejavu-core",
         ]
         .map(String::from),
     );

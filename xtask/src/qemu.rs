@@ -40,7 +40,19 @@ pub struct Boot {
 const NODE_MB: u32 = 1024;
 const CPUS: u32 = 2;
 
-fn qemu_cmd(vm: &Vm, kvm: bool) -> Command {
+/// How QEMU executes the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Kvm,
+    /// Multi-threaded TCG: one host thread per vCPU.
+    Tcg,
+    /// Single-threaded TCG with `-icount shift=0,sleep=off`: every guest
+    /// instruction advances the virtual clock by 1 ns and idle time is skipped,
+    /// so guest time counts instructions and runs repeat exactly.
+    TcgIcount,
+}
+
+fn qemu_cmd(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
         "-nodefaults",
@@ -51,11 +63,20 @@ fn qemu_cmd(vm: &Vm, kvm: bool) -> Command {
         "stdio",
         "-no-reboot",
     ]);
-    if kvm {
-        c.args(["-accel", "kvm", "-cpu", "host"]);
-    } else {
-        c.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
+    match engine {
+        Engine::Kvm => {
+            c.args(["-accel", "kvm", "-cpu", "host"]);
+        }
+        Engine::Tcg => {
+            c.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
+        }
+        Engine::TcgIcount => {
+            // icount needs single-threaded TCG; the RTC follows the virtual clock too.
+            c.args(["-accel", "tcg", "-cpu", "max"]);
+            c.args(["-icount", "shift=0,sleep=off", "-rtc", "clock=vm"]);
+        }
     }
+    c.args(extra);
     // One socket per CPU and node: a package split across NUMA nodes makes
     // the guest WARN in set_cpu_sibling_map() (topology_sane()).
     c.args([
@@ -118,8 +139,10 @@ fn kvm_works(kernel: &Path) -> bool {
         log,
     };
     let mut saw_panic = false;
-    let ok = run_with(&vm, true, |l| saw_panic |= l.contains("Kernel panic"))
-        .is_ok_and(|b| !b.timed_out)
+    let ok = run_with(&vm, Engine::Kvm, &[], |l| {
+        saw_panic |= l.contains("Kernel panic")
+    })
+    .is_ok_and(|b| !b.timed_out)
         && saw_panic;
     let verdict = if ok { "works" } else { "hangs" };
     ui::info(format!(
@@ -138,14 +161,27 @@ pub fn boot(vm: &Vm, on_line: impl FnMut(&str)) -> Result<Boot> {
         Accel::Kvm => true,
         Accel::Auto => kvm_works(vm.kernel),
     };
-    run_with(vm, kvm, on_line)
+    let engine = if kvm { Engine::Kvm } else { Engine::Tcg };
+    run_with(vm, engine, &[], on_line)
 }
 
-fn run_with(vm: &Vm, kvm: bool, mut on_line: impl FnMut(&str)) -> Result<Boot> {
+/// Boots the VM deterministically: single-threaded TCG with
+/// `-icount shift=0,sleep=off` whatever `vm.accel` says; `extra` goes on
+/// QEMU's command line (e.g. `-plugin ...`).
+pub fn boot_icount(vm: &Vm, extra: &[String], on_line: impl FnMut(&str)) -> Result<Boot> {
+    run_with(vm, Engine::TcgIcount, extra, on_line)
+}
+
+fn run_with(
+    vm: &Vm,
+    engine: Engine,
+    extra: &[String],
+    mut on_line: impl FnMut(&str),
+) -> Result<Boot> {
     if !vm.kernel.exists() {
         bail!("no kernel at {}", vm.kernel.display());
     }
-    let mut cmd = qemu_cmd(vm, kvm);
+    let mut cmd = qemu_cmd(vm, engine, extra);
     let mut log =
         File::create(&vm.log).with_context(|| format!("cannot create {}", vm.log.display()))?;
     writeln!(log, "$ {}", ui::show_cmd(&cmd))?;
@@ -201,4 +237,31 @@ fn run_with(vm: &Vm, kvm: bool, mut on_line: impl FnMut(&str)) -> Result<Boot> {
         }
     }
     Ok(Boot { timed_out, splats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(engine: Engine) -> String {
+        let vm = Vm {
+            kernel: Path::new("/k"),
+            initrd: None,
+            append: "x=1".into(),
+            timeout: Duration::from_secs(1),
+            accel: Accel::Auto,
+            log: PathBuf::from("/l"),
+        };
+        ui::show_cmd(&qemu_cmd(&vm, engine, &["-plugin".into(), "p.so".into()]))
+    }
+
+    #[test]
+    fn icount_is_single_threaded_tcg() {
+        let a = args(Engine::TcgIcount);
+        assert!(a.contains("-accel tcg -cpu max -icount shift=0,sleep=off -rtc clock=vm"));
+        assert!(!a.contains("thread=multi") && a.contains("-plugin p.so"));
+        let a = args(Engine::Tcg);
+        assert!(a.contains("-accel tcg,thread=multi") && !a.contains("icount"));
+        assert!(args(Engine::Kvm).contains("-accel kvm -cpu host"));
+    }
 }
