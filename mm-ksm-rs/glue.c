@@ -4,7 +4,8 @@
  *
  * Only what Rust cannot express, or what is private to mm/ (mm/internal.h),
  * goes here: the subsys_initcall, the exported ksm_madvise() wrapper, the
- * ksm_zero_pages definition that include/linux/ksm.h declares, the
+ * ksm_zero_pages definition that include/linux/ksm.h declares, the VMA flags
+ * that only some architectures define, the
  * anon_vma helpers the KSM reverse map needs and the per-task part of
  * collect_procs_ksm().
  */
@@ -20,6 +21,20 @@
 
 /* The number of zero pages placed by KSM, see ksm_map_zero_page(). */
 atomic_long_t ksm_zero_pages = ATOMIC_LONG_INIT(0);
+
+/*
+ * Architecture VMA flags that make an area unmergeable, as mm/ksm.c's
+ * ksm_compatible() tests them: they are macros that only some architectures
+ * define.
+ */
+const vm_flags_t ksm_rs_arch_unmergeable = 0
+#ifdef VM_SAO
+	| VM_SAO
+#endif
+#ifdef VM_SPARC_ADI
+	| VM_SPARC_ADI
+#endif
+	;
 
 void ksm_rs_get_anon_vma(struct anon_vma *anon_vma)
 {

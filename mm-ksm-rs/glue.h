@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Functions shared between the C and Rust halves of mm/ksm-rs. Listed in
- * rust/bindings/bindings_helper.h so that both sides are checked against
- * one declaration.
+ * Functions and data shared between the C and Rust halves of mm/ksm-rs. The
+ * Rust side declares them again in extern blocks next to their users.
  */
 #ifndef _MM_KSM_RS_GLUE_H
 #define _MM_KSM_RS_GLUE_H
@@ -18,6 +17,10 @@ struct vm_area_struct;
 int ksm_rs_init(void);
 int ksm_rs_madvise(struct vm_area_struct *vma, unsigned long start,
 		   unsigned long end, int advice, vm_flags_t *vm_flags);
+
+/* Defined in C (glue.c). */
+/* Arch-specific flags that ksm_compatible() refuses (VM_SAO, VM_SPARC_ADI). */
+extern const vm_flags_t ksm_rs_arch_unmergeable;
 
 /* Implemented in C (glue.c): mm/internal.h is private to mm/. */
 void ksm_rs_get_anon_vma(struct anon_vma *anon_vma);

@@ -21,7 +21,7 @@ use kernel::{
     kthread::cond_resched,
     mm::{
         folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
-        pgtable::WalkLock,
+        pgtable::VmaMmapWrite,
         virt::{flags, VmaRef},
         Mm, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
     },
@@ -29,7 +29,8 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
-        atomic::{Relaxed, Release},
+        atomic::Relaxed,
+        barrier::{smp_mb, Write},
     },
 };
 
@@ -41,12 +42,19 @@ fn to_errno(r: Result) -> i32 {
 }
 
 /// Whether areas with these flags may be merged (`ksm_compatible()`): not shared, hugetlb,
-/// droppable, special (IO, PFNMAP, MIXEDMAP, DONTEXPAND) or DAX.
+/// droppable, special (IO, PFNMAP, MIXEDMAP, DONTEXPAND), DAX, nor with the architecture's
+/// flags that KSM must leave alone (`VM_SAO` on powerpc, `VM_SPARC_ADI` on sparc).
 fn ksm_compatible(vm_flags: bindings::vm_flags_t, dax: bool) -> bool {
-    // VM_SAO and VM_SPARC_ADI (powerpc, sparc) are also refused there; they are 0 elsewhere.
+    extern "C" {
+        /// glue.c: `VM_SAO | VM_SPARC_ADI`, as far as the architecture defines them.
+        static ksm_rs_arch_unmergeable: bindings::vm_flags_t;
+    }
+    // SAFETY: A `const` defined in glue.c with this type.
+    let arch = unsafe { ksm_rs_arch_unmergeable };
     vm_flags & (flags::SHARED | flags::MAYSHARE | flags::HUGETLB) == 0
         && vm_flags & flags::DROPPABLE == 0
         && vm_flags & flags::SPECIAL == 0
+        && vm_flags & arch == 0
         && !dax
 }
 
@@ -116,7 +124,10 @@ pub unsafe extern "C" fn __ksm_exit(mm: *mut bindings::mm_struct) {
         let mut l = MMLIST.lock();
         let slot = l.lookup(mm);
         if !slot.is_null() && slot != l.cursor {
-            // SAFETY: A listed slot; a racy read of the scanner's list head, as in C.
+            // SAFETY: A listed slot. Not a data race: the scanner changes the item list of
+            // the cursor slot only, and moves the cursor on under MMLIST after its last change
+            // (finish_mm(), unmerge_and_remove_all_rmap_items()), so that change happened
+            // before our lock of MMLIST, which sees another cursor.
             if unsafe { (*slot).rmap_list.is_null() } {
                 l.remove(slot);
                 easy = slot;
@@ -149,6 +160,8 @@ pub unsafe extern "C" fn ksm_rs_madvise(
 ) -> i32 {
     // SAFETY: The mmap write lock is held, more than `VmaRef` needs.
     let vma = unsafe { VmaRef::from_raw(vma) };
+    // SAFETY: As above: madvise (and mremap, and KVM on powerpc) hold the mmap write lock.
+    let wvma = unsafe { VmaMmapWrite::from_vma(vma) };
     // SAFETY: `vm_flags` is valid for writes (see above).
     let vm_flags = unsafe { &mut *vm_flags };
     let mm: &Mm = vma.mm();
@@ -169,7 +182,7 @@ pub unsafe extern "C" fn ksm_rs_madvise(
                 return 0;
             }
             if !vma.anon_vma().is_null() {
-                if let Err(e) = break_ksm(vma, start, end, WalkLock::Write) {
+                if let Err(e) = break_ksm(wvma, start, end) {
                     return e.to_errno();
                 }
             }
@@ -223,21 +236,39 @@ pub unsafe extern "C" fn ksm_vma_flags(
     vma_flags
 }
 
-/// Iterates over the areas of an mm whose mmap write lock the caller holds.
-fn for_each_vma_write_locked(mm: &Mm, mut f: impl FnMut(&VmaRef) -> Result) -> Result {
-    let mut addr = 0;
-    loop {
-        // SAFETY: The caller of the hook holds the mmap (write) lock throughout.
-        let Some(vma) = (unsafe { mm.find_vma_locked(addr) }) else {
-            return Ok(());
-        };
-        addr = vma.end();
-        f(vma)?;
+/// An mm whose mmap lock the C caller of a hook holds for write.
+///
+/// # Invariants
+///
+/// The mmap lock of `self.0` is held for write for `'a`.
+#[derive(Clone, Copy)]
+struct WriteLockedMm<'a>(&'a Mm);
+
+impl<'a> WriteLockedMm<'a> {
+    /// # Safety
+    ///
+    /// The caller must hold the mmap lock of `mm` for write for `'a`.
+    unsafe fn new(mm: &'a Mm) -> Self {
+        // INVARIANT: As the caller guarantees.
+        Self(mm)
+    }
+
+    /// Calls `f` for every area of the mm, stopping at the first error.
+    fn for_each_vma(self, mut f: impl FnMut(&VmaMmapWrite) -> Result) -> Result {
+        let mut addr = 0;
+        loop {
+            // SAFETY: By the type invariant the mmap write lock is held.
+            let Some(vma) = (unsafe { VmaMmapWrite::find(self.0, addr) }) else {
+                return Ok(());
+            };
+            addr = vma.end();
+            f(vma)?;
+        }
     }
 }
 
-fn add_vmas(mm: &Mm) {
-    let _ = for_each_vma_write_locked(mm, |vma| {
+fn add_vmas(mm: WriteLockedMm<'_>) {
+    let _ = mm.for_each_vma(|vma| {
         if should_add_vma(vma.flags(), vma.is_dax()) {
             // SAFETY: The mmap write lock is held.
             unsafe { vma.set_flags(flags::MERGEABLE) };
@@ -246,13 +277,13 @@ fn add_vmas(mm: &Mm) {
     });
 }
 
-fn del_vmas(mm: &Mm) -> Result {
-    for_each_vma_write_locked(mm, |vma| {
+fn del_vmas(mm: WriteLockedMm<'_>) -> Result {
+    mm.for_each_vma(|vma| {
         if vma.flags() & flags::MERGEABLE == 0 {
             return Ok(());
         }
         if !vma.anon_vma().is_null() {
-            break_ksm(vma, vma.start(), vma.end(), WalkLock::Write)?;
+            break_ksm(vma, vma.start(), vma.end())?;
         }
         // SAFETY: The mmap write lock is held.
         unsafe { vma.clear_flags(flags::MERGEABLE) };
@@ -268,8 +299,9 @@ fn del_vmas(mm: &Mm) -> Result {
 /// `mm` must be the caller's live mm, its mmap write lock held.
 #[export]
 pub unsafe extern "C" fn ksm_enable_merge_any(mm: *mut bindings::mm_struct) -> i32 {
-    // SAFETY: The caller's live mm.
-    let mm = unsafe { Mm::from_raw(mm) };
+    // SAFETY: The caller's live mm, its mmap write lock held.
+    let wmm = unsafe { WriteLockedMm::new(Mm::from_raw(mm)) };
+    let mm = wmm.0;
     if mm.flags_test(MMF_VM_MERGE_ANY) {
         return 0;
     }
@@ -279,17 +311,18 @@ pub unsafe extern "C" fn ksm_enable_merge_any(mm: *mut bindings::mm_struct) -> i
         }
     }
     mm.flags_set(MMF_VM_MERGE_ANY);
-    add_vmas(mm);
+    add_vmas(wmm);
     0
 }
 
-fn disable_merge_any(mm: &Mm) -> Result {
+fn disable_merge_any(wmm: WriteLockedMm<'_>) -> Result {
+    let mm = wmm.0;
     if !mm.flags_test(MMF_VM_MERGE_ANY) {
         return Ok(());
     }
     // Unmerging failed: the whole operation fails and merging stays enabled everywhere.
-    if let Err(e) = del_vmas(mm) {
-        add_vmas(mm);
+    if let Err(e) = del_vmas(wmm) {
+        add_vmas(wmm);
         return Err(e);
     }
     mm.flags_clear(MMF_VM_MERGE_ANY);
@@ -304,8 +337,8 @@ fn disable_merge_any(mm: &Mm) -> Result {
 /// `mm` must be the caller's live mm, its mmap write lock held.
 #[export]
 pub unsafe extern "C" fn ksm_disable_merge_any(mm: *mut bindings::mm_struct) -> i32 {
-    // SAFETY: The caller's live mm.
-    to_errno(disable_merge_any(unsafe { Mm::from_raw(mm) }))
+    // SAFETY: The caller's live mm, its mmap write lock held.
+    to_errno(disable_merge_any(unsafe { WriteLockedMm::new(Mm::from_raw(mm)) }))
 }
 
 /// Disables KSM for the whole mm (`ksm_disable()`, used by s390); mmap write lock held.
@@ -315,34 +348,35 @@ pub unsafe extern "C" fn ksm_disable_merge_any(mm: *mut bindings::mm_struct) -> 
 /// `mm` must be a live mm, its mmap write lock held.
 #[export]
 pub unsafe extern "C" fn ksm_disable(mm: *mut bindings::mm_struct) -> i32 {
-    // SAFETY: The caller's live mm.
-    let mm = unsafe { Mm::from_raw(mm) };
-    if !mm.flags_test(MMF_VM_MERGEABLE) {
+    // SAFETY: The caller's live mm, its mmap write lock held.
+    let wmm = unsafe { WriteLockedMm::new(Mm::from_raw(mm)) };
+    if !wmm.0.flags_test(MMF_VM_MERGEABLE) {
         return 0;
     }
-    if mm.flags_test(MMF_VM_MERGE_ANY) {
-        return to_errno(disable_merge_any(mm));
+    if wmm.0.flags_test(MMF_VM_MERGE_ANY) {
+        return to_errno(disable_merge_any(wmm));
     }
-    to_errno(del_vmas(mm))
+    to_errno(del_vmas(wmm))
 }
 
 /// Whether any area of the mm is mergeable (`/proc/<pid>/ksm_stat`); mmap lock held.
 ///
 /// # Safety
 ///
-/// `mm` must be a live mm, its mmap lock held.
+/// `mm` must be a live mm, its mmap lock held (read suffices).
 #[export]
 pub unsafe extern "C" fn ksm_process_mergeable(mm: *mut bindings::mm_struct) -> bool {
-    // SAFETY: The caller's live mm, mmap lock held (read suffices to iterate).
+    // SAFETY: The caller's live mm.
     let mm = unsafe { Mm::from_raw(mm) };
-    for_each_vma_write_locked(mm, |vma| {
+    let mut addr = 0;
+    // SAFETY: The caller holds the mmap lock throughout.
+    while let Some(vma) = unsafe { mm.find_vma_locked(addr) } {
         if vma.flags() & flags::MERGEABLE != 0 {
-            Err(EEXIST)
-        } else {
-            Ok(())
+            return true;
         }
-    })
-    .is_err()
+        addr = vma.end();
+    }
+    false
 }
 
 /// Memory saved for the mm minus the cost of its rmap items (`ksm_process_profit()`).
@@ -376,10 +410,12 @@ pub unsafe extern "C" fn folio_migrate_ksm(
         return;
     }
     // The new folio's mapping was set in advance. The new kpfn must be visible to
-    // ksm_get_folio() before it can see the old folio's mapping go stale: release here,
-    // acquire there (C: smp_wmb()/smp_rmb()).
+    // ksm_get_folio() before it can see the old folio's mapping go stale (or the swap cache
+    // flag cleared): smp_wmb() between the two stores, paired with the smp_rmb() there. A
+    // release store of kpfn would order only the accesses before it, not the mapping store.
     // SAFETY: A KSM folio's node is live while the folio is locked.
-    unsafe { (*node).kpfn.store(newfolio.pfn(), Release) };
+    unsafe { (*node).kpfn.store(newfolio.pfn(), Relaxed) };
+    smp_mb(Write);
     // SAFETY: The caller holds the folio lock; the guard must not unlock it.
     let g = core::mem::ManuallyDrop::new(unsafe { FolioLockGuard::assume_locked(folio) });
     // SAFETY: The old folio stops pointing at the node (C: folio_set_stable_node(folio, NULL)).
@@ -462,8 +498,14 @@ pub unsafe extern "C" fn rmap_walk_ksm(
                         .invalid_vma
                         .is_some_and(|iv| unsafe { iv(vma, rwc.arg) });
                     if !invalid {
+                        // C calls it unconditionally: a walk without one is a caller bug.
+                        let Some(rmap_one) = rwc.rmap_one else {
+                            kernel::warn_on!(true);
+                            stop = true;
+                            break;
+                        };
                         // SAFETY: As above.
-                        if !unsafe { rwc.rmap_one.unwrap()(folio, vma, addr, rwc.arg) } {
+                        if !unsafe { rmap_one(folio, vma, addr, rwc.arg) } {
                             stop = true;
                             break;
                         }

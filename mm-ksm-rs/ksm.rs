@@ -46,6 +46,7 @@ mod rbtree_raw;
 mod rmap_item;
 mod stable_tree;
 mod state;
+#[cfg(CONFIG_SYSFS)]
 mod sysfs;
 mod unmerge;
 mod unstable_tree;
@@ -115,9 +116,9 @@ impl Ksm {
         if state::MERGE_ACROSS_NODES.load(Relaxed) != 0 {
             0
         } else {
-            // SAFETY: `kpfn` is the pfn of a page we hold or a KSM page; reading its node from
-            // the page flags is valid for any pfn with a `struct page`.
-            unsafe { kernel::mm::folio::Folio::from_pfn(kpfn) }.nid()
+            // SAFETY: `kpfn` is the pfn of a page we hold or of a KSM page, which stays in
+            // the memory map while we hold the thread mutex (memory hot-remove takes it first).
+            unsafe { kernel::mm::folio::UnrefFolio::from_pfn(kpfn) }.nid()
         }
     }
 
@@ -166,39 +167,49 @@ pub(crate) struct Caches {
 
 static CACHES: SetOnce<Caches> = SetOnce::new();
 
-/// The slab caches, created at init.
-pub(crate) fn caches() -> &'static Caches {
-    CACHES.as_ref().expect("ksm: caches used before init")
+/// The slab caches. They are created at init, before ksmd, sysfs or any hook can run, so
+/// `None` (which makes every allocation fail) is only seen if init failed.
+fn caches() -> Option<&'static Caches> {
+    CACHES.as_ref()
 }
 
-impl Caches {
-    /// Allocates a stable node.
-    pub(crate) fn alloc_stable_node(&'static self, n: StableNode) -> Result<*mut StableNode> {
-        Ok(self
-            .stable_node
-            .alloc(n, GFP_KERNEL | __GFP_NOWARN)?
-            .into_raw()
-            .as_ptr())
-    }
+/// The slab caches, for freeing an object allocated from them: they exist, since the object
+/// does. Warns (and the caller leaks the object) if that is somehow not so.
+fn caches_for_free() -> Option<&'static Caches> {
+    let c = caches();
+    kernel::warn_on!(c.is_none());
+    c
+}
 
-    /// Takes back a stable node for freeing.
-    ///
-    /// # Safety
-    ///
-    /// `p` must come from [`Caches::alloc_stable_node`] and not be used afterwards.
-    pub(crate) unsafe fn stable_node_from_raw(
-        &'static self,
-        p: *mut StableNode,
-    ) -> CacheBox<'static, StableNode> {
-        // SAFETY: As the caller guarantees.
-        unsafe { CacheBox::from_raw(&self.stable_node, core::ptr::NonNull::new_unchecked(p)) }
-    }
+/// Allocates a stable node (`alloc_stable_node()`). `__GFP_HIGH`, as in C: with plain
+/// `GFP_KERNEL` the allocation can stall for long under memory pressure, holding the thread
+/// mutex, and set off hung task warnings.
+pub(crate) fn alloc_stable_node(n: StableNode) -> Result<*mut StableNode> {
+    Ok(caches()
+        .ok_or(ENOMEM)?
+        .stable_node
+        .alloc(n, GFP_KERNEL | kernel::alloc::flags::__GFP_HIGH)?
+        .into_raw()
+        .as_ptr())
+}
+
+/// Frees a stable node that is in no tree or list (`free_stable_node()`).
+///
+/// # Safety
+///
+/// `p` must come from [`alloc_stable_node`] and not be used afterwards.
+pub(crate) unsafe fn free_stable_node(p: *mut StableNode) {
+    let Some(c) = caches_for_free() else {
+        return;
+    };
+    // SAFETY: As the caller guarantees.
+    drop(unsafe { CacheBox::from_raw(&c.stable_node, core::ptr::NonNull::new_unchecked(p)) });
 }
 
 /// Allocates an item for `addr` in `mm` (`alloc_rmap_item()`): may fail quietly under memory
 /// pressure, the scan just moves on.
 pub(crate) fn alloc_rmap_item(mm: &kernel::mm::Mm, addr: usize) -> Option<*mut RmapItem> {
-    let b = caches()
+    let b = caches()?
         .rmap_item
         .alloc(
             RmapItem::new(mm, addr),
@@ -209,17 +220,20 @@ pub(crate) fn alloc_rmap_item(mm: &kernel::mm::Mm, addr: usize) -> Option<*mut R
 }
 
 /// Frees an item no longer in any list or tree (`free_rmap_item()`).
-pub(crate) fn free_rmap_item(item: *mut RmapItem) {
+pub(crate) fn free_rmap_item(ksm: &Ksm, item: *mut RmapItem) {
+    let Some(c) = caches_for_free() else {
+        return;
+    };
     // SAFETY: `item` comes from alloc_rmap_item() and is unlinked.
-    let b =
-        unsafe { CacheBox::from_raw(&caches().rmap_item, core::ptr::NonNull::new_unchecked(item)) };
-    unmerge::account_rmap_item(b.mm(), -1);
+    let b = unsafe { CacheBox::from_raw(&c.rmap_item, core::ptr::NonNull::new_unchecked(item)) };
+    unmerge::account_rmap_item(ksm, b.mm(), -1);
     drop(b);
 }
 
 /// Allocates an mm slot.
 pub(crate) fn alloc_mm_slot(mm: &kernel::mm::Mm) -> Result<*mut MmSlot> {
     Ok(caches()
+        .ok_or(ENOMEM)?
         .mm_slot
         .alloc(MmSlot::new(mm), GFP_KERNEL)?
         .into_raw()
@@ -228,14 +242,19 @@ pub(crate) fn alloc_mm_slot(mm: &kernel::mm::Mm) -> Result<*mut MmSlot> {
 
 /// Frees an unlinked mm slot, dropping its mm reference (`mmdrop()`).
 pub(crate) fn free_mm_slot(slot: *mut MmSlot) {
+    let Some(c) = caches_for_free() else {
+        return;
+    };
     // SAFETY: `slot` comes from alloc_mm_slot() and is unlinked.
-    drop(unsafe { CacheBox::from_raw(&caches().mm_slot, core::ptr::NonNull::new_unchecked(slot)) });
+    drop(unsafe { CacheBox::from_raw(&c.mm_slot, core::ptr::NonNull::new_unchecked(slot)) });
 }
 
 /// The global count of KSM-placed zero pages (`ksm_zero_pages`, defined in glue.c).
 pub(crate) fn ksm_zero_pages_read() -> isize {
-    // SAFETY: A valid global atomic.
-    unsafe { bindings::atomic64_read(&raw const bindings::ksm_zero_pages) as isize }
+    // SAFETY: `ksm_zero_pages` is an `atomic_long_t`, a `long` (`isize`) in a `repr(C)` struct,
+    // that lives forever and is only accessed atomically. `atomic_long_read()` is a relaxed
+    // load, on 32-bit kernels as well (`atomic64_read()` was wrong there).
+    unsafe { Atomic::<isize>::from_ptr((&raw mut bindings::ksm_zero_pages).cast()) }.load(Relaxed)
 }
 
 extern "C" {
@@ -288,6 +307,7 @@ fn init() -> Result {
         mm_slot: KmemCache::new(c"ksm_mm_slot")?,
     });
     ksmd::start()?;
+    #[cfg(CONFIG_SYSFS)]
     sysfs::register()?;
     Ok(())
 }

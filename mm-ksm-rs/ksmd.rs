@@ -3,10 +3,10 @@
 //! ksmd: the scanning thread, and the scan cursor's walk over all mergeable pages.
 
 use crate::{
-    merge::{cmp_and_merge_page, with_mm, PageRef},
+    merge::{cmp_and_merge_page, PageRef},
     mm_slot::MmSlot,
     rmap_item::RmapItem,
-    state::{self, count, ksmd_should_run},
+    state::{self, ksmd_should_run},
     unmerge::{account_rmap_item, remove_trailing_rmap_items},
     unstable_tree::remove_rmap_item_from_tree,
     Ksm, KsmGuard, KSM_THREAD_MUTEX, MMLIST,
@@ -16,9 +16,9 @@ use kernel::{
     kthread,
     mm::{
         folio::Folio,
-        pgtable::{self, WalkLock},
+        pgtable::{self, VmaMmapRead},
         virt::flags,
-        MMF_VM_MERGEABLE,
+        Mm, MmWithUser, MMF_VM_MERGEABLE,
     },
     new_condvar, new_mutex,
     page::PAGE_SIZE,
@@ -58,11 +58,6 @@ pub(crate) fn start() -> Result {
     Ok(())
 }
 
-fn waits() -> &'static Waits {
-    // Populated by start() before ksmd or sysfs can run.
-    WAITS.as_ref().expect("ksm: not initialized")
-}
-
 /// Wakes ksmd after `run` changed (C: `wake_up_interruptible(&ksm_thread_wait)`).
 pub(crate) fn wake_thread() {
     if let Some(w) = WAITS.as_ref() {
@@ -79,10 +74,15 @@ pub(crate) fn wake_iter() {
     }
 }
 
-fn ksm_scan_thread() -> i32 {
-    kthread::set_freezable();
+fn ksm_scan_thread(t: &kthread::Kthread) -> i32 {
+    // Populated by start() before the thread is created.
+    let Some(w) = WAITS.as_ref() else {
+        kernel::warn_on!(true);
+        return EINVAL.to_errno();
+    };
+    t.set_freezable();
     kthread::set_current_nice(5);
-    while !kthread::should_stop() {
+    while !t.should_stop() {
         {
             let mut g = KSM_THREAD_MUTEX.lock();
             // TODO(hotplug): wait_while_offlining() once memory hot-remove is supported.
@@ -91,7 +91,6 @@ fn ksm_scan_thread() -> i32 {
             }
         }
         kthread::try_to_freeze();
-        let w = waits();
         let mut l = w.lock.lock();
         if should_run() {
             // Sleep between batches; a change of sleep_millisecs wakes us early. With 0 there
@@ -103,7 +102,7 @@ fn ksm_scan_thread() -> i32 {
                     .wait_interruptible_timeout(&mut l, msecs_to_jiffies(ms));
             }
         } else {
-            while !should_run() && !kthread::should_stop() {
+            while !should_run() && !t.should_stop() {
                 if w.thread_wait.wait_interruptible_freezable(&mut l) {
                     break;
                 }
@@ -131,7 +130,7 @@ fn ksm_do_scan(g: &mut KsmGuard, n: u32) {
         };
         // SAFETY: Items of the slot being scanned are valid under the thread mutex.
         cmp_and_merge_page(ksm, page, unsafe { &mut *item });
-        count(&state::PAGES_SCANNED, 1);
+        state::PAGES_SCANNED.add(ksm, 1);
     }
 }
 
@@ -139,7 +138,7 @@ fn ksm_do_scan(g: &mut KsmGuard, n: u32) {
 /// no longer mapped, or allocates one (`get_next_rmap_item()`).
 fn get_next_rmap_item(
     ksm: &mut Ksm,
-    slot: &MmSlot,
+    mm: &Mm,
     list: *mut *mut RmapItem,
     addr: usize,
 ) -> Option<*mut RmapItem> {
@@ -155,11 +154,11 @@ fn get_next_rmap_item(
             }
             *list = (*item).rmap_list;
             remove_rmap_item_from_tree(ksm, &mut *item);
-            crate::free_rmap_item(item);
+            crate::free_rmap_item(ksm, item);
         }
     }
-    let item = crate::alloc_rmap_item(&slot.mm, addr)?;
-    account_rmap_item(&slot.mm, 1);
+    let item = crate::alloc_rmap_item(mm, addr)?;
+    account_rmap_item(ksm, mm, 1);
     // SAFETY: `item` is new; `list` as above.
     unsafe {
         (*item).rmap_list = *list;
@@ -200,7 +199,7 @@ fn should_skip_rmap_item(ksm: &mut Ksm, folio: &Folio, item: &mut RmapItem) -> b
         info.remaining_skips = skip_age(age);
         return false;
     }
-    count(&state::PAGES_SKIPPED, 1);
+    state::PAGES_SKIPPED.add(ksm, 1);
     info.remaining_skips -= 1;
     remove_rmap_item_from_tree(ksm, item);
     true
@@ -245,12 +244,14 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
     loop {
         // SAFETY: The cursor slot is only freed by the scanner, i.e. below.
         let s: &MmSlot = unsafe { &*slot };
-        // SAFETY: The slot's mmgrab() keeps the mm_struct alive, and with_mm() adds mm_users
-        // for the walk, so this outlives the slot if the slot is freed inside the walk.
-        let mm: &kernel::mm::Mm = unsafe { &*core::ptr::from_ref::<kernel::mm::Mm>(&s.mm) };
-        // `with_mm` fails when the mm is exiting: then all its items go.
-        let outcome = with_mm(mm, |mg| {
-            let mut vma_opt = mg.find_vma(ksm.address);
+        // The walk may free the slot (finish_mm()), and with it the slot's reference on the
+        // mm: hold an `mm_users` reference of our own for the whole walk, and use the mm
+        // through it. It cannot be had when the mm is exiting: then all its items go.
+        let mmu = s.mm.mmget_not_zero().map(MmWithUser::into_mmput_async);
+        let outcome = mmu.as_ref().map(|mmu| {
+            let mg = &mmu.mmap_read_lock();
+            let mm: &Mm = mmu;
+            let mut vma_opt = VmaMmapRead::find(mg, ksm.address);
             while let Some(vma) = vma_opt {
                 let next_addr = vma.end();
                 if vma.flags() & flags::MERGEABLE != 0 {
@@ -266,7 +267,6 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
                             vma,
                             ksm.address,
                             vma.end(),
-                            WalkLock::Read,
                             |e| {
                                 if let Some((f, index)) = e.normal_folio() {
                                     if !f.is_zone_device() && f.is_anon() {
@@ -284,7 +284,7 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
                             (Ok(Some(a)), Some(page)) => {
                                 ksm.address = a;
                                 pgtable::flush_anon_page(vma, &page.folio, page.index, a);
-                                let Some(item) = get_next_rmap_item(ksm, s, ksm.rmap_list, a)
+                                let Some(item) = get_next_rmap_item(ksm, mm, ksm.rmap_list, a)
                                 else {
                                     return Outcome::Stop;
                                 };
@@ -304,7 +304,7 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
                         kthread::cond_resched();
                     }
                 }
-                vma_opt = mg.find_vma(next_addr.max(ksm.address));
+                vma_opt = VmaMmapRead::find(mg, next_addr.max(ksm.address));
             }
             // Done with this mm: finish it while still holding its mmap lock, so that a
             // racing MADV_MERGEABLE (mmap lock held for write) sees either the mm registered
@@ -333,7 +333,7 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
     }
     crate::advisor::stop_scan();
     ksm.seqnr += 1;
-    state::FULL_SCANS.store(ksm.seqnr, Relaxed);
+    state::FULL_SCANS.set(ksm, ksm.seqnr);
     None
 }
 

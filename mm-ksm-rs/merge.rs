@@ -20,7 +20,7 @@ use kernel::{
     error::{code::*, Result},
     mm::{
         folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
-        pgtable::{self, MappedPte, Pte, WalkLock},
+        pgtable::{self, MappedPte, Pte, VmaMmapRead},
         virt::{flags, VmaRef},
         MmWithUser, MmapReadGuard,
     },
@@ -32,7 +32,8 @@ use kernel::{
 /// A page being scanned or merged: page `index` of `folio`, with a reference on the folio.
 ///
 /// Pages of large folios (THP) are compared where they are; the folio is split only when one
-/// of its pages is about to be merged, as in mm/ksm.c.
+/// of its pages is about to be merged, under the folio trylock, after the area was found
+/// still mergeable ([`try_to_merge_one_page`]), as in mm/ksm.c.
 pub(crate) struct PageRef {
     /// The folio, referenced.
     pub(crate) folio: ARef<Folio>,
@@ -47,10 +48,11 @@ pub(crate) fn page_checksum(bytes: &[u8]) -> u32 {
 }
 
 impl PageRef {
-    /// Checksum of the contents, to notice pages that change (`calc_checksum()`).
+    /// Checksum of the contents, to notice pages that change (`calc_checksum()`): the same
+    /// function as [`page_checksum`], computed by C over the page as user space may be
+    /// writing it.
     pub(crate) fn checksum(&self) -> u32 {
-        self.folio
-            .with_page_contents(self.index, |b| page_checksum(b))
+        self.folio.page_xxhash(self.index, 0) as u32
     }
 
     /// Compares the contents with those of the (order-0) folio `other`.
@@ -69,20 +71,21 @@ impl PageRef {
         core::ptr::eq(self.folio.as_raw(), other.folio.as_raw()) && self.index == other.index
     }
 
-    /// Makes the page an order-0 folio of its own, splitting a large folio; gives the page
-    /// back unchanged if the split fails (locked or pinned folio), to be retried next scan.
-    pub(crate) fn into_small(self) -> Result<PageRef, PageRef> {
-        let index = self.index;
-        match Folio::split_to_page(self.folio, index) {
-            Ok(folio) => Ok(PageRef { folio, index: 0 }),
-            Err(folio) => Err(PageRef { folio, index }),
-        }
+    /// Makes the page an order-0 folio of its own, splitting a large folio (trylock: a
+    /// locked folio is left for the next scan); unchanged if the split fails.
+    pub(crate) fn split(&mut self) -> Result {
+        Folio::split_to_page(&mut self.folio, self.index)?;
+        self.index = 0;
+        Ok(())
     }
 }
 
 /// The mergeable, anonymous area at `addr`, if there still is one (`find_mergeable_vma()`).
-pub(crate) fn find_mergeable_vma<'a>(g: &'a MmapReadGuard<'_>, addr: usize) -> Option<&'a VmaRef> {
-    let vma = g.vma_lookup(addr)?;
+pub(crate) fn find_mergeable_vma<'a>(
+    g: &'a MmapReadGuard<'_>,
+    addr: usize,
+) -> Option<&'a VmaMmapRead> {
+    let vma = VmaMmapRead::lookup(g, addr)?;
     (vma.flags() & flags::MERGEABLE != 0 && !vma.anon_vma().is_null()).then_some(vma)
 }
 
@@ -219,25 +222,35 @@ fn replace_page(vma: &VmaRef, folio: &FolioLockGuard<'_>, kpage: KPage<'_>, orig
     })
 }
 
-/// Merges the page `folio` mapped in `vma` with `kpage` (`try_to_merge_one_page()`).
-pub(crate) fn try_to_merge_one_page(vma: &VmaRef, folio: &Folio, kpage: KPage<'_>) -> Result {
+/// Merges `page`, mapped in `vma` at `addr`, with `kpage` (`try_to_merge_one_page()`).
+///
+/// A page of a large folio is split off first (`page` then refers to its order-0 folio), as in
+/// C only once the area is known to be mergeable and the folio trylock succeeded: a split
+/// that then finds nothing to merge would break up a THP for nothing.
+pub(crate) fn try_to_merge_one_page(
+    vma: &VmaRef,
+    page: &mut PageRef,
+    addr: usize,
+    kpage: KPage<'_>,
+) -> Result {
     if let KPage::Ksm(k) = kpage {
-        if core::ptr::eq(k.as_raw(), folio.as_raw()) {
+        if core::ptr::eq(k.as_raw(), page.folio.as_raw()) {
             // A KSM page forked.
             return Ok(());
         }
     }
-    if !folio.is_anon() {
+    if !page.folio.is_anon() {
         return Err(EFAULT);
     }
-    // Trylock: rather than wait, go on and come back to this page on the next scan.
+    // Trylock (inside the split for a large folio): rather than wait, go on and come back to
+    // this page on the next scan.
+    if page.split().is_err() {
+        return Err(EFAULT);
+    }
+    let folio = &page.folio;
     let Some(g) = folio.try_lock() else {
         return Err(EFAULT);
     };
-    // Callers split large folios first (PageRef::into_small()).
-    if g.is_large() {
-        return Err(EFAULT);
-    }
     let Some(orig) = write_protect_page(vma, &g) else {
         return Err(EFAULT);
     };
@@ -255,8 +268,8 @@ pub(crate) fn try_to_merge_one_page(vma: &VmaRef, folio: &Folio, kpage: KPage<'_
             true
         }
         KPage::Zero => {
-            g.with_page_contents(0, |b| b.iter().all(|&x| x == 0))
-                && replace_page(vma, &g, kpage, orig)
+            // pages_identical(), not a test for zero bytes: it refuses pages with MTE tags.
+            g.page_identical_to_zero_page(0, addr) && replace_page(vma, &g, kpage, orig)
         }
         KPage::Ksm(k) => {
             g.cmp_page_contents(0, k, 0) == core::cmp::Ordering::Equal
@@ -277,13 +290,13 @@ fn zero_page_candidate(item: &mut RmapItem) -> bool {
 
 /// Merges a page of zeroes with the zero page if `use_zero_pages` is on
 /// (`try_to_merge_with_zero_page()`). `Ok` if merged or no longer a candidate.
-fn try_to_merge_with_zero_page(item: &mut RmapItem, folio: &Folio) -> Result {
+fn try_to_merge_with_zero_page(item: &mut RmapItem, page: &mut PageRef) -> Result {
     if !zero_page_candidate(item) {
         return Err(EFAULT);
     }
     let addr = item.address.addr();
     with_mm(item.mm(), |g| match find_mergeable_vma(g, addr) {
-        Some(vma) => try_to_merge_one_page(vma, folio, KPage::Zero),
+        Some(vma) => try_to_merge_one_page(vma, page, addr, KPage::Zero),
         // The area is gone: nothing left to do.
         None => Ok(()),
     })
@@ -295,7 +308,7 @@ fn try_to_merge_with_zero_page(item: &mut RmapItem, folio: &Folio) -> Result {
 fn try_to_merge_with_ksm_page(
     ksm: &mut Ksm,
     item: &mut RmapItem,
-    folio: &Folio,
+    page: &mut PageRef,
     kpage: Option<&Folio>,
 ) -> Result {
     let addr = item.address.addr();
@@ -303,7 +316,7 @@ fn try_to_merge_with_ksm_page(
     // SAFETY: The mm slot keeps the mm alive (mmgrab) while the item exists.
     with_mm(unsafe { &*mm }, |g| {
         let vma = find_mergeable_vma(g, addr).ok_or(EFAULT)?;
-        try_to_merge_one_page(vma, folio, kpage.map_or(KPage::Itself, KPage::Ksm))?;
+        try_to_merge_one_page(vma, page, addr, kpage.map_or(KPage::Itself, KPage::Ksm))?;
         // The unstable nid shares a word with the stable anon_vma: remove first.
         remove_rmap_item_from_tree(ksm, item);
         // Take the anon_vma and the page index while the mmap lock is held; if anything
@@ -328,7 +341,7 @@ pub(crate) fn break_cow(item: &mut RmapItem) {
     let addr = item.address.addr();
     with_mm(item.mm(), |g| {
         if let Some(vma) = find_mergeable_vma(g, addr) {
-            let _ = break_ksm(vma, addr, addr + PAGE_SIZE, WalkLock::Read);
+            let _ = break_ksm(vma, addr, addr + PAGE_SIZE);
         }
     });
 }
@@ -368,16 +381,8 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
             item.unstable().oldchecksum = checksum;
             return;
         }
-        if zero_page_candidate(item) {
-            match page.into_small() {
-                Ok(p) => {
-                    page = p;
-                    if try_to_merge_with_zero_page(item, &page.folio).is_ok() {
-                        return;
-                    }
-                }
-                Err(p) => page = p,
-            }
+        if try_to_merge_with_zero_page(item, &mut page).is_ok() {
+            return;
         }
     }
 
@@ -401,35 +406,34 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
     remove_rmap_item_from_tree(ksm, item);
 
     if let Some(k) = kfolio {
-        let Ok(page) = page.into_small() else {
-            return;
-        };
-        if try_to_merge_with_ksm_page(ksm, item, &page.folio, Some(&k)).is_ok() {
+        if try_to_merge_with_ksm_page(ksm, item, &mut page, Some(&k)).is_ok() {
             // Merged: list the item from the KSM page's stable node.
             let g = k.lock();
-            stable_tree::append(item, folio_stable_node(&g), bypass);
+            let listed = stable_tree::append(ksm, item, folio_stable_node(&g), bypass);
+            drop(g);
+            if listed.is_err() {
+                // The reverse map could not find this mapping: undo the merge.
+                break_cow(item);
+            }
         }
         return;
     }
 
-    let Some((tree_item, tree_page)) = unstable_tree::search_insert(ksm, item, &page) else {
+    let Some((tree_item, mut tree_page)) = unstable_tree::search_insert(ksm, item, &page) else {
         return;
     };
     if core::ptr::eq(page.folio.as_raw(), tree_page.folio.as_raw()) {
-        // Two pages of the same large folio: our two references would make the split fail.
-        // Split it now and merge on a later scan.
+        // Two pages of the same large folio: our two references would make the split fail
+        // (C tries, fails, and then splits as here). Split it now and merge on a later scan.
         drop(tree_page);
-        let _ = page.into_small();
+        let _ = page.split();
         return;
     }
-    let (Ok(page), Ok(tree_page)) = (page.into_small(), tree_page.into_small()) else {
-        return;
-    };
     // SAFETY: Unstable tree items are valid under the thread mutex, and distinct from `item`
     // (which was not in the tree).
     let tree_item = unsafe { &mut *tree_item };
-    let merged = try_to_merge_with_ksm_page(ksm, item, &page.folio, None).is_ok() && {
-        if try_to_merge_with_ksm_page(ksm, tree_item, &tree_page.folio, Some(&page.folio)).is_ok() {
+    let merged = try_to_merge_with_ksm_page(ksm, item, &mut page, None).is_ok() && {
+        if try_to_merge_with_ksm_page(ksm, tree_item, &mut tree_page, Some(&page.folio)).is_ok() {
             true
         } else {
             // A KSM page with only one mapping: break it.
@@ -444,14 +448,20 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
     // Both mappings now map `page`, a KSM page: give it a stable node and list both.
     let g = page.folio.lock();
     let node = stable_tree::insert(ksm, &g);
-    if let Some(node) = node {
-        stable_tree::append(tree_item, node, false);
-        stable_tree::append(item, node, false);
-    }
+    let (tree_listed, listed) = match node {
+        Some(node) => (
+            stable_tree::append(ksm, tree_item, node, false).is_ok(),
+            stable_tree::append(ksm, item, node, false).is_ok(),
+        ),
+        None => (false, false),
+    };
     drop(g);
-    if node.is_none() {
-        // Two mappings of a KSM page outside the stable tree: undo both.
+    // A mapping of a KSM page outside the stable tree is invisible to the reverse map: undo
+    // the merge of each one that could not be listed.
+    if !tree_listed {
         break_cow(tree_item);
+    }
+    if !listed {
         break_cow(item);
     }
 }

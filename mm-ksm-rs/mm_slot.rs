@@ -12,6 +12,7 @@
 //! the slot.
 
 use crate::rmap_item::RmapItem;
+use core::cell::UnsafeCell;
 use kernel::{
     alloc::flags::GFP_KERNEL,
     mm::Mm,
@@ -21,9 +22,13 @@ use kernel::{
 };
 
 /// KSM's record of one registered mm (`struct ksm_mm_slot`).
+///
+/// The list links are changed under [`crate::MMLIST`] by whoever registers or unregisters a
+/// neighbouring mm, while the scanner may hold a shared reference to this slot: they are in
+/// `UnsafeCell`s, and only accessed through raw pointers with the spinlock held.
 pub(crate) struct MmSlot {
-    prev: *mut MmSlot,
-    next: *mut MmSlot,
+    prev: UnsafeCell<*mut MmSlot>,
+    next: UnsafeCell<*mut MmSlot>,
     /// The mm, with an `mmgrab()` reference.
     pub(crate) mm: ARef<Mm>,
     /// The mm's rmap items in address order (scanner only).
@@ -37,8 +42,8 @@ impl MmSlot {
     /// A new unlinked slot for `mm`.
     pub(crate) fn new(mm: &Mm) -> Self {
         Self {
-            prev: core::ptr::null_mut(),
-            next: core::ptr::null_mut(),
+            prev: UnsafeCell::new(core::ptr::null_mut()),
+            next: UnsafeCell::new(core::ptr::null_mut()),
             mm: ARef::from(mm),
             rmap_list: core::ptr::null_mut(),
         }
@@ -93,7 +98,7 @@ impl MmList {
             self.first
         } else {
             // SAFETY: Listed slots are valid (type invariant).
-            unsafe { (*slot).next }
+            unsafe { *(*slot).next.get() }
         }
     }
 
@@ -109,19 +114,19 @@ impl MmList {
             let prev = if before.is_null() {
                 self.last
             } else {
-                (*before).prev
+                *(*before).prev.get()
             };
-            (*slot).prev = prev;
-            (*slot).next = before;
+            *(*slot).prev.get() = prev;
+            *(*slot).next.get() = before;
             if prev.is_null() {
                 self.first = slot;
             } else {
-                (*prev).next = slot;
+                *(*prev).next.get() = slot;
             }
             if before.is_null() {
                 self.last = slot;
             } else {
-                (*before).prev = slot;
+                *(*before).prev.get() = slot;
             }
             let key = (*slot).mm.as_raw() as usize;
             self.map
@@ -155,19 +160,19 @@ impl MmList {
     fn remove_list_only(&mut self, slot: *mut MmSlot) {
         // SAFETY: `slot` is listed.
         unsafe {
-            let (prev, next) = ((*slot).prev, (*slot).next);
+            let (prev, next) = (*(*slot).prev.get(), *(*slot).next.get());
             if prev.is_null() {
                 self.first = next;
             } else {
-                (*prev).next = next;
+                *(*prev).next.get() = next;
             }
             if next.is_null() {
                 self.last = prev;
             } else {
-                (*next).prev = prev;
+                *(*next).prev.get() = prev;
             }
-            (*slot).prev = core::ptr::null_mut();
-            (*slot).next = core::ptr::null_mut();
+            *(*slot).prev.get() = core::ptr::null_mut();
+            *(*slot).next.get() = core::ptr::null_mut();
         }
     }
 }

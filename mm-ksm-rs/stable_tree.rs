@@ -15,20 +15,30 @@
 //! instead of rmap items; it is collapsed back to a plain node when one dup is left, and freed
 //! when none is.
 //!
+//! With `merge_across_nodes = 0` there is one tree per NUMA node; a node whose page migrated
+//! to another NUMA node waits on the migrate list until its page is next scanned and the node
+//! is put into the right tree ([`search`]).
+//!
 //! Tree structure and the item lists are changed under [`crate::KSM_THREAD_MUTEX`]; adding to
 //! or removing from a node's item list also holds the KSM folio's lock, because
-//! `rmap_walk_ksm()` walks the list under that lock only. `kpfn` changes under the folio lock
-//! when the page migrates (`folio_migrate_ksm()`), hence the atomic.
+//! `rmap_walk_ksm()` walks the list under that lock only.
 //!
-//! Not yet here (parity issue): per-NUMA-node trees (`merge_across_nodes = 0`) and the list of
-//! nodes whose page migrated to another node.
+//! # Memory ordering with migration
+//!
+//! `kpfn` changes under the folio lock, not the thread mutex, when the page migrates
+//! (`folio_migrate_ksm()` in hooks.rs): it stores the new `kpfn`, then `smp_wmb()`, then
+//! clears the old folio's mapping. [`ksm_get_folio`] reads `kpfn`, then the folio's mapping;
+//! when the mapping looks stale it does `smp_rmb()` and reads `kpfn` again: if it changed, the
+//! page migrated and is looked up at its new pfn; otherwise the node really is stale. Without
+//! the barrier pair a weakly ordered CPU could see the old mapping cleared but the old `kpfn`,
+//! and free a node that the new folio's mapping still points to.
 
 use crate::{
     hlist::{self, HLink},
     rbtree_raw,
     rmap_item::{PackedAddress, RmapItem},
     state::{
-        count, MAX_PAGE_SHARING, PAGES_SHARED, PAGES_SHARING, STABLE_NODE_CHAINS,
+        add_mm_counters, MAX_PAGE_SHARING, PAGES_SHARED, PAGES_SHARING, STABLE_NODE_CHAINS,
         STABLE_NODE_CHAINS_PRUNE_MILLISECS, STABLE_NODE_DUPS,
     },
     Ksm,
@@ -38,10 +48,11 @@ use kernel::{
     bindings,
     error::{code::*, Result},
     kthread::cond_resched,
-    mm::folio::{Folio, FolioLockGuard, FOLIO_MAPPING_FLAGS, FOLIO_MAPPING_KSM},
+    mm::folio::{Folio, FolioLockGuard, UnrefFolio, FOLIO_MAPPING_FLAGS, FOLIO_MAPPING_KSM},
     sync::{
         aref::ARef,
-        atomic::{Acquire, Atomic, Relaxed},
+        atomic::{Atomic, Relaxed},
+        barrier::{smp_mb, Read},
     },
     time::{jiffies, msecs_to_jiffies},
 };
@@ -112,11 +123,9 @@ impl StableNode {
     /// (`__is_page_sharing_candidate()`): it still has a mapping (else its page is going away)
     /// and stays below `max_page_sharing`.
     fn is_sharing_candidate_plus(&self, extra: i32) -> bool {
-        if self.rmap_hlist_len < 0 {
-            kernel::pr_err!(
-                "stable node with negative rmap count {}\n",
-                self.rmap_hlist_len
-            );
+        // C: VM_BUG_ON(). A chain or an underflowed count: refuse to share.
+        if kernel::warn_on!(self.rmap_hlist_len < 0) {
+            return false;
         }
         self.rmap_hlist_len != 0 && self.rmap_hlist_len + extra < MAX_PAGE_SHARING.load(Relaxed)
     }
@@ -166,30 +175,30 @@ pub(crate) fn folio_stable_node(folio: &Folio) -> *mut StableNode {
 }
 
 /// Links `dup` first into the chain's list of dups (`stable_node_chain_add_dup()`).
-fn chain_add_dup(dup: *mut StableNode, chain: *mut StableNode) {
+fn chain_add_dup(ksm: &Ksm, dup: *mut StableNode, chain: *mut StableNode) {
     // SAFETY: Both are live nodes, `dup` in no list; the thread mutex is held.
     unsafe {
         hlist::push_front(&raw mut (*chain).dups, dup, StableNode::dup_link);
         (*dup).is_dup = true;
     }
-    count(&STABLE_NODE_DUPS, 1);
+    STABLE_NODE_DUPS.add(ksm, 1);
 }
 
 /// Unlinks a dup from its chain (`__stable_node_dup_del()`).
-fn dup_unlink(dup: *mut StableNode) {
+fn dup_unlink(ksm: &Ksm, dup: *mut StableNode) {
     // SAFETY: `dup` is a live dup in a chain; the thread mutex is held.
     unsafe {
         hlist::unlink(dup, StableNode::dup_link);
         (*dup).is_dup = false;
     }
-    count(&STABLE_NODE_DUPS, -1);
+    STABLE_NODE_DUPS.add(ksm, -1);
 }
 
 /// Takes a plain node or dup out of the tree or its chain (`stable_node_dup_del()`).
 fn node_del(ksm: &mut Ksm, node: *mut StableNode) {
     // SAFETY: A live node under the thread mutex.
     if unsafe { (*node).is_dup } {
-        dup_unlink(node);
+        dup_unlink(ksm, node);
     } else {
         // SAFETY: A plain node is linked in the stable tree of its nid.
         unsafe { rbtree_raw::erase(&raw mut (*node).node, ksm.stable_root((*node).nid)) };
@@ -242,8 +251,8 @@ fn alloc_chain(ksm: &mut Ksm, dup: *mut StableNode) -> Option<*mut StableNode> {
     c.chain_prune_time = jiffies() as usize;
     // SAFETY: A live node.
     c.nid = unsafe { (*dup).nid };
-    let chain = crate::caches().alloc_stable_node(c).ok()?;
-    count(&STABLE_NODE_CHAINS, 1);
+    let chain = crate::alloc_stable_node(c).ok()?;
+    STABLE_NODE_CHAINS.add(ksm, 1);
     // SAFETY: `dup` is linked in the tree, `chain` is new.
     unsafe {
         rbtree_raw::replace(
@@ -252,7 +261,7 @@ fn alloc_chain(ksm: &mut Ksm, dup: *mut StableNode) -> Option<*mut StableNode> {
             ksm.stable_root((*dup).nid),
         )
     };
-    chain_add_dup(dup, chain);
+    chain_add_dup(ksm, dup, chain);
     Some(chain)
 }
 
@@ -261,7 +270,7 @@ fn free_chain(ksm: &mut Ksm, chain: *mut StableNode) {
     // SAFETY: A chain linked in the tree.
     unsafe { rbtree_raw::erase(&raw mut (*chain).node, ksm.stable_root((*chain).nid)) };
     free_stable_node(chain);
-    count(&STABLE_NODE_CHAINS, -1);
+    STABLE_NODE_CHAINS.add(ksm, -1);
 }
 
 /// How [`ksm_get_folio`] locks the folio.
@@ -283,11 +292,12 @@ pub(crate) fn ksm_get_folio(
 ) -> Result<Option<ARef<Folio>>> {
     let expected = StableNode::expected_mapping(node);
     loop {
-        // SAFETY: `node` is a live node of the stable tree (we hold the thread mutex).
+        // SAFETY: `node` is a live node of the stable tree (we hold the thread mutex). C:
+        // READ_ONCE(), an address dependency orders it before the reads of the folio.
         let kpfn = unsafe { (*node).kpfn.load(Relaxed) };
-        // SAFETY: `kpfn` was a KSM page's pfn; its `struct page` stays (memory hot-remove
-        // takes the thread mutex first). The folio is only used through speculative accessors.
-        let folio = unsafe { Folio::from_pfn(kpfn) };
+        // SAFETY: `kpfn` was a KSM page's pfn; its `struct page` stays in the memory map
+        // (memory hot-remove takes the thread mutex first).
+        let folio = unsafe { UnrefFolio::from_pfn(kpfn) };
         'stale: {
             if folio.raw_mapping() != expected {
                 break 'stale;
@@ -318,10 +328,12 @@ pub(crate) fn ksm_get_folio(
             }
             return Ok(Some(f));
         }
-        // The node looks stale, but the page may be migrating: `folio_migrate_ksm()` sets the
-        // new kpfn before it clears the old mapping (release there, acquire here).
+        // The node looks stale (by the mapping or the swap cache flag), but the page may be
+        // migrating: `folio_migrate_ksm()` stores the new kpfn, smp_wmb(), then clears the old
+        // folio's mapping. Order the reads that saw it stale before the new read of kpfn.
+        smp_mb(Read);
         // SAFETY: As above.
-        if unsafe { (*node).kpfn.load(Acquire) } != kpfn {
+        if unsafe { (*node).kpfn.load(Relaxed) } != kpfn {
             continue;
         }
         remove_node_from_stable_tree(ksm, node);
@@ -332,18 +344,25 @@ pub(crate) fn ksm_get_folio(
 /// Removes a stale node (plain or dup) and forgets all its items
 /// (`remove_node_from_stable_tree()`).
 pub(crate) fn remove_node_from_stable_tree(ksm: &mut Ksm, node: *mut StableNode) {
-    // SAFETY: `node` is a live plain node or dup and we hold the thread mutex.
-    let n = unsafe { &mut *node };
-    if n.rmap_hlist_len < 0 {
-        kernel::pr_err!("removing a stable node chain as a page node\n");
+    // `node` is a live plain node or dup and we hold the thread mutex. It is only read through
+    // short-lived shared references: `folio_migrate_ksm()` may store `kpfn` concurrently (an
+    // atomic), and forget_stable_item() changes the count through `node`.
+    // C: BUG_ON(). A chain's dups are not in its item list: freeing it here would leave them
+    // pointing at freed memory. Callers never pass one; leak it rather than corrupt memory.
+    // SAFETY: As above.
+    if kernel::warn_on!(unsafe { (*node).is_chain() }) {
+        return;
     }
-    for item in n.items() {
+    // SAFETY: As above; the iterator reads the list from a copy of its head.
+    let items = unsafe { hlist::iter((*node).first, RmapItem::stable_hlist) };
+    for item in items {
         // SAFETY: Items listed from the node are valid.
         let item = unsafe { &mut *item };
-        forget_stable_item(n, item, !item.is_last_stable());
+        forget_stable_item(ksm, node, item, !item.is_last_stable());
         cond_resched();
     }
-    if n.on_migrate_list {
+    // SAFETY: As above.
+    if unsafe { (*node).on_migrate_list } {
         migrate_list_del(node);
     } else {
         node_del(ksm, node);
@@ -351,21 +370,23 @@ pub(crate) fn remove_node_from_stable_tree(ksm: &mut Ksm, node: *mut StableNode)
     free_stable_node(node);
 }
 
-/// Accounts for `item` leaving the list of `n` (it was a sharing mapping or the shared page),
-/// drops its anon_vma reference and makes it a plain item again; the caller unlinks it or frees
-/// the whole list.
-pub(crate) fn forget_stable_item(n: &mut StableNode, item: &mut RmapItem, sharing: bool) {
-    count(
-        if sharing {
-            &PAGES_SHARING
-        } else {
-            &PAGES_SHARED
-        },
-        -1,
-    );
-    // SAFETY: Serialized by the thread mutex.
-    unsafe { item.mm().ksm_add_counters(-1, 0) };
-    n.rmap_hlist_len -= 1;
+/// Accounts for `item` leaving the list of `node` (it was a sharing mapping or the shared
+/// page), drops its anon_vma reference and makes it a plain item again; the caller unlinks it
+/// or frees the whole list. The thread mutex is held and `node` is live.
+pub(crate) fn forget_stable_item(
+    ksm: &Ksm,
+    node: *mut StableNode,
+    item: &mut RmapItem,
+    sharing: bool,
+) {
+    if sharing {
+        PAGES_SHARING.add(ksm, -1);
+    } else {
+        PAGES_SHARED.add(ksm, -1);
+    }
+    add_mm_counters(ksm, item.mm(), -1, 0);
+    // SAFETY: A live node; its count is only changed under the thread mutex.
+    unsafe { (*node).rmap_hlist_len -= 1 };
     // SAFETY: Stable items hold an anon_vma reference.
     unsafe { crate::put_anon_vma(item.anon_vma_or_nid.anon_vma) };
     item.clear_info();
@@ -373,10 +394,10 @@ pub(crate) fn forget_stable_item(n: &mut StableNode, item: &mut RmapItem, sharin
     item.address = PackedAddress::new(item.address.addr());
 }
 
-/// Frees a stable node.
+/// Frees a stable node that is in no tree, chain or list.
 pub(crate) fn free_stable_node(node: *mut StableNode) {
-    // SAFETY: `node` was allocated from the stable node cache and is unlinked.
-    drop(unsafe { crate::caches().stable_node_from_raw(node) });
+    // SAFETY: `node` was allocated with `alloc_stable_node()`; the caller unlinked it.
+    unsafe { crate::free_stable_node(node) };
 }
 
 /// Picks the best dup of `*chain` to merge with and returns its page (`stable_node_dup()`):
@@ -442,7 +463,7 @@ fn stable_node_dup(
     unsafe {
         if (*c).dups == found && (*found).dup_link.next.is_null() {
             // One dup left, below the limit: drop the chain and put the dup in its place.
-            dup_unlink(found);
+            dup_unlink(ksm, found);
             (*found).nid = (*c).nid;
             rbtree_raw::replace(
                 &raw mut (*c).node,
@@ -450,14 +471,14 @@ fn stable_node_dup(
                 ksm.stable_root((*c).nid),
             );
             free_stable_node(c);
-            count(&STABLE_NODE_CHAINS, -1);
+            STABLE_NODE_CHAINS.add(ksm, -1);
             // The caller relies on `*chain == found` when the chain collapsed.
             *chain = found;
         } else if (*c).dups != found && (*found).is_sharing_candidate_plus(1) {
             // Move a dup that can take more than the merge under way to the front, so that
             // the next search without pruning finds it first.
-            dup_unlink(found);
-            chain_add_dup(found, c);
+            dup_unlink(ksm, found);
+            chain_add_dup(ksm, found, c);
         }
     }
     (tree_folio, found)
@@ -625,12 +646,12 @@ fn replace(
             }
         }
     } else {
-        dup_unlink(dup);
+        dup_unlink(ksm, dup);
         if !page_node.is_null() {
             migrate_list_del(page_node);
             // SAFETY: A live node.
             unsafe { (*page_node).nid = nid };
-            chain_add_dup(page_node, node);
+            chain_add_dup(ksm, page_node, node);
             ret = sharing_candidate(page_node, folio);
         }
     }
@@ -656,7 +677,7 @@ fn chain_append(
     migrate_list_del(page_node);
     // SAFETY: A live node.
     unsafe { (*page_node).nid = nid };
-    chain_add_dup(page_node, chain);
+    chain_add_dup(ksm, page_node, chain);
     sharing_candidate(page_node, folio)
 }
 
@@ -670,7 +691,7 @@ pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut 
     });
     let mut n = StableNode::new(kfolio.pfn(), 0);
     n.nid = nid;
-    let new = crate::caches().alloc_stable_node(n).ok()?;
+    let new = crate::alloc_stable_node(n).ok()?;
     match found {
         Walk::Empty { parent, link } => {
             let root = ksm.stable_root(nid);
@@ -689,7 +710,7 @@ pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut 
                 };
                 chain
             };
-            chain_add_dup(new, chain);
+            chain_add_dup(ksm, new, chain);
         }
     }
     // SAFETY: The folio is locked, anonymous and no longer exclusive (write_protect_page
@@ -700,31 +721,45 @@ pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut 
 
 /// Adds `item` to the list of `node`, whose KSM folio the caller has locked
 /// (`stable_tree_append()`).
-pub(crate) fn append(item: &mut RmapItem, node: *mut StableNode, bypass_limit: bool) {
-    // SAFETY: `node` is a live plain node or dup; thread mutex and folio lock held.
-    let n = unsafe { &mut *node };
-    if n.rmap_hlist_len < 0 {
-        kernel::pr_err!("appending to a stable node chain\n");
-        return;
+///
+/// Fails only if `node` is a chain or its count underflowed (C: `BUG_ON()`): then the item is
+/// left out, and the caller must undo the merge (`break_cow()`), since the reverse map could
+/// not find the mapping.
+pub(crate) fn append(
+    ksm: &Ksm,
+    item: &mut RmapItem,
+    node: *mut StableNode,
+    bypass_limit: bool,
+) -> Result {
+    if kernel::warn_on!(node.is_null()) {
+        return Err(EINVAL);
     }
-    n.rmap_hlist_len += 1;
-    if !bypass_limit && n.rmap_hlist_len > MAX_PAGE_SHARING.load(Relaxed) {
+    // SAFETY: `node` is a live plain node or dup; thread mutex and folio lock held. Written
+    // through the raw pointer, field by field: `folio_migrate_ksm()` may store `kpfn`
+    // concurrently, so no `&mut StableNode` may exist.
+    let len = unsafe { &raw mut (*node).rmap_hlist_len };
+    // SAFETY: As above.
+    let old = unsafe { *len };
+    if kernel::warn_on!(old < 0) {
+        return Err(EINVAL);
+    }
+    // SAFETY: As above.
+    unsafe { *len = old + 1 };
+    if !bypass_limit && old + 1 > MAX_PAGE_SHARING.load(Relaxed) {
         kernel::pr_warn_once!("stable node over max_page_sharing\n");
     }
     item.link.stable.head = node;
-    // SAFETY: The item is in no list (it was just taken out of the trees).
-    unsafe { hlist::push_front(&raw mut n.first, item, RmapItem::stable_hlist) };
+    // SAFETY: The item is in no list (it was just taken out of the trees); the list head is a
+    // field of the live node.
+    unsafe { hlist::push_front(&raw mut (*node).first, item, RmapItem::stable_hlist) };
     item.address = item.address.into_stable();
-    count(
-        if item.is_last_stable() {
-            &PAGES_SHARED
-        } else {
-            &PAGES_SHARING
-        },
-        1,
-    );
-    // SAFETY: Serialized by the thread mutex.
-    unsafe { item.mm().ksm_add_counters(1, 0) };
+    if item.is_last_stable() {
+        PAGES_SHARED.add(ksm, 1);
+    } else {
+        PAGES_SHARING.add(ksm, 1);
+    }
+    add_mm_counters(ksm, item.mm(), 1, 0);
+    Ok(())
 }
 
 /// Unlinks `item` from its stable node's list (`hlist_del()`); the caller holds the KSM
@@ -783,26 +818,32 @@ fn remove_stable_node_chain(ksm: &mut Ksm, node: *mut StableNode) -> bool {
 
 /// Frees `node` if its page is no longer mapped (`remove_stable_node()`); true if busy.
 fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
-    let folio = match ksm_get_folio(ksm, node, GetFolio::NoLock) {
-        Ok(Some(f)) => f,
-        // Already removed as stale.
-        _ => return false,
-    };
-    let guard = folio.lock();
-    if guard.raw_mapping() != StableNode::expected_mapping(node) {
+    loop {
+        let folio = match ksm_get_folio(ksm, node, GetFolio::NoLock) {
+            Ok(Some(f)) => f,
+            // Already removed as stale.
+            _ => return false,
+        };
+        let guard = folio.lock();
+        if guard.raw_mapping() != StableNode::expected_mapping(node) {
+            // The page stopped being the node's while we waited for its lock: it was freed,
+            // or it migrated. Look again (C: ksm_get_folio(KSM_GET_FOLIO_LOCK) goes back to
+            // its start): a stale node is removed there, a migrated page is found at its new
+            // pfn. Returning "not busy" here would let the caller free a chain with this node
+            // still in it.
+            continue;
+        }
+        // Unmerging everything has unmapped all KSM pages; one still mapped raced with the
+        // exit of its mm (between ksm_exit() and exit_mmap()): refuse to let the caller go on.
+        if guard.is_mapped() {
+            return true;
+        }
+        // SAFETY: We hold the folio lock; the page stops being KSM: an anonymous page with no
+        // mapping left, about to be freed or swapped (C: folio_set_stable_node(folio, NULL)).
+        unsafe { guard.set_raw_mapping(FOLIO_MAPPING_KSM) };
+        remove_node_from_stable_tree(ksm, node);
         return false;
     }
-    // Unmerging everything has unmapped all KSM pages; one still mapped raced with the exit
-    // of its mm (between ksm_exit() and exit_mmap()): refuse to let the caller go on.
-    if guard.is_mapped() {
-        return true;
-    }
-    // SAFETY: We hold the folio lock; the page stops being KSM: an anonymous page with no
-    // mapping left, about to be freed or swapped (C: folio_set_stable_node(folio, NULL)).
-    unsafe { guard.set_raw_mapping(FOLIO_MAPPING_KSM) };
-    remove_node_from_stable_tree(ksm, node);
-    drop(guard);
-    false
 }
 
 /// Switches between one tree for all nodes and one per NUMA node; the caller has emptied

@@ -142,7 +142,7 @@ fn merge_across_nodes_store(input: Input<'_>) -> Result {
     let mut g = KSM_THREAD_MUTEX.lock();
     // TODO(hotplug): wait_while_offlining() once memory hot-remove is supported.
     if MERGE_ACROSS_NODES.load(Relaxed) as usize != knob {
-        if PAGES_SHARED.load(Relaxed) != 0 || stable_tree::remove_all_stable_nodes(&mut g) {
+        if PAGES_SHARED.get() != 0 || stable_tree::remove_all_stable_nodes(&mut g) {
             return Err(EBUSY);
         }
         stable_tree::set_merge_across_nodes(&mut g, knob != 0)?;
@@ -197,7 +197,7 @@ fn max_page_sharing_store(input: Input<'_>) -> Result {
     let mut g = KSM_THREAD_MUTEX.lock();
     // TODO(hotplug): wait_while_offlining() once memory hot-remove is supported.
     if MAX_PAGE_SHARING.load(Relaxed) != knob {
-        if PAGES_SHARED.load(Relaxed) != 0 || stable_tree::remove_all_stable_nodes(&mut g) {
+        if PAGES_SHARED.get() != 0 || stable_tree::remove_all_stable_nodes(&mut g) {
             return Err(EBUSY);
         }
         MAX_PAGE_SHARING.store(knob, Relaxed);
@@ -214,25 +214,25 @@ static MAX_PAGE_SHARING_ATTR: Attribute = Attribute::new_rw(
 // Statistics.
 
 fn pages_scanned_show(out: &mut Emitter<'_>) -> Result {
-    emit(out, PAGES_SCANNED.load(Relaxed))
+    emit(out, PAGES_SCANNED.get())
 }
 
 static PAGES_SCANNED_ATTR: Attribute = Attribute::new_ro(c"pages_scanned", pages_scanned_show);
 
 fn pages_shared_show(out: &mut Emitter<'_>) -> Result {
-    emit(out, PAGES_SHARED.load(Relaxed))
+    emit(out, PAGES_SHARED.get())
 }
 
 static PAGES_SHARED_ATTR: Attribute = Attribute::new_ro(c"pages_shared", pages_shared_show);
 
 fn pages_sharing_show(out: &mut Emitter<'_>) -> Result {
-    emit(out, PAGES_SHARING.load(Relaxed))
+    emit(out, PAGES_SHARING.get())
 }
 
 static PAGES_SHARING_ATTR: Attribute = Attribute::new_ro(c"pages_sharing", pages_sharing_show);
 
 fn pages_unshared_show(out: &mut Emitter<'_>) -> Result {
-    emit(out, PAGES_UNSHARED.load(Relaxed))
+    emit(out, PAGES_UNSHARED.get())
 }
 
 static PAGES_UNSHARED_ATTR: Attribute = Attribute::new_ro(c"pages_unshared", pages_unshared_show);
@@ -245,7 +245,7 @@ fn pages_volatile_show(out: &mut Emitter<'_>) -> Result {
 static PAGES_VOLATILE_ATTR: Attribute = Attribute::new_ro(c"pages_volatile", pages_volatile_show);
 
 fn pages_skipped_show(out: &mut Emitter<'_>) -> Result {
-    emit(out, PAGES_SKIPPED.load(Relaxed))
+    emit(out, PAGES_SKIPPED.get())
 }
 
 static PAGES_SKIPPED_ATTR: Attribute = Attribute::new_ro(c"pages_skipped", pages_skipped_show);
@@ -261,10 +261,10 @@ static KSM_ZERO_PAGES_ATTR: Attribute = Attribute::new_ro(c"ksm_zero_pages", ksm
 /// The C expression is evaluated in `unsigned long` and the result converted to `long`.
 fn general_profit() -> isize {
     let saved = PAGES_SHARING
-        .load(Relaxed)
+        .get()
         .wrapping_add(crate::ksm_zero_pages_read() as usize)
         .wrapping_mul(PAGE_SIZE);
-    let cost = RMAP_ITEMS.load(Relaxed).wrapping_mul(RMAP_ITEM_SIZE);
+    let cost = RMAP_ITEMS.get().wrapping_mul(RMAP_ITEM_SIZE);
     saved.wrapping_sub(cost) as isize
 }
 
@@ -275,14 +275,14 @@ fn general_profit_show(out: &mut Emitter<'_>) -> Result {
 static GENERAL_PROFIT_ATTR: Attribute = Attribute::new_ro(c"general_profit", general_profit_show);
 
 fn stable_node_dups_show(out: &mut Emitter<'_>) -> Result {
-    emit(out, STABLE_NODE_DUPS.load(Relaxed))
+    emit(out, STABLE_NODE_DUPS.get())
 }
 
 static STABLE_NODE_DUPS_ATTR: Attribute =
     Attribute::new_ro(c"stable_node_dups", stable_node_dups_show);
 
 fn stable_node_chains_show(out: &mut Emitter<'_>) -> Result {
-    emit(out, STABLE_NODE_CHAINS.load(Relaxed))
+    emit(out, STABLE_NODE_CHAINS.get())
 }
 
 static STABLE_NODE_CHAINS_ATTR: Attribute =
@@ -307,7 +307,7 @@ static STABLE_NODE_CHAINS_PRUNE_MILLISECS_ATTR: Attribute = Attribute::new_rw(
 );
 
 fn full_scans_show(out: &mut Emitter<'_>) -> Result {
-    emit(out, FULL_SCANS.load(Relaxed))
+    emit(out, FULL_SCANS.get())
 }
 
 static FULL_SCANS_ATTR: Attribute = Attribute::new_ro(c"full_scans", full_scans_show);

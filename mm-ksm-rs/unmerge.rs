@@ -11,7 +11,7 @@ use crate::{
     merge::with_mm,
     mm_slot::MmSlot,
     stable_tree,
-    state::{self, count},
+    state::{self},
     unstable_tree::remove_rmap_item_from_tree,
     Ksm, KsmGuard, MMLIST,
 };
@@ -21,23 +21,24 @@ use kernel::{
     error::{code::*, Result},
     kthread::cond_resched,
     mm::{
-        pgtable::{self, WalkLock},
-        virt::{flags, VmaRef},
+        pgtable::{self, MmapLockedVma, VmaMmapRead},
+        virt::flags,
         MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
     },
-    sync::atomic::Relaxed,
 };
 
 /// Unshares every KSM page and KSM-placed zero page mapped in `[start, end)` of `vma`
 /// (`break_ksm()`).
 ///
 /// Fails with `ERESTARTSYS` on a pending signal and with `ENOMEM` if a fault runs out of
-/// memory; retries otherwise, since the fault may back out on a race.
-pub(crate) fn break_ksm(vma: &VmaRef, start: usize, end: usize, lock: WalkLock) -> Result {
+/// memory; retries otherwise, since the fault may back out on a race. The mmap lock is held
+/// for read (ksmd, `run = 2`) or for write (madvise, prctl), as the type of `vma` says: with
+/// the write lock the walk also write-locks the VMA (C: `lock_vma`).
+pub(crate) fn break_ksm<V: MmapLockedVma>(vma: &V, start: usize, end: usize) -> Result {
     let mut addr = start;
     loop {
         cond_resched();
-        let found = pgtable::walk_mapped(vma, addr, end, lock, |e| {
+        let found = pgtable::walk_mapped(vma, addr, end, |e| {
             if kernel::current!().signal_pending() {
                 return Err(ERESTARTSYS);
             }
@@ -58,7 +59,7 @@ pub(crate) fn break_ksm(vma: &VmaRef, start: usize, end: usize, lock: WalkLock) 
             return Ok(());
         };
         addr = a;
-        let ret = pgtable::fault_unshare(vma, addr);
+        let ret = pgtable::fault_unshare(vma.as_read(), addr);
         // SIGBUS: racing truncation, which also unmaps the page. OOM: report it, never loop.
         if ret & bindings::VM_FAULT_OOM != 0 {
             return Err(ENOMEM);
@@ -80,15 +81,17 @@ pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
     };
     while !slot.is_null() {
         // SAFETY: The cursor slot is not freed by anyone but us (ksm_exit leaves it alone).
-        let s: &mut MmSlot = unsafe { &mut *slot };
+        // Shared: its list links may change under MMLIST meanwhile (they are `UnsafeCell`s);
+        // its item list is ours (thread mutex), reached through the raw pointer.
+        let s: &MmSlot = unsafe { &*slot };
         let r = with_mm(&s.mm, |mg| {
             let mut addr = 0;
-            while let Some(vma) = mg.find_vma(addr) {
+            while let Some(vma) = VmaMmapRead::find(mg, addr) {
                 addr = vma.end();
                 if vma.flags() & flags::MERGEABLE == 0 || vma.anon_vma().is_null() {
                     continue;
                 }
-                break_ksm(vma, vma.start(), vma.end(), WalkLock::Read)?;
+                break_ksm(vma, vma.start(), vma.end())?;
             }
             Ok(())
         });
@@ -96,7 +99,8 @@ pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
             MMLIST.lock().cursor = core::ptr::null_mut();
             return Err(e);
         }
-        remove_trailing_rmap_items(ksm, &raw mut s.rmap_list);
+        // SAFETY: `slot` is valid (above); only the thread mutex holder uses `rmap_list`.
+        remove_trailing_rmap_items(ksm, unsafe { &raw mut (*slot).rmap_list });
         let exiting = s.mm.is_exiting();
         let mut l = MMLIST.lock();
         l.cursor = l.next_of(slot);
@@ -114,7 +118,7 @@ pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
     // Clean up the stable nodes, but don't worry if some are still busy.
     stable_tree::remove_all_stable_nodes(ksm);
     ksm.seqnr = 0;
-    state::FULL_SCANS.store(0, Relaxed);
+    state::FULL_SCANS.set(ksm, 0);
     Ok(())
 }
 
@@ -129,14 +133,13 @@ pub(crate) fn remove_trailing_rmap_items(
             let item = *list;
             *list = (*item).rmap_list;
             remove_rmap_item_from_tree(ksm, &mut *item);
-            crate::free_rmap_item(item);
+            crate::free_rmap_item(ksm, item);
         }
     }
 }
 
 /// Accounting helper shared with the scanner.
-pub(crate) fn account_rmap_item(mm: &kernel::mm::Mm, n: isize) {
-    count(&state::RMAP_ITEMS, n);
-    // SAFETY: Serialized by the thread mutex.
-    unsafe { mm.ksm_add_counters(0, n) };
+pub(crate) fn account_rmap_item(ksm: &Ksm, mm: &kernel::mm::Mm, n: isize) {
+    state::RMAP_ITEMS.add(ksm, n);
+    state::add_mm_counters(ksm, mm, 0, n);
 }

@@ -13,7 +13,7 @@ use crate::{
     rbtree_raw,
     rmap_item::{PackedAddress, RmapItem},
     stable_tree::{self, GetFolio},
-    state::{count, MERGE_ACROSS_NODES, PAGES_UNSHARED},
+    state::{MERGE_ACROSS_NODES, PAGES_UNSHARED},
     Ksm,
 };
 use kernel::{bindings, kthread::cond_resched, sync::atomic::Relaxed};
@@ -67,7 +67,7 @@ pub(crate) fn search_insert(
     // SAFETY: The item is not in any tree (the caller removed it); `parent`/`new` come from the
     // walk above under the mutex.
     unsafe { rbtree_raw::link_and_insert(&raw mut item.link.node, parent, new, root) };
-    count(&PAGES_UNSHARED, 1);
+    PAGES_UNSHARED.add(ksm, 1);
     None
 }
 
@@ -88,10 +88,9 @@ pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm, item: &mut RmapItem) {
             stable_tree::unlink(item);
             drop(guard);
             // SAFETY: Node still live (its page still points at it).
-            let n = unsafe { &mut *node };
+            let sharing = unsafe { !(*node).first.is_null() };
             // The list's last item stands for the shared page: it goes when the list empties.
-            let sharing = !n.first.is_null();
-            stable_tree::forget_stable_item(n, item, sharing);
+            stable_tree::forget_stable_item(ksm, node, item, sharing);
             break;
         }
     } else if item.address.is_unstable() {
@@ -110,7 +109,7 @@ pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm, item: &mut RmapItem) {
                 )
             };
         }
-        count(&PAGES_UNSHARED, -1);
+        PAGES_UNSHARED.add(ksm, -1);
         item.address = PackedAddress::new(item.address.addr());
     }
     cond_resched();

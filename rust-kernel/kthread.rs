@@ -5,8 +5,11 @@
 //! C header: [`include/linux/kthread.h`](srctree/include/linux/kthread.h),
 //! [`include/linux/freezer.h`](srctree/include/linux/freezer.h)
 //!
-//! [`run`] starts a kernel thread that runs a plain function; the thread itself uses
-//! [`should_stop`], [`set_freezable`], [`try_to_freeze`] and [`freezing`].
+//! [`run`] starts a kernel thread that runs a plain function. The function receives a
+//! [`Kthread`], the proof that it runs in a kernel thread made by [`run`]: the operations that
+//! are only valid there ([`Kthread::should_stop`], [`Kthread::set_freezable`]) are its methods.
+//! [`try_to_freeze`], [`freezing`], [`set_current_nice`] and [`cond_resched`] are valid in any
+//! task.
 
 use crate::{
     bindings,
@@ -15,19 +18,60 @@ use crate::{
     sync::aref::ARef,
     task::Task,
 };
-use core::ffi::{c_int, c_void};
+use core::{
+    ffi::{c_int, c_void},
+    marker::PhantomData,
+};
+
+/// The current task, known to be a kernel thread created by [`run`].
+///
+/// Only [`run`] creates one, and hands it by reference to the thread function: it cannot be
+/// sent to or shared with another task.
+///
+/// # Invariants
+///
+/// The current task is a kernel thread created with `kthread_create_on_node()` while the
+/// reference is valid.
+pub struct Kthread {
+    /// Not `Send` or `Sync`: it speaks of the current task only.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl Kthread {
+    /// Whether this kernel thread was asked to stop (`kthread_should_stop()`).
+    pub fn should_stop(&self) -> bool {
+        // SAFETY: By the type invariant the current task is a kthread, as
+        // `kthread_should_stop()` requires (it dereferences `to_kthread(current)`).
+        unsafe { bindings::kthread_should_stop() }
+    }
+
+    /// Makes this kernel thread freezable (`set_freezable()`): it must then call
+    /// [`try_to_freeze`] regularly.
+    pub fn set_freezable(&self) {
+        // SAFETY: By the type invariant the current task is a kthread, whose `PF_NOFREEZE`
+        // flag `set_freezable()` clears.
+        unsafe { bindings::set_freezable() };
+    }
+}
 
 /// Creates and wakes a kernel thread named `name` that runs `f` (`kthread_run()`).
 ///
 /// Returns the thread's task, with a reference held.
-pub fn run(f: fn() -> i32, name: &'static CStr) -> Result<ARef<Task>> {
+pub fn run(f: fn(&Kthread) -> i32, name: &'static CStr) -> Result<ARef<Task>> {
     /// # Safety
     ///
-    /// `data` must be a `fn() -> i32` cast to a pointer, as [`run`] passes it.
+    /// `data` must be a `fn(&Kthread) -> i32` cast to a pointer, as [`run`] passes it, and
+    /// the function must run as the thread function of a new kthread.
     unsafe extern "C" fn trampoline(data: *mut c_void) -> c_int {
-        // SAFETY: `data` is the `fn() -> i32` passed to `kthread_create_on_node()` below.
-        let f: fn() -> i32 = unsafe { core::mem::transmute::<*mut c_void, fn() -> i32>(data) };
-        f()
+        // SAFETY: `data` is the `fn(&Kthread) -> i32` passed to `kthread_create_on_node()`
+        // below.
+        let f: fn(&Kthread) -> i32 =
+            unsafe { core::mem::transmute::<*mut c_void, fn(&Kthread) -> i32>(data) };
+        // INVARIANT: We run as the thread function of a kthread made by `run`.
+        let this = Kthread {
+            _not_send: PhantomData,
+        };
+        f(&this)
     }
 
     // SAFETY: `trampoline` matches the thread function type; `f` is a plain function pointer
@@ -49,18 +93,6 @@ pub fn run(f: fn() -> i32, name: &'static CStr) -> Result<ARef<Task>> {
     // SAFETY: The thread was just created and is valid.
     unsafe { bindings::wake_up_process(task.as_ptr()) };
     Ok(task)
-}
-
-/// Whether the current kernel thread was asked to stop (`kthread_should_stop()`).
-pub fn should_stop() -> bool {
-    // SAFETY: Callable from any kernel thread.
-    unsafe { bindings::kthread_should_stop() }
-}
-
-/// Makes the current kernel thread freezable (`set_freezable()`).
-pub fn set_freezable() {
-    // SAFETY: Affects only the current task.
-    unsafe { bindings::set_freezable() };
 }
 
 /// Enters the refrigerator if a freeze is in progress (`try_to_freeze()`); returns whether the

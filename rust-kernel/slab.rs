@@ -104,8 +104,12 @@ impl<T> KmemCache<T> {
 
 impl<T> Drop for KmemCache<T> {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant the cache is live; every object allocated from it was a
-        // `CacheBox` borrowing `self`, so none is left now that `self` is being dropped.
+        // SAFETY: By the type invariant the cache is live, and nothing uses it after this. Every
+        // `CacheBox` borrows `self`, so none is left; an object given up with
+        // `CacheBox::into_raw` and never taken back is still allocated, and then
+        // `kmem_cache_destroy()` warns and keeps the cache (and the object's memory) instead of
+        // freeing it. Taking such an object back would need a `&KmemCache` that no longer
+        // exists, so it can only leak.
         unsafe { bindings::kmem_cache_destroy(self.cache.as_ptr()) };
     }
 }
@@ -130,7 +134,9 @@ unsafe impl<T: Sync> Sync for CacheBox<'_, T> {}
 impl<'a, T> CacheBox<'a, T> {
     /// Gives up ownership, returning the object's address; [`CacheBox::from_raw`] takes it back.
     ///
-    /// Intrusive structures (trees, lists) keep objects as raw pointers this way.
+    /// Intrusive structures (trees, lists) keep objects as raw pointers this way. An object not
+    /// taken back before its cache is dropped is leaked, with the cache (see [`KmemCache`]'s
+    /// `Drop`).
     pub fn into_raw(self) -> NonNull<T> {
         let ptr = self.ptr;
         mem::forget(self);

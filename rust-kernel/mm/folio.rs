@@ -62,20 +62,6 @@ impl Folio {
         unsafe { &*ptr.cast() }
     }
 
-    /// The folio of a page frame number, without taking a reference.
-    ///
-    /// # Safety
-    ///
-    /// `pfn` must be a valid page frame number with a `struct page`. The folio may be freed or
-    /// reused at any time: use it only through [`Folio::try_get`] and the lockless accessors
-    /// ([`Folio::raw_mapping`], [`Folio::is_swapcache`]).
-    pub unsafe fn from_pfn<'a>(pfn: usize) -> &'a Self {
-        // SAFETY: The caller guarantees that `pfn` has a `struct page`.
-        let page = unsafe { bindings::pfn_to_page(pfn) };
-        // SAFETY: `page` is valid; `page_folio()` only reads it.
-        unsafe { Self::from_raw(bindings::page_folio(page)) }
-    }
-
     /// Returns the raw `struct folio` pointer.
     pub fn as_raw(&self) -> *mut bindings::folio {
         self.0.get()
@@ -85,19 +71,6 @@ impl Folio {
     pub fn first_page(&self) -> *mut bindings::page {
         // SAFETY: The folio is valid by the type invariant.
         unsafe { bindings::folio_page(self.as_raw(), 0) }
-    }
-
-    /// Speculatively takes a reference (`folio_try_get()`): fails when the count is zero,
-    /// that is when the folio is being freed or frozen.
-    pub fn try_get(&self) -> Option<ARef<Folio>> {
-        // SAFETY: The `struct folio` memory is valid (type invariant); `folio_try_get()` is
-        // designed for folios that may be concurrently freed.
-        if unsafe { bindings::folio_try_get(self.as_raw()) } {
-            // SAFETY: We now own the reference just taken.
-            Some(unsafe { ARef::from_raw(NonNull::from(self)) })
-        } else {
-            None
-        }
     }
 
     /// The page frame number of the first page.
@@ -269,17 +242,39 @@ impl Folio {
         unsafe { bindings::folio_nr_pages(self.as_raw()) as usize }
     }
 
-    /// Calls `f` with the contents of page `index` of the folio, mapped into the kernel.
-    pub fn with_page_contents<T>(&self, index: usize, f: impl FnOnce(&[u8; PAGE_SIZE]) -> T) -> T {
+    /// The `xxhash()` of the contents of page `index`, with `seed`.
+    ///
+    /// The contents may change while they are read (user space may be writing the page): the
+    /// bytes are only read by C code, never through a Rust reference, and the result is then
+    /// the hash of some mix of old and new bytes, which callers must tolerate (KSM compares
+    /// the bytes again under write protection before it merges anything).
+    #[cfg(CONFIG_XXHASH)]
+    pub fn page_xxhash(&self, index: usize, seed: u64) -> usize {
         let page = self.page(index);
         // SAFETY: `page` is a valid page of this folio; the mapping is undone below.
         let addr = unsafe { bindings::kmap_local_page(page) };
-        // SAFETY: `kmap_local_page()` maps a whole page at `addr`. The contents may change
-        // concurrently (user space may write); callers treat them as a snapshot, as C does.
-        let ret = f(unsafe { &*addr.cast::<[u8; PAGE_SIZE]>() });
+        // SAFETY: `kmap_local_page()` maps a whole page at `addr`, read by C only. `xxhash()`
+        // is `xxh64()` on 64-bit and `xxh32()` on 32-bit kernels.
+        let h = unsafe {
+            if usize::BITS == 64 {
+                bindings::xxh64(addr, PAGE_SIZE, seed) as usize
+            } else {
+                bindings::xxh32(addr, PAGE_SIZE, seed as u32) as usize
+            }
+        };
         // SAFETY: `addr` was mapped by `kmap_local_page()` just above.
         unsafe { bindings::kunmap_local(addr) };
-        ret
+        h
+    }
+
+    /// Whether page `index` has the contents of the shared zero page for user address `addr`
+    /// (`pages_identical(page, ZERO_PAGE(addr))`).
+    ///
+    /// This goes through `memcmp_pages()`, which architectures override: on arm64 a page
+    /// with MTE tags never compares equal, since merging it would lose its tags.
+    pub fn page_identical_to_zero_page(&self, index: usize, addr: usize) -> bool {
+        // SAFETY: Both are valid pages; `memcmp_pages()` maps them itself.
+        unsafe { bindings::memcmp_pages(self.page(index), bindings::zero_page(addr)) == 0 }
     }
 
     /// Compares the bytes of page `index` with page `other_index` of `other` (`memcmp_pages()`).
@@ -294,32 +289,37 @@ impl Folio {
         r.cmp(&0)
     }
 
-    /// Splits a large folio into order-0 folios (`split_huge_page()`) and returns the folio
-    /// of page `index`, which inherits the reference `this` held. Fails, giving `this` back,
-    /// if the folio is locked or pinned by others, or cannot be split.
-    pub fn split_to_page(this: ARef<Folio>, index: usize) -> Result<ARef<Folio>, ARef<Folio>> {
+    /// Splits a large folio into order-0 folios (`split_huge_page()`) and makes `*this` the
+    /// folio of page `index`, which inherits the reference `*this` held. Does nothing to an
+    /// order-0 folio. Fails, leaving `*this` unchanged, with `EBUSY` if the folio is locked by
+    /// someone else, or `EAGAIN` if it cannot be split (pinned, say).
+    ///
+    /// The folio lock is taken with a trylock and dropped again.
+    pub fn split_to_page(this: &mut ARef<Folio>, index: usize) -> crate::error::Result {
         if !this.is_large() {
-            return Ok(this);
+            return Ok(());
         }
         let page = this.page(index);
         let Some(guard) = this.try_lock() else {
-            return Err(this);
+            return Err(crate::error::code::EBUSY);
         };
         // SAFETY: The folio is locked and we hold a reference, as `split_huge_page()` needs.
         if unsafe { bindings::split_huge_page(page) } != 0 {
             drop(guard);
-            return Err(this);
+            return Err(crate::error::code::EAGAIN);
         }
         // The lock and our reference now belong to the order-0 folio of `page`; the other new
         // folios are unlocked. Neither must be released through the old head.
         core::mem::forget(guard);
-        let _ = ARef::into_raw(this);
         // SAFETY: `page` is valid (we hold its folio's reference).
         let folio = unsafe { bindings::page_folio(page) };
         // SAFETY: The split left this folio locked by us.
         unsafe { bindings::folio_unlock(folio) };
-        // SAFETY: We own the reference carried over by the split.
-        Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(folio.cast())) })
+        // SAFETY: We own the reference carried over by the split, to this valid folio.
+        let new = unsafe { ARef::from_raw(NonNull::new_unchecked(folio.cast::<Folio>())) };
+        // The old `ARef` no longer owns a reference of its own: it moved to `new`.
+        let _ = ARef::into_raw(core::mem::replace(this, new));
+        Ok(())
     }
 
     /// Returns `true` when the folio is locked (by anyone).
@@ -345,6 +345,83 @@ impl Folio {
         unsafe { bindings::folio_lock(self.as_raw()) };
         // INVARIANT: We just took the lock.
         FolioLockGuard(self)
+    }
+}
+
+/// A folio on which the caller holds no reference: it may be freed, split or reused at any
+/// moment.
+///
+/// Only the operations that C allows on such a folio are offered: a speculative reference
+/// ([`UnrefFolio::try_get`]) and lockless reads of `folio->mapping`, the swap cache flag and
+/// the node. This is how a structure that points at a folio without pinning it (KSM's stable
+/// nodes, through `folio->mapping`) checks whether the folio still is what it points at.
+///
+/// # Invariants
+///
+/// `self.0` is the memory of a `struct folio` (or `struct page`) in the memory map, which
+/// stays valid memory while the page frame exists, whatever the folio's state.
+#[repr(transparent)]
+pub struct UnrefFolio(Opaque<bindings::folio>);
+
+// SAFETY: Every method is safe to call concurrently; they only read the folio locklessly or
+// use atomic operations designed for folios that are concurrently freed.
+unsafe impl Sync for UnrefFolio {}
+
+impl UnrefFolio {
+    /// The folio of a page frame number, without taking a reference (`pfn_folio()`).
+    ///
+    /// # Safety
+    ///
+    /// `pfn` must be a page frame number with a `struct page` (a `pfn_valid()` frame) that
+    /// stays in the memory map for `'a` (memory hot-remove must be excluded by the caller).
+    pub unsafe fn from_pfn<'a>(pfn: usize) -> &'a Self {
+        // SAFETY: The caller guarantees that `pfn` has a `struct page`.
+        let page = unsafe { bindings::pfn_to_page(pfn) };
+        // SAFETY: `page` is in the memory map; `page_folio()` only reads it.
+        let folio = unsafe { bindings::page_folio(page) };
+        // SAFETY: `UnrefFolio` is a transparent wrapper; by the caller's guarantee the memory
+        // stays part of the memory map for `'a`.
+        unsafe { &*folio.cast::<Self>() }
+    }
+
+    fn as_raw(&self) -> *mut bindings::folio {
+        self.0.get()
+    }
+
+    /// Speculatively takes a reference (`folio_try_get()`): fails when the count is zero,
+    /// that is when the folio is free, being freed or frozen.
+    ///
+    /// A folio obtained this way may have been reused since the caller looked it up: check
+    /// its identity (e.g. `folio->mapping`) again after the reference is taken.
+    pub fn try_get(&self) -> Option<ARef<Folio>> {
+        // SAFETY: By the type invariant the memory is valid; `folio_try_get()` is designed
+        // for folios that may be concurrently freed.
+        if unsafe { bindings::folio_try_get(self.as_raw()) } {
+            // SAFETY: We own the reference just taken, which keeps the folio valid: a `Folio`.
+            Some(unsafe { ARef::from_raw(NonNull::new_unchecked(self.as_raw().cast())) })
+        } else {
+            None
+        }
+    }
+
+    /// `READ_ONCE(folio->mapping)` as an integer, tag bits included.
+    pub fn raw_mapping(&self) -> usize {
+        // SAFETY: By the type invariant the memory is valid; the helper reads the field
+        // with `READ_ONCE()`.
+        unsafe { bindings::folio_raw_mapping(self.as_raw()) as usize }
+    }
+
+    /// Whether the folio is in the swap cache, as of this lockless read.
+    pub fn is_swapcache(&self) -> bool {
+        // SAFETY: By the type invariant the memory is valid; this reads the flags word.
+        unsafe { bindings::folio_test_swapcache(self.as_raw()) }
+    }
+
+    /// The NUMA node of the page frame (`pfn_to_nid()`): it does not change while the frame
+    /// exists.
+    pub fn nid(&self) -> i32 {
+        // SAFETY: By the type invariant the memory is valid; the node is kept in the flags.
+        unsafe { bindings::folio_nid(self.as_raw()) }
     }
 }
 
@@ -413,5 +490,97 @@ impl FolioLockGuard<'_> {
     pub unsafe fn set_raw_mapping(&self, mapping: usize) {
         // SAFETY: The folio is valid and locked; the caller vouches for the value.
         unsafe { bindings::folio_set_raw_mapping(self.as_raw(), mapping as *mut _) };
+    }
+}
+
+#[cfg(CONFIG_RUST_FOLIO_KUNIT_TEST)]
+#[macros::kunit_tests(rust_kernel_folio)]
+mod tests {
+    use super::*;
+    use crate::{
+        alloc::{flags::*, KVec},
+        page::Page,
+        prelude::*,
+    };
+
+    /// A zeroed order-0 page, and its folio, borrowed for as long as the page lives.
+    fn with_zeroed_folio(f: impl FnOnce(&Page, &Folio)) -> Result {
+        let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        // SAFETY: `page` holds the only reference of an order-0 folio for this whole call.
+        let folio = unsafe { Folio::from_raw(bindings::page_folio(page.as_ptr())) };
+        f(&page, folio);
+        Ok(())
+    }
+
+    fn write_byte(page: &Page, offset: usize, v: u8) {
+        // SAFETY: One byte inside the page; no one else accesses our new page.
+        assert!(unsafe { page.write_raw(&v, offset, 1) }.is_ok());
+    }
+
+    #[test]
+    fn zero_page_identity() -> Result {
+        with_zeroed_folio(|page, folio| {
+            assert!(folio.page_identical_to_zero_page(0, 0));
+            write_byte(page, PAGE_SIZE - 1, 1);
+            assert!(!folio.page_identical_to_zero_page(0, 0));
+            write_byte(page, PAGE_SIZE - 1, 0);
+            assert!(folio.page_identical_to_zero_page(0, 0));
+        })
+    }
+
+    #[test]
+    fn compare_contents() -> Result {
+        with_zeroed_folio(|a_page, a| {
+            let r = with_zeroed_folio(|b_page, b| {
+                assert_eq!(a.cmp_page_contents(0, b, 0), core::cmp::Ordering::Equal);
+                write_byte(b_page, 100, 1);
+                assert_eq!(a.cmp_page_contents(0, b, 0), core::cmp::Ordering::Less);
+                write_byte(a_page, 100, 2);
+                assert_eq!(a.cmp_page_contents(0, b, 0), core::cmp::Ordering::Greater);
+            });
+            assert!(r.is_ok());
+        })
+    }
+
+    #[cfg(CONFIG_XXHASH)]
+    #[test]
+    fn page_hash_is_the_hash_of_its_bytes() -> Result {
+        let mut bytes = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?;
+        with_zeroed_folio(|page, folio| {
+            let zero = folio.page_xxhash(0, 0);
+            assert_eq!(zero, crate::xxhash::xxhash(&bytes, 0));
+            write_byte(page, 17, 0x5a);
+            bytes[17] = 0x5a;
+            let h = folio.page_xxhash(0, 0);
+            assert_eq!(h, crate::xxhash::xxhash(&bytes, 0));
+            assert_ne!(h, zero);
+            assert_ne!(folio.page_xxhash(0, 1), h);
+        })
+    }
+
+    #[test]
+    fn unreferenced_folio_of_a_pfn() -> Result {
+        with_zeroed_folio(|_, folio| {
+            // SAFETY: The pfn of a page we hold.
+            let u = unsafe { UnrefFolio::from_pfn(folio.pfn()) };
+            assert_eq!(u.nid(), folio.nid());
+            assert_eq!(u.raw_mapping(), 0);
+            assert!(!u.is_swapcache());
+            let before = folio.ref_count();
+            let got = u.try_get();
+            assert!(got.as_ref().is_some_and(|g| core::ptr::eq(g.as_raw(), folio.as_raw())));
+            assert_eq!(folio.ref_count(), before + 1);
+            drop(got);
+            assert_eq!(folio.ref_count(), before);
+        })
+    }
+
+    #[test]
+    fn split_of_a_small_folio_is_a_no_op() -> Result {
+        with_zeroed_folio(|_, folio| {
+            let mut r: ARef<Folio> = ARef::from(folio);
+            assert!(Folio::split_to_page(&mut r, 0).is_ok());
+            assert!(core::ptr::eq(r.as_raw(), folio.as_raw()));
+        })
     }
 }

@@ -8,6 +8,9 @@
 //! [`include/linux/mmu_notifier.h`](srctree/include/linux/mmu_notifier.h)
 //!
 //! - [`Pte`]: a page table entry value and its accessors.
+//! - [`VmaMmapRead`], [`VmaMmapWrite`]: a VMA whose mm's mmap lock is held for read or for
+//!   write. A plain [`VmaRef`] may stand for a VMA under its per-VMA lock only, which is not
+//!   enough for a page table walk or a remote fault.
 //! - [`walk_mapped`]: `walk_page_range_vma()` calling a closure for every non-empty entry, under
 //!   the page table lock; empty upper levels are skipped without visiting their addresses.
 //! - [`FolioWalk`]: `folio_walk_start()` for one address, the page table lock held until drop.
@@ -21,10 +24,125 @@ use crate::{
     mm::{
         folio::{Folio, FolioLockGuard},
         virt::VmaRef,
+        Mm, MmapReadGuard,
     },
     page::PAGE_SIZE,
 };
-use core::{ffi::c_void, ops::ControlFlow};
+use core::{ffi::c_void, ops::ControlFlow, ops::Deref};
+
+/// A VMA whose mm's mmap lock is held for read, at least.
+///
+/// # Invariants
+///
+/// The mmap lock of the VMA's mm is held (for read or write) while the reference is valid.
+#[repr(transparent)]
+pub struct VmaMmapRead(VmaRef);
+
+/// A VMA whose mm's mmap lock is held for write.
+///
+/// # Invariants
+///
+/// The mmap lock of the VMA's mm is held for write while the reference is valid.
+#[repr(transparent)]
+pub struct VmaMmapWrite(VmaMmapRead);
+
+impl Deref for VmaMmapRead {
+    type Target = VmaRef;
+
+    fn deref(&self) -> &VmaRef {
+        &self.0
+    }
+}
+
+impl Deref for VmaMmapWrite {
+    type Target = VmaRef;
+
+    fn deref(&self) -> &VmaRef {
+        &self.0 .0
+    }
+}
+
+impl VmaMmapRead {
+    fn from_vma(vma: &VmaRef) -> &Self {
+        // SAFETY: `VmaMmapRead` is a transparent wrapper of `VmaRef`.
+        unsafe { &*core::ptr::from_ref(vma).cast::<Self>() }
+    }
+
+    /// The VMA of `guard`'s mm that contains `addr` (`vma_lookup()`).
+    pub fn lookup<'a>(guard: &'a MmapReadGuard<'_>, addr: usize) -> Option<&'a Self> {
+        // INVARIANT: The VMA comes from the mm whose mmap read lock `guard` holds, for as
+        // long as the guard is borrowed.
+        guard.vma_lookup(addr).map(Self::from_vma)
+    }
+
+    /// The first VMA of `guard`'s mm that ends above `addr` (`find_vma()`).
+    pub fn find<'a>(guard: &'a MmapReadGuard<'_>, addr: usize) -> Option<&'a Self> {
+        // INVARIANT: As in `lookup`.
+        guard.find_vma(addr).map(Self::from_vma)
+    }
+}
+
+impl VmaMmapWrite {
+    /// Wraps a VMA whose mm's mmap lock the caller holds for write: for the C callers that
+    /// hand a VMA to Rust with the lock taken (madvise, prctl).
+    ///
+    /// # Safety
+    ///
+    /// The mmap lock of `vma`'s mm must be held for write for `'a`.
+    pub unsafe fn from_vma<'a>(vma: &'a VmaRef) -> &'a Self {
+        // INVARIANT: As the caller guarantees.
+        // SAFETY: `VmaMmapWrite` is a transparent wrapper of `VmaMmapRead`, itself one of
+        // `VmaRef`.
+        unsafe { &*core::ptr::from_ref(vma).cast::<Self>() }
+    }
+
+    /// The first VMA of `mm` that ends above `addr` (`find_vma()`).
+    ///
+    /// # Safety
+    ///
+    /// The mmap lock of `mm` must be held for write for `'a`.
+    pub unsafe fn find<'a>(mm: &'a Mm, addr: usize) -> Option<&'a Self> {
+        // SAFETY: The caller holds the mmap lock (for write), as `find_vma_locked` wants, and
+        // as `from_vma` wants.
+        unsafe { mm.find_vma_locked(addr).map(|v| Self::from_vma(v)) }
+    }
+}
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// A VMA reference that proves that its mm's mmap lock is held; says how a page table walk
+/// must lock the VMA.
+pub trait MmapLockedVma: private::Sealed + Deref<Target = VmaRef> {
+    /// `walk_page_range_vma()`'s lock mode for this lock level.
+    #[doc(hidden)]
+    const WALK_LOCK: bindings::page_walk_lock;
+
+    /// The VMA with the mmap lock held for read, at least.
+    fn as_read(&self) -> &VmaMmapRead;
+}
+
+impl private::Sealed for VmaMmapRead {}
+impl private::Sealed for VmaMmapWrite {}
+
+impl MmapLockedVma for VmaMmapRead {
+    // The mmap read lock is held: the walk need not lock the VMA.
+    const WALK_LOCK: bindings::page_walk_lock = bindings::page_walk_lock_PGWALK_RDLOCK;
+
+    fn as_read(&self) -> &VmaMmapRead {
+        self
+    }
+}
+
+impl MmapLockedVma for VmaMmapWrite {
+    // The mmap write lock is held: the walk write-locks the VMA against page faults.
+    const WALK_LOCK: bindings::page_walk_lock = bindings::page_walk_lock_PGWALK_WRLOCK;
+
+    fn as_read(&self) -> &VmaMmapRead {
+        &self.0
+    }
+}
 
 /// A page table entry value (`pte_t`).
 #[derive(Clone, Copy)]
@@ -203,15 +321,6 @@ impl MappedEntry<'_> {
     }
 }
 
-/// How [`walk_mapped`] locks the VMA.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum WalkLock {
-    /// The mmap lock is held for read (`PGWALK_RDLOCK`).
-    Read,
-    /// Write-lock the VMA for the walk (`PGWALK_WRLOCK`); the mmap lock is held for write.
-    Write,
-}
-
 struct WalkCtx<'a, F> {
     f: F,
     vma: &'a VmaRef,
@@ -222,18 +331,17 @@ struct WalkCtx<'a, F> {
 /// Walks `[start, end)` of `vma` (`walk_page_range_vma()`) and calls `f` for every non-empty
 /// PTE and every PMD-mapped huge page, with the page table lock held, until `f` breaks.
 ///
+/// The walk needs the mmap lock: read (`PGWALK_RDLOCK`) or write (`PGWALK_WRLOCK`, which also
+/// write-locks the VMA), as the type of `vma` proves.
+///
 /// `f` returns `Ok(ControlFlow::Break(x))` to stop with the result `x` (an address, say),
 /// or an error to stop the walk with that error. Returns `Ok(None)` when the range ends.
-pub fn walk_mapped<F>(
-    vma: &VmaRef,
-    start: usize,
-    end: usize,
-    lock: WalkLock,
-    f: F,
-) -> Result<Option<usize>>
+pub fn walk_mapped<V, F>(vma: &V, start: usize, end: usize, f: F) -> Result<Option<usize>>
 where
+    V: MmapLockedVma,
     F: FnMut(&MappedEntry<'_>) -> Result<ControlFlow<usize>>,
 {
+    let vma: &VmaRef = vma;
     /// # Safety
     ///
     /// Called by `walk_page_range_vma()` with `walk->private` set to the `WalkCtx` below.
@@ -323,10 +431,7 @@ where
 
     let ops = bindings::mm_walk_ops {
         pmd_entry: Some(pmd_entry::<F>),
-        walk_lock: match lock {
-            WalkLock::Read => bindings::page_walk_lock_PGWALK_RDLOCK,
-            WalkLock::Write => bindings::page_walk_lock_PGWALK_WRLOCK,
-        },
+        walk_lock: V::WALK_LOCK,
         // SAFETY: All-zero is a valid `mm_walk_ops` (no other callbacks).
         ..unsafe { core::mem::zeroed() }
     };
@@ -336,8 +441,8 @@ where
         out: None,
         err: None,
     };
-    // SAFETY: The VMA is valid and its mm's mmap lock is held as `lock` says (a `&VmaRef`
-    // implies at least the read lock); `ops` and `ctx` outlive the call.
+    // SAFETY: The VMA is valid and its mm's mmap lock is held as `V::WALK_LOCK` says (by the
+    // invariants of `VmaMmapRead`/`VmaMmapWrite`); `ops` and `ctx` outlive the call.
     let r = unsafe {
         bindings::walk_page_range_vma(
             vma.as_ptr(),
@@ -589,8 +694,11 @@ pub fn with_mmu_notifier_clear<T>(
 /// Faults `addr` in `vma` with `FAULT_FLAG_UNSHARE | FAULT_FLAG_REMOTE`: breaks COW sharing
 /// of a read-only anonymous page (a KSM page or the zero page) by giving this mapping its own
 /// exclusive copy. Returns the `VM_FAULT_*` bits.
-pub fn fault_unshare(vma: &VmaRef, addr: usize) -> u32 {
-    // SAFETY: Valid VMA with its mmap lock held (implied by `&VmaRef`).
+///
+/// Without `FAULT_FLAG_VMA_LOCK`, `handle_mm_fault()` needs the mmap lock, which the type of
+/// `vma` proves; it does not drop it (no `FAULT_FLAG_ALLOW_RETRY`).
+pub fn fault_unshare(vma: &VmaMmapRead, addr: usize) -> u32 {
+    // SAFETY: Valid VMA with its mm's mmap lock held (the type invariant of `VmaMmapRead`).
     unsafe {
         bindings::handle_mm_fault(
             vma.as_ptr(),
