@@ -11,6 +11,17 @@
  * rounding). It only ever sleeps between polls: a busy-polling program would
  * keep its vCPU running and stall an icount guest.
  *
+ * Exact windows: ksmd and this program (with its workers) are pinned to CPU 0,
+ * this program before it execs itself, so that its mm never runs on CPU 1 and
+ * ksmd's TLB flushes need no IPI to it (whose wait would depend on how QEMU
+ * interleaves the vCPUs).
+ * A batch of ksmd ends with each full scan, and ksmd then sleeps for
+ * sleep_millisecs; polling every 5 ms sees the new full_scans while ksmd
+ * still sleeps, so a window's edges fall between ksmd's batches instead of
+ * anywhere within one. On one CPU nothing runs while ksmd's CPU time is
+ * read, and the other vCPU stays idle, so no guest time of another task can
+ * land in ksmd's.
+ *
  * Output, one line each, parsed by the host (xtask/src/bench.rs):
  *   bench: start w=W ksmd_pid=P user_hz=H page=B
  *   bench: result w=W phase=P ksmd_ticks=T ksmd_ns=N guest_ns=G scans=S
@@ -36,11 +47,14 @@
 #include <time.h>
 #include <unistd.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
 #define KSM "/sys/kernel/mm/ksm/"
-#define POLL_MS 20
+#define POLL_MS 5
+/* A sample is kept when a counter changed or after this much guest time. */
+#define SAMPLE_NS 100000000LL
 /* Any phase that takes longer than this much guest time is an error. */
 #define PHASE_LIMIT_NS (600LL * 1000000000LL)
 #define MAX_SAMPLES 20000
@@ -227,6 +241,11 @@ static long long sample_t0;
 
 static void record(const struct snap *s)
 {
+	const struct sample *l = nr_samples ? &samples[nr_samples - 1] : NULL;
+
+	if (l && l->full_scans == s->c[F_FULL_SCANS] && l->sharing == s->c[F_SHARING] &&
+	    s->t - sample_t0 - l->t < SAMPLE_NS)
+		return;
 	if (nr_samples < MAX_SAMPLES)
 		samples[nr_samples++] = (struct sample){ s->t - sample_t0, s->cpu_ns,
 							 s->c[F_FULL_SCANS], s->c[F_SHARING] };
@@ -508,10 +527,29 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	wl = argv[1];
+	if (!getenv("KSM_BENCH_PINNED")) {
+		cpu_set_t cpu0;
+
+		CPU_ZERO(&cpu0);
+		CPU_SET(0, &cpu0);
+		if (sched_setaffinity(0, sizeof(cpu0), &cpu0))
+			die("sched_setaffinity(CPU 0)");
+		setenv("KSM_BENCH_PINNED", "1", 1);
+		execv("/proc/self/exe", argv);
+		die("re-exec on CPU 0");
+	}
 	page_size = sysconf(_SC_PAGESIZE);
 	ksmd_pid = find_ksmd();
 	if (clock_getcpuclockid(ksmd_pid, &ksmd_clock))
 		die("clock_getcpuclockid(ksmd)");
+	{
+		cpu_set_t cpu0;
+
+		CPU_ZERO(&cpu0);
+		CPU_SET(0, &cpu0);
+		if (sched_setaffinity(ksmd_pid, sizeof(cpu0), &cpu0))
+			die("sched_setaffinity(ksmd, CPU 0)");
+	}
 	for (i = 0; i < F_NR; i++) {
 		char path[128];
 
