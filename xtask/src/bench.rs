@@ -349,6 +349,9 @@ pub struct Kernel {
     pub flavour: String,
     pub bzimage: String,
     pub sha256: String,
+    /// mtime of the bzImage
+    #[serde(default)]
+    pub built_unix: u64,
 }
 
 /// What `bench.json` holds.
@@ -458,15 +461,30 @@ pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
             build::build(pin, &tree, *fl, false)?;
         }
     }
+    let dir = out_dir();
+    fs::create_dir_all(&dir)?;
+    // Boot copies, so that a flavour rebuilt while the bench runs cannot mix
+    // two kernels into one report.
+    let mut images = Vec::new();
     for fl in &flavours {
+        let kdir = dir.join(format!("kernel-{}", fl.name()));
+        fs::create_dir_all(&kdir)?;
+        let (img, map) = (kdir.join("bzImage"), kdir.join("System.map"));
+        fs::copy(fl.bzimage(), &img)?;
+        fs::copy(fl.dir().join("System.map"), &map)?;
+        let built = fs::metadata(fl.bzimage())?
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
         kernels.push(Kernel {
             flavour: fl.name(),
             bzimage: fl.bzimage().display().to_string(),
-            sha256: sha256_file(&fl.bzimage())?,
+            sha256: sha256_file(&img)?,
+            built_unix: built,
         });
+        images.push((img, map));
     }
-    let dir = out_dir();
-    fs::create_dir_all(&dir)?;
     // One image for both flavours: the program needs no kernel headers.
     let step = Step::start("build guest image `bench`");
     let initrd = guest::pack(
@@ -491,8 +509,8 @@ pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
     let mut blocks: Vec<(&Workload, Vec<Row>)> = Vec::new();
     let mut failures = Vec::new();
     for w in &workloads {
-        for fl in &flavours {
-            let r = boot_one(&initrd, *fl, w, plugin.as_deref())?;
+        for (fl, (img, map)) in flavours.iter().zip(&images) {
+            let r = boot_one(&initrd, *fl, img, map, w, plugin.as_deref())?;
             if let Some(e) = &r.error {
                 failures.push(format!("{} [{}]: {e}", w.name, fl.name()));
             }
@@ -544,7 +562,13 @@ pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
         .ok()
         .and_then(|t| serde_json::from_str::<Report>(&t).ok())
     {
-        if a.kernels == report.kernels && a.guest_sha256 == report.guest_sha256 {
+        let ids = |r: &Report| -> Vec<(String, String)> {
+            r.kernels
+                .iter()
+                .map(|k| (k.flavour.clone(), k.sha256.clone()))
+                .collect()
+        };
+        if ids(&a) == ids(&report) && a.guest_sha256 == report.guest_sha256 {
             let (dt, dn, n) = compare(&a, &report);
             println!(
                 "\nrepeatability against the previous run of the same kernels ({}): {n} measures, \
@@ -645,7 +669,14 @@ pub fn profile(blocks: &str, map: &[(u64, String)], top: usize) -> (Vec<(String,
 }
 
 /// Boots one flavour for one workload (profiled with `plugin` if given).
-fn boot_one(initrd: &Path, fl: Flavour, w: &Workload, plugin: Option<&Path>) -> Result<Run> {
+fn boot_one(
+    initrd: &Path,
+    fl: Flavour,
+    kernel: &Path,
+    system_map: &Path,
+    w: &Workload,
+    plugin: Option<&Path>,
+) -> Result<Run> {
     let step = Step::start(format!(
         "bench [{}] {}{}",
         fl.name(),
@@ -669,10 +700,9 @@ fn boot_one(initrd: &Path, fl: Flavour, w: &Workload, plugin: Option<&Path>) -> 
         ..Run::default()
     };
     let mut parse_err: Option<String> = None;
-    let kernel = fl.bzimage();
     let boot = qemu::boot_icount(
         &qemu::Vm {
-            kernel: &kernel,
+            kernel,
             initrd: Some(initrd),
             append: format!("ksmbench={}", w.name),
             timeout: Duration::from_secs(1200),
@@ -703,8 +733,8 @@ fn boot_one(initrd: &Path, fl: Flavour, w: &Workload, plugin: Option<&Path>) -> 
     if plugin.is_some() {
         let blocks = fs::read_to_string(&prof)
             .with_context(|| format!("the profiling plugin wrote no {}", prof.display()))?;
-        let map = fs::read_to_string(fl.dir().join("System.map"))
-            .context("no System.map next to the kernel")?;
+        let map = fs::read_to_string(system_map)
+            .with_context(|| format!("cannot read {}", system_map.display()))?;
         (run.profile, run.profile_total) = profile(&blocks, &parse_system_map(&map), PROFILE_TOP);
     }
     Ok(run)
@@ -832,10 +862,13 @@ pub fn plot(report: &Report, png: &Path) -> Result<()> {
     let m = bars.len();
     ch.draw_series(bars.iter().enumerate().map(|(i, (_, r))| {
         let y = m - 1 - i;
-        let color = if *r > 1.0 {
+        // Within 1 % counts as the same cost.
+        let color = if *r > 1.01 {
             RED.mix(0.7)
-        } else {
+        } else if *r < 0.99 {
             GREEN.mix(0.7)
+        } else {
+            BLACK.mix(0.35)
         };
         let mut b = Rectangle::new(
             [
