@@ -146,6 +146,8 @@ struct Advice {
     ctx: Ctx,
     /// The new `pages_to_scan`.
     pages_to_scan: u32,
+    /// The same before its truncation to `unsigned int` (for the `ksm_advisor` trace event).
+    pages: usize,
     /// CPU used by the last scan, in percent (for the `ksm_advisor` trace event).
     cpu_percent: u32,
 }
@@ -209,6 +211,7 @@ fn advise(ctx: Ctx, now: i64, cpu_time: u64, pages_to_scan: u32, limits: Limits)
         },
         // Truncated to `unsigned int`, as in C.
         pages_to_scan: pages as u32,
+        pages,
         cpu_percent,
     }
 }
@@ -255,8 +258,11 @@ fn scan_time_advisor() {
     );
     advice.ctx.store();
     PAGES_TO_SCAN.store(advice.pages_to_scan, Relaxed);
-    // TODO(trace): trace_ksm_advisor(scan_time, pages_to_scan, cpu_percent) once the ksm trace
-    // events have Rust bindings.
+    crate::trace::advisor(
+        advice.ctx.scan_time as i64,
+        advice.pages,
+        advice.cpu_percent,
+    );
 }
 
 #[kernel::macros::kunit_tests(ksm_rs_advisor)]

@@ -5,7 +5,7 @@
  * Only what Rust cannot express, or what is private to mm/ (mm/internal.h),
  * goes here: the subsys_initcall, the exported ksm_madvise() wrapper, the
  * ksm_zero_pages definition that include/linux/ksm.h declares, the VMA flags
- * that only some architectures define, the
+ * that only some architectures define, the ksm trace events, the
  * anon_vma helpers the KSM reverse map needs and the per-task part of
  * collect_procs_ksm().
  */
@@ -18,6 +18,15 @@
 
 #include "../internal.h"
 #include "glue.h"
+
+/*
+ * The ksm trace events: mm/ksm.c, which defines them otherwise, is not built.
+ * CREATE_RUST_TRACE_POINTS adds the rust_do_trace_*() functions that the Rust
+ * code (trace.rs) calls.
+ */
+#define CREATE_TRACE_POINTS
+#define CREATE_RUST_TRACE_POINTS
+#include <trace/events/ksm.h>
 
 /* The number of zero pages placed by KSM, see ksm_map_zero_page(). */
 atomic_long_t ksm_zero_pages = ATOMIC_LONG_INIT(0);

@@ -90,6 +90,7 @@ fn ksm_enter(mm: &Mm) -> Result {
     if needs_wakeup {
         ksmd::wake_thread();
     }
+    crate::trace::enter(mm);
     Ok(())
 }
 
@@ -141,6 +142,7 @@ pub unsafe extern "C" fn __ksm_exit(mm: *mut bindings::mm_struct) {
         mm.flags_clear(MMF_VM_MERGEABLE);
         crate::free_mm_slot(easy);
     }
+    crate::trace::exit(mm);
 }
 
 /// `madvise(MADV_MERGEABLE / MADV_UNMERGEABLE)` on one area: `ksm_madvise()`, through the

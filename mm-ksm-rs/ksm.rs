@@ -48,6 +48,7 @@ mod stable_tree;
 mod state;
 #[cfg(CONFIG_SYSFS)]
 mod sysfs;
+mod trace;
 mod unmerge;
 mod unstable_tree;
 
@@ -250,6 +251,7 @@ pub(crate) fn free_mm_slot(slot: *mut MmSlot) {
 }
 
 /// The global count of KSM-placed zero pages (`ksm_zero_pages`, defined in glue.c).
+#[cfg(CONFIG_SYSFS)]
 pub(crate) fn ksm_zero_pages_read() -> isize {
     // SAFETY: `ksm_zero_pages` is an `atomic_long_t`, a `long` (`isize`) in a `repr(C)` struct,
     // that lives forever and is only accessed atomically. `atomic_long_read()` is a relaxed

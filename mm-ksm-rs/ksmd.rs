@@ -67,6 +67,7 @@ pub(crate) fn wake_thread() {
 }
 
 /// Wakes ksmd from its sleep between batches (C: `wake_up_interruptible(&ksm_iter_wait)`).
+#[cfg(CONFIG_SYSFS)]
 pub(crate) fn wake_iter() {
     if let Some(w) = WAITS.as_ref() {
         drop(w.lock.lock());
@@ -219,6 +220,7 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
     if slot.is_null() {
         // Start of a full scan.
         crate::advisor::start_scan();
+        crate::trace::start_scan(ksm.seqnr, state::RMAP_ITEMS.get());
         // Pages held in per-CPU LRU caches have raised counts that stop write_protect_page():
         // drain them once per scan.
         kernel::mm::lru_add_drain_all();
@@ -332,6 +334,7 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
         ksm.rmap_list = unsafe { &raw mut (*next).rmap_list };
     }
     crate::advisor::stop_scan();
+    crate::trace::stop_scan(ksm.seqnr, state::RMAP_ITEMS.get());
     ksm.seqnr += 1;
     state::FULL_SCANS.set(ksm, ksm.seqnr);
     None

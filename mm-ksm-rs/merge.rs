@@ -25,7 +25,6 @@ use kernel::{
         MmWithUser, MmapReadGuard,
     },
     page::PAGE_SIZE,
-    prelude::*,
     sync::{aref::ARef, atomic::Relaxed},
 };
 
@@ -296,11 +295,20 @@ fn try_to_merge_with_zero_page(item: &mut RmapItem, page: &mut PageRef) -> Resul
     }
     let addr = item.address.addr();
     with_mm(item.mm(), |g| match find_mergeable_vma(g, addr) {
-        Some(vma) => try_to_merge_one_page(vma, page, addr, KPage::Zero),
+        Some(vma) => {
+            let r = try_to_merge_one_page(vma, page, addr, KPage::Zero);
+            crate::trace::merge_one_page(pgtable::zero_page_pfn(addr), item, errno(r));
+            r
+        }
         // The area is gone: nothing left to do.
         None => Ok(()),
     })
     .unwrap_or(Ok(()))
+}
+
+/// The errno of a result, 0 for success (for the trace events).
+fn errno(r: Result) -> i32 {
+    r.err().map_or(0, |e| e.to_errno())
 }
 
 /// Merges the item's page with the KSM page `kpage` (or makes it one) and prepares the item
@@ -314,7 +322,7 @@ fn try_to_merge_with_ksm_page(
     let addr = item.address.addr();
     let mm: *const kernel::mm::Mm = item.mm;
     // SAFETY: The mm slot keeps the mm alive (mmgrab) while the item exists.
-    with_mm(unsafe { &*mm }, |g| {
+    let res = with_mm(unsafe { &*mm }, |g| {
         let vma = find_mergeable_vma(g, addr).ok_or(EFAULT)?;
         try_to_merge_one_page(vma, page, addr, kpage.map_or(KPage::Itself, KPage::Ksm))?;
         // The unstable nid shares a word with the stable anon_vma: remove first.
@@ -328,7 +336,14 @@ fn try_to_merge_with_ksm_page(
         unsafe { crate::get_anon_vma(anon_vma) };
         Ok(())
     })
-    .unwrap_or(Err(EFAULT))
+    .unwrap_or(Err(EFAULT));
+    // As in C, the page, or the KSM page it was merged with, and the outcome.
+    let (kp, pfn) = match kpage {
+        Some(k) => (k.first_page().cast(), k.pfn()),
+        None => (core::ptr::null_mut(), page.folio.pfn() + page.index),
+    };
+    crate::trace::merge_with_ksm_page(kp, pfn, item, errno(res));
+    res
 }
 
 /// Breaks COW on a page that was merged but did not make it into the stable tree
@@ -469,6 +484,7 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
 #[kernel::macros::kunit_tests(ksm_rs_merge)]
 mod tests {
     use super::*;
+    use kernel::prelude::*;
 
     #[test]
     fn checksum_spots_changes() {

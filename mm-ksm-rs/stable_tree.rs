@@ -350,17 +350,25 @@ pub(crate) fn remove_node_from_stable_tree(ksm: &mut Ksm, node: *mut StableNode)
     // C: BUG_ON(). A chain's dups are not in its item list: freeing it here would leave them
     // pointing at freed memory. Callers never pass one; leak it rather than corrupt memory.
     // SAFETY: As above.
-    if kernel::warn_on!(unsafe { (*node).is_chain() }) {
+    let is_chain = unsafe { (*node).is_chain() };
+    if kernel::warn_on!(is_chain) {
         return;
     }
+    // SAFETY: As above.
+    let kpfn = unsafe { (*node).kpfn.load(Relaxed) };
     // SAFETY: As above; the iterator reads the list from a copy of its head.
     let items = unsafe { hlist::iter((*node).first, RmapItem::stable_hlist) };
     for item in items {
         // SAFETY: Items listed from the node are valid.
         let item = unsafe { &mut *item };
-        forget_stable_item(ksm, node, item, !item.is_last_stable());
+        let sharing = !item.is_last_stable();
+        if sharing {
+            crate::trace::remove_rmap_item(kpfn, item);
+        }
+        forget_stable_item(ksm, node, item, sharing);
         cond_resched();
     }
+    crate::trace::remove_ksm_page(kpfn);
     // SAFETY: As above.
     if unsafe { (*node).on_migrate_list } {
         migrate_list_del(node);
@@ -771,6 +779,7 @@ pub(crate) fn unlink(item: &mut RmapItem) {
 
 /// Tries to free every stable node; true if some KSM page is still mapped
 /// (`remove_all_stable_nodes()` returning nonzero).
+#[cfg(CONFIG_SYSFS)]
 pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm) -> bool {
     let mut busy = false;
     for nid in 0..ksm.nr_trees() {
@@ -801,6 +810,7 @@ pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm) -> bool {
 
 /// Frees a plain node, or all dups and then the chain (`remove_stable_node_chain()`);
 /// true if busy.
+#[cfg(CONFIG_SYSFS)]
 fn remove_stable_node_chain(ksm: &mut Ksm, node: *mut StableNode) -> bool {
     // SAFETY: A live node.
     if unsafe { !(*node).is_chain() } {
@@ -817,6 +827,7 @@ fn remove_stable_node_chain(ksm: &mut Ksm, node: *mut StableNode) -> bool {
 }
 
 /// Frees `node` if its page is no longer mapped (`remove_stable_node()`); true if busy.
+#[cfg(CONFIG_SYSFS)]
 fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
     loop {
         let folio = match ksm_get_folio(ksm, node, GetFolio::NoLock) {

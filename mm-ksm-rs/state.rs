@@ -100,6 +100,7 @@ pub(crate) static FULL_SCANS: Counter = Counter::new();
 
 /// `pages_volatile`: rmap items that are neither shared, sharing nor unshared; the lockless
 /// difference can be transiently negative, which is shown as 0 like C does.
+#[cfg(CONFIG_SYSFS)]
 pub(crate) fn pages_volatile() -> isize {
     let v = RMAP_ITEMS.get() as isize
         - PAGES_SHARED.get() as isize

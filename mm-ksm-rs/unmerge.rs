@@ -7,24 +7,19 @@
 //! shared mapping by an exclusive anonymous page. The rmap items are left for ksmd to drop when
 //! it next passes, as in mm/ksm.c.
 
-use crate::{
-    merge::with_mm,
-    mm_slot::MmSlot,
-    stable_tree,
-    state::{self},
-    unstable_tree::remove_rmap_item_from_tree,
-    Ksm, KsmGuard, MMLIST,
-};
+use crate::{state, unstable_tree::remove_rmap_item_from_tree, Ksm};
 use core::ops::ControlFlow;
 use kernel::{
     bindings,
     error::{code::*, Result},
     kthread::cond_resched,
-    mm::{
-        pgtable::{self, MmapLockedVma, VmaMmapRead},
-        virt::flags,
-        MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
-    },
+    mm::pgtable::{self, MmapLockedVma},
+};
+// What only `run = 2` (a sysfs store) needs.
+#[cfg(CONFIG_SYSFS)]
+use {
+    crate::{merge::with_mm, mm_slot::MmSlot, stable_tree, KsmGuard, MMLIST},
+    kernel::mm::{pgtable::VmaMmapRead, virt::flags, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY},
 };
 
 /// Unshares every KSM page and KSM-placed zero page mapped in `[start, end)` of `vma`
@@ -72,6 +67,7 @@ pub(crate) fn break_ksm<V: MmapLockedVma>(vma: &V, start: usize, end: usize) -> 
 
 /// Unmerges all mergeable areas of all mms and frees all rmap items and stable nodes
 /// (`run = 2`; `unmerge_and_remove_all_rmap_items()`).
+#[cfg(CONFIG_SYSFS)]
 pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
     let ksm: &mut Ksm = g;
     let mut slot = {

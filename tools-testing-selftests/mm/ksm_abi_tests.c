@@ -10,6 +10,9 @@
  *    a parent and a forked child, also with use_zero_pages;
  *  - sparse areas: a 32 TiB mergeable area holding two pages is scanned,
  *    merged and unmerged quickly (unpopulated page tables are skipped);
+ *  - trace events: every event of include/trace/events/ksm.h fires, with
+ *    plausible fields, over a merge / exit / advisor cycle (skipped
+ *    without tracefs);
  *  - accounting: after every merging process has unmerged and run=2,
  *    the global counters and general_profit are back to zero.
  *
@@ -23,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -33,6 +37,7 @@
 #define NR_PAGES 512
 #define NR_PATTERNS 16
 #define MERGE_TIMEOUT_SEC 120
+#define TRACING "/sys/kernel/tracing/"
 
 static size_t pagesize;
 
@@ -607,6 +612,176 @@ static void test_sparse_area(void)
 	munmap(map, SPARSE_SIZE);
 }
 
+/* The ksm trace events, in the order include/trace/events/ksm.h defines them. */
+static const char * const trace_events[] = {
+	"ksm_start_scan", "ksm_stop_scan", "ksm_enter", "ksm_exit",
+	"ksm_merge_one_page", "ksm_merge_with_ksm_page", "ksm_remove_ksm_page",
+	"ksm_remove_rmap_item", "ksm_advisor",
+};
+#define NR_TRACE_EVENTS ARRAY_SIZE(trace_events)
+
+static int tracing_write(const char *name, const char *value)
+{
+	char path[128];
+	int fd, ret = 0;
+
+	snprintf(path, sizeof(path), TRACING "%s", name);
+	fd = open(path, O_WRONLY | O_TRUNC);
+	if (fd < 0)
+		return -1;
+	if (write(fd, value, strlen(value)) != (ssize_t)strlen(value))
+		ret = -1;
+	close(fd);
+	return ret;
+}
+
+/*
+ * A child merges pages (two patterns, and pages of zeroes with
+ * use_zero_pages) and unmaps the two KSM pages; ksmd then drops their stale
+ * stable nodes with their rmap items; the child exits. The scan-time advisor
+ * runs meanwhile. Every ksm event must
+ * fire, with plausible fields: the child's mm in ksm_enter and ksm_exit, a
+ * successful merge of each kind, a nonzero pfn for a removed KSM page, and
+ * scan sequence numbers that pair a start with a stop.
+ */
+static void test_trace_events(void)
+{
+	bool seen[NR_TRACE_EVENTS] = { false }, ok[NR_TRACE_EVENTS] = { false };
+	char enter_mm[32] = "", line[512], old_target[32], ok_merge = 0;
+	int merged[2], done[2], status = -1;
+	const size_t n = 96;
+	long start_seq = -1;
+	unsigned int i;
+	pid_t child;
+	FILE *f;
+
+	if (access(TRACING "events/ksm", F_OK))
+		mount("nodev", TRACING, "tracefs", 0, NULL);
+	if (access(TRACING "events/ksm/enable", F_OK) ||
+	    tracing_write("buffer_size_kb", "4096") || tracing_write("trace", "") ||
+	    tracing_write("events/ksm/enable", "1") || tracing_write("tracing_on", "1")) {
+		for (i = 0; i < NR_TRACE_EVENTS; i++)
+			ksft_test_result_skip("trace event %s: no tracefs\n", trace_events[i]);
+		return;
+	}
+	ksm_write_or_die("use_zero_pages", "1");
+	ksm_write_or_die("sleep_millisecs", "20");
+	/* Aiming at the default 200 s per scan, the advisor would slow ksmd down. */
+	snprintf(old_target, sizeof(old_target), "%ld", ksm_read_long("advisor_target_scan_time"));
+	ksm_write_or_die("advisor_target_scan_time", "1");
+	ksm_write_or_die("advisor_mode", "scan-time");
+	ksm_write_or_die("run", "1");
+
+	if (pipe(merged) || pipe(done))
+		ksft_exit_fail_msg("pipe failed\n");
+	child = fork();
+	if (child < 0)
+		ksft_exit_fail_msg("fork failed\n");
+	if (!child) {
+		char *map = mmap(NULL, n * pagesize, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		char c = 0;
+
+		close(merged[0]);
+		close(done[1]);
+		if (map == MAP_FAILED)
+			_exit(1);
+		/* Thirds: zeroes (real pages), pattern 'a', pattern 'b'. */
+		for (i = 0; i < n; i++) {
+			fill(map, i, 1);
+			fill(map, i, i < n / 3 ? 0 : i < 2 * n / 3 ? 'a' : 'b');
+		}
+		if (madvise(map, n * pagesize, MADV_MERGEABLE))
+			_exit(2);
+		if (wait_merged(2 * n / 3 - 2) && ksm_get_self_zero_pages() == (long)(n / 3))
+			c = 1;
+		/*
+		 * Free the two KSM pages while their rmap items are listed: ksmd
+		 * then finds their stable nodes stale and removes them with their
+		 * items. The zeroes stay mergeable, so this mm stays registered
+		 * until it exits.
+		 */
+		munmap(map + n / 3 * pagesize, (n - n / 3) * pagesize);
+		if (write(merged[1], &c, 1) != 1 || read(done[0], &c, 1) < 0)
+			_exit(4);
+		_exit(0);
+	}
+	close(merged[1]);
+	close(done[0]);
+	if (read(merged[0], &ok_merge, 1) != 1 || !ok_merge)
+		ksft_print_msg("child did not merge its pages\n");
+	/* ksmd drops the stale stable nodes when it passes the unmapped range. */
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && ksm_read_long("pages_shared"); i++)
+		usleep(100000);
+	close(done[1]);
+	if (waitpid(child, &status, 0) != child || status != 0)
+		ksft_print_msg("child failed (status %#x)\n", status);
+	close(merged[0]);
+
+	if (ksm_read_long("pages_shared"))
+		ksft_print_msg("pages_shared still %ld\n", ksm_read_long("pages_shared"));
+	tracing_write("events/ksm/enable", "0");
+	ksm_write_or_die("advisor_mode", "none");
+	ksm_write_or_die("advisor_target_scan_time", old_target);
+	ksm_write_or_die("pages_to_scan", "2000");
+	ksm_write_or_die("sleep_millisecs", "0");
+	ksm_write_or_die("use_zero_pages", "0");
+
+	f = fopen(TRACING "trace", "r");
+	if (!f)
+		ksft_exit_fail_msg("cannot read " TRACING "trace\n");
+	while (fgets(line, sizeof(line), f)) {
+		for (i = 0; i < NR_TRACE_EVENTS; i++) {
+			char name[48], *p;
+			long v;
+
+			snprintf(name, sizeof(name), " %s: ", trace_events[i]);
+			p = strstr(line, name);
+			if (!p)
+				continue;
+			p += strlen(name);
+			seen[i] = true;
+			switch (i) {
+			case 0: /* ksm_start_scan */
+				if (sscanf(p, "seq %ld", &v) == 1)
+					start_seq = v;
+				ok[i] |= start_seq >= 0;
+				break;
+			case 1: /* ksm_stop_scan: pairs the last start */
+				ok[i] |= sscanf(p, "seq %ld", &v) == 1 && v == start_seq;
+				break;
+			case 2: /* ksm_enter: the child is the only new mm */
+				if (sscanf(p, "mm %31s", enter_mm) == 1)
+					ok[i] = strcmp(enter_mm, "0000000000000000") &&
+						strcmp(enter_mm, "(null)");
+				break;
+			case 3: /* ksm_exit: the mm that entered */
+				ok[i] |= enter_mm[0] && strstr(p, enter_mm);
+				break;
+			case 4: /* ksm_merge_one_page */
+			case 5: /* ksm_merge_with_ksm_page */
+				ok[i] |= strstr(p, "error 0\n") != NULL;
+				break;
+			case 6: /* ksm_remove_ksm_page */
+				ok[i] |= sscanf(p, "pfn %ld", &v) == 1 && v > 0;
+				break;
+			case 7: /* ksm_remove_rmap_item */
+				ok[i] |= sscanf(p, "pfn %ld", &v) == 1 && v > 0 &&
+					 enter_mm[0] && strstr(p, enter_mm);
+				break;
+			case 8: /* ksm_advisor */
+				ok[i] |= sscanf(p, "ksm scan time %ld", &v) == 1 && v > 0;
+				break;
+			}
+		}
+	}
+	fclose(f);
+	tracing_write("trace", "");
+	for (i = 0; i < NR_TRACE_EVENTS; i++)
+		ksft_test_result(ok[i], "trace event %s%s\n", trace_events[i],
+				 !seen[i] ? ": not seen" : !ok[i] ? ": fields wrong" : "");
+}
+
 /* After everything unmerged and run=2, nothing may be left accounted. */
 static void test_counters_return_to_zero(void)
 {
@@ -642,7 +817,8 @@ int main(void)
 	if (ksm_stop() < 0)
 		ksft_exit_fail_msg("cannot stop KSM\n");
 
-	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 + 7;
+	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 +
+	       NR_TRACE_EVENTS + 7;
 	ksft_set_plan(plan);
 
 	test_sysfs_files();
@@ -657,6 +833,7 @@ int main(void)
 	test_zero_pages();
 	test_ebusy();
 	test_sparse_area();
+	test_trace_events();
 	test_counters_return_to_zero();
 	snprintf(buf, sizeof(buf), "%ld", old_scan);
 	ksm_write_or_die("pages_to_scan", buf);
