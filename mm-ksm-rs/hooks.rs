@@ -9,7 +9,7 @@
 use crate::{
     ksmd, mm_slot,
     rmap_item::{RmapItem, RMAP_ITEM_SIZE},
-    stable_tree::folio_stable_node,
+    stable_tree::{folio_stable_node, StableNode},
     state::{self, KSM_RUN_UNMERGE},
     unmerge::break_ksm,
     MMLIST,
@@ -461,7 +461,7 @@ pub unsafe extern "C" fn rmap_walk_ksm(
     }
     for search_new_forks in [false, true] {
         // SAFETY: The folio lock keeps the node and its list alive and unchanged.
-        for item in unsafe { (*node).items() } {
+        for item in unsafe { StableNode::items(node) } {
             // SAFETY: Listed items are valid under the folio lock.
             let item: &RmapItem = unsafe { &*item };
             let addr = item.address.addr();
@@ -549,7 +549,7 @@ pub unsafe extern "C" fn collect_procs_ksm(
         return;
     }
     // SAFETY: The folio lock keeps the node's list stable.
-    for item in unsafe { (*node).items() } {
+    for item in unsafe { StableNode::items(node) } {
         // SAFETY: Listed items are valid; stable items hold their anon_vma.
         unsafe {
             let item = &*item;

@@ -438,8 +438,11 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
         return;
     };
     if core::ptr::eq(page.folio.as_raw(), tree_page.folio.as_raw()) {
-        // Two pages of the same large folio: our two references would make the split fail
-        // (C tries, fails, and then splits as here). Split it now and merge on a later scan.
+        // Two pages of the same large folio: our two references would make the split fail.
+        // C tries the merge anyway, which fails (and is traced as failed), then splits as
+        // here. Split it now and merge on a later scan.
+        let pfn = page.folio.pfn() + page.index;
+        crate::trace::merge_with_ksm_page(core::ptr::null_mut(), pfn, item, EFAULT.to_errno());
         drop(tree_page);
         let _ = page.split();
         return;

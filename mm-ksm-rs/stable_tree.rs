@@ -135,11 +135,18 @@ impl StableNode {
         self.is_sharing_candidate_plus(0)
     }
 
-    /// Iterates over the items listed from this node; the caller holds the lock protecting
-    /// the list (the KSM folio's or the thread mutex).
-    pub(crate) fn items(&self) -> impl Iterator<Item = *mut RmapItem> {
-        // SAFETY: Listed items are valid while the caller holds the lock protecting the list.
-        unsafe { hlist::iter(self.first, RmapItem::stable_hlist) }
+    /// Iterates over the items listed from the node at `this`.
+    ///
+    /// The node is not borrowed: rmap walks call this under the KSM folio's lock only, while
+    /// ksmd may change other fields of the node (its count, its tree or migrate links).
+    ///
+    /// # Safety
+    ///
+    /// `this` must be a live plain node or dup, and the caller must hold a lock that keeps its
+    /// list unchanged while the iterator is used (the KSM folio's lock or the thread mutex).
+    pub(crate) unsafe fn items(this: *const Self) -> impl Iterator<Item = *mut RmapItem> {
+        // SAFETY: As the caller guarantees; `first` is read through the raw pointer.
+        unsafe { hlist::iter((*this).first, RmapItem::stable_hlist) }
     }
 
     /// The dups of a chain (thread mutex held).
@@ -753,8 +760,14 @@ pub(crate) fn append(
     }
     // SAFETY: As above.
     unsafe { *len = old + 1 };
-    if !bypass_limit && old + 1 > MAX_PAGE_SHARING.load(Relaxed) {
-        kernel::pr_warn_once!("stable node over max_page_sharing\n");
+    // C: WARN_ON_ONCE(). Possibly not fatal, but unexpected (a KSM fork may go over the
+    // limit, and passes `bypass_limit`).
+    static WARNED_OVER_LIMIT: Atomic<i32> = Atomic::new(0);
+    if !bypass_limit
+        && old + 1 > MAX_PAGE_SHARING.load(Relaxed)
+        && WARNED_OVER_LIMIT.xchg(1, Relaxed) == 0
+    {
+        kernel::warn_on!(true);
     }
     item.link.stable.head = node;
     // SAFETY: The item is in no list (it was just taken out of the trees); the list head is a
@@ -859,7 +872,7 @@ fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
 
 /// Switches between one tree for all nodes and one per NUMA node; the caller has emptied
 /// the stable trees. The roots for every node exist from init on, so nothing can fail.
-#[cfg(CONFIG_NUMA)]
+#[cfg(all(CONFIG_NUMA, CONFIG_SYSFS))]
 pub(crate) fn set_merge_across_nodes(_ksm: &mut Ksm, _knob: bool) -> Result {
     Ok(())
 }

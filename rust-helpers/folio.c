@@ -49,6 +49,16 @@ __rust_helper bool rust_helper_folio_test_large(const struct folio *folio)
 	return folio_test_large(folio);
 }
 
+__rust_helper bool rust_helper_folio_test_hugetlb(const struct folio *folio)
+{
+	return folio_test_hugetlb(folio);
+}
+
+__rust_helper bool rust_helper_folio_test_large_rmappable(const struct folio *folio)
+{
+	return folio_test_large_rmappable(folio);
+}
+
 __rust_helper bool rust_helper_folio_test_swapcache(const struct folio *folio)
 {
 	return folio_test_swapcache(folio);

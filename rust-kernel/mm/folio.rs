@@ -289,15 +289,25 @@ impl Folio {
         r.cmp(&0)
     }
 
-    /// Splits a large folio into order-0 folios (`split_huge_page()`) and makes `*this` the
-    /// folio of page `index`, which inherits the reference `*this` held. Does nothing to an
-    /// order-0 folio. Fails, leaving `*this` unchanged, with `EBUSY` if the folio is locked by
-    /// someone else, or `EAGAIN` if it cannot be split (pinned, say).
+    /// Splits a transparent huge page into order-0 folios (`split_huge_page()`) and makes
+    /// `*this` the folio of page `index`, which inherits the reference `*this` held. Does
+    /// nothing to an order-0 folio. Fails, leaving `*this` unchanged, with `EINVAL` for a large
+    /// folio that is not a THP (hugetlb, device memory: `split_huge_page()` must never see
+    /// those), `EBUSY` if the folio is locked by someone else, or `EAGAIN` if it cannot be
+    /// split (pinned, say).
     ///
     /// The folio lock is taken with a trylock and dropped again.
     pub fn split_to_page(this: &mut ARef<Folio>, index: usize) -> crate::error::Result {
         if !this.is_large() {
             return Ok(());
+        }
+        // SAFETY: The folio is valid (we hold a reference); these read its flags.
+        let thp = unsafe {
+            !bindings::folio_test_hugetlb(this.as_raw())
+                && bindings::folio_test_large_rmappable(this.as_raw())
+        };
+        if !thp {
+            return Err(crate::error::code::EINVAL);
         }
         let page = this.page(index);
         let Some(guard) = this.try_lock() else {

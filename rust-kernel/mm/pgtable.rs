@@ -474,11 +474,13 @@ pub struct FolioWalk<'a> {
 }
 
 impl<'a> FolioWalk<'a> {
-    /// Looks up the folio mapped at `addr` in `vma` (`folio_walk_start(..., 0)`).
-    pub fn start(vma: &'a VmaRef, addr: usize) -> Option<Self> {
+    /// Looks up the folio mapped at `addr` in `vma` (`folio_walk_start(..., 0)`), which needs
+    /// the mmap lock (it asserts it), not only the per-VMA lock.
+    pub fn start(vma: &'a VmaMmapRead, addr: usize) -> Option<Self> {
+        let vma: &'a VmaRef = vma;
         // SAFETY: All-zero is a valid initial `folio_walk`.
         let mut fw: bindings::folio_walk = unsafe { core::mem::zeroed() };
-        // SAFETY: The VMA is valid with its mmap lock held (implied by `&VmaRef`).
+        // SAFETY: The VMA is valid with its mmap lock held (the invariant of `VmaMmapRead`).
         let folio = unsafe { bindings::folio_walk_start(&mut fw, vma.as_ptr(), addr, 0) };
         if folio.is_null() {
             // Nothing mapped: the walk has ended already (and `Self` must not be built, its
