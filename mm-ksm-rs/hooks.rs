@@ -11,6 +11,7 @@ use crate::{
     rmap_item::{RmapItem, RMAP_ITEM_SIZE},
     stable_tree::{folio_stable_node, StableNode},
     state::{self, KSM_RUN_UNMERGE},
+    to_errno,
     unmerge::break_ksm,
     MMLIST,
 };
@@ -33,13 +34,6 @@ use kernel::{
         barrier::{smp_mb, Write},
     },
 };
-
-fn to_errno(r: Result) -> i32 {
-    match r {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
-}
 
 /// Whether areas with these flags may be merged (`ksm_compatible()`): not shared, hugetlb,
 /// droppable, special (IO, PFNMAP, MIXEDMAP, DONTEXPAND), DAX, nor with the architecture's
@@ -340,7 +334,9 @@ fn disable_merge_any(wmm: WriteLockedMm<'_>) -> Result {
 #[export]
 pub unsafe extern "C" fn ksm_disable_merge_any(mm: *mut bindings::mm_struct) -> i32 {
     // SAFETY: The caller's live mm, its mmap write lock held.
-    to_errno(disable_merge_any(unsafe { WriteLockedMm::new(Mm::from_raw(mm)) }))
+    to_errno(disable_merge_any(unsafe {
+        WriteLockedMm::new(Mm::from_raw(mm))
+    }))
 }
 
 /// Disables KSM for the whole mm (`ksm_disable()`, used by s390); mmap write lock held.

@@ -54,6 +54,11 @@ mod unstable_tree;
 
 use mm_slot::{MmList, MmSlot};
 
+/// The errno of a result, 0 for success: what the C callers and the trace events want.
+pub(crate) fn to_errno(r: Result) -> i32 {
+    r.err().map_or(0, |e| e.to_errno())
+}
+
 /// Prefix of this crate's log messages.
 const __LOG_PREFIX: &[u8] = b"ksm\0";
 use rmap_item::RmapItem;

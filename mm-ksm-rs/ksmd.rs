@@ -265,23 +265,18 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
                     }
                     while ksm.address < vma.end() {
                         let mut page: Option<PageRef> = None;
-                        let r = pgtable::walk_mapped(
-                            vma,
-                            ksm.address,
-                            vma.end(),
-                            |e| {
-                                if let Some((f, index)) = e.normal_folio() {
-                                    if !f.is_zone_device() && f.is_anon() {
-                                        page = Some(PageRef {
-                                            folio: ARef::from(f),
-                                            index,
-                                        });
-                                        return Ok(ControlFlow::Break(e.addr()));
-                                    }
+                        let r = pgtable::walk_mapped(vma, ksm.address, vma.end(), |e| {
+                            if let Some((f, index)) = e.normal_folio() {
+                                if !f.is_zone_device() && f.is_anon() {
+                                    page = Some(PageRef {
+                                        folio: ARef::from(f),
+                                        index,
+                                    });
+                                    return Ok(ControlFlow::Break(e.addr()));
                                 }
-                                Ok(ControlFlow::Continue(()))
-                            },
-                        );
+                            }
+                            Ok(ControlFlow::Continue(()))
+                        });
                         match (r, page) {
                             (Ok(Some(a)), Some(page)) => {
                                 ksm.address = a;

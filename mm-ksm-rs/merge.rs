@@ -297,18 +297,13 @@ fn try_to_merge_with_zero_page(item: &mut RmapItem, page: &mut PageRef) -> Resul
     with_mm(item.mm(), |g| match find_mergeable_vma(g, addr) {
         Some(vma) => {
             let r = try_to_merge_one_page(vma, page, addr, KPage::Zero);
-            crate::trace::merge_one_page(pgtable::zero_page_pfn(addr), item, errno(r));
+            crate::trace::merge_one_page(pgtable::zero_page_pfn(addr), item, crate::to_errno(r));
             r
         }
         // The area is gone: nothing left to do.
         None => Ok(()),
     })
     .unwrap_or(Ok(()))
-}
-
-/// The errno of a result, 0 for success (for the trace events).
-fn errno(r: Result) -> i32 {
-    r.err().map_or(0, |e| e.to_errno())
 }
 
 /// Merges the item's page with the KSM page `kpage` (or makes it one) and prepares the item
@@ -342,7 +337,7 @@ fn try_to_merge_with_ksm_page(
         Some(k) => (k.first_page().cast(), k.pfn()),
         None => (core::ptr::null_mut(), page.folio.pfn() + page.index),
     };
-    crate::trace::merge_with_ksm_page(kp, pfn, item, errno(res));
+    crate::trace::merge_with_ksm_page(kp, pfn, item, crate::to_errno(res));
     res
 }
 

@@ -749,17 +749,15 @@ pub(crate) fn append(
     if kernel::warn_on!(node.is_null()) {
         return Err(EINVAL);
     }
-    // SAFETY: `node` is a live plain node or dup; thread mutex and folio lock held. Written
-    // through the raw pointer, field by field: `folio_migrate_ksm()` may store `kpfn`
-    // concurrently, so no `&mut StableNode` may exist.
-    let len = unsafe { &raw mut (*node).rmap_hlist_len };
-    // SAFETY: As above.
-    let old = unsafe { *len };
+    // SAFETY: `node` is a live plain node or dup; thread mutex and folio lock held, so we
+    // are the only user of its count. A reference to that one field, not to the node:
+    // `folio_migrate_ksm()` may store `kpfn` concurrently, so no `&mut StableNode` may exist.
+    let len = unsafe { &mut (*node).rmap_hlist_len };
+    let old = *len;
     if kernel::warn_on!(old < 0) {
         return Err(EINVAL);
     }
-    // SAFETY: As above.
-    unsafe { *len = old + 1 };
+    *len = old + 1;
     // C: WARN_ON_ONCE(). Possibly not fatal, but unexpected (a KSM fork may go over the
     // limit, and passes `bypass_limit`).
     static WARNED_OVER_LIMIT: Atomic<i32> = Atomic::new(0);

@@ -578,7 +578,9 @@ mod tests {
             assert!(!u.is_swapcache());
             let before = folio.ref_count();
             let got = u.try_get();
-            assert!(got.as_ref().is_some_and(|g| core::ptr::eq(g.as_raw(), folio.as_raw())));
+            assert!(got
+                .as_ref()
+                .is_some_and(|g| core::ptr::eq(g.as_raw(), folio.as_raw())));
             assert_eq!(folio.ref_count(), before + 1);
             drop(got);
             assert_eq!(folio.ref_count(), before);

@@ -147,14 +147,13 @@ static long ksm_read_long(const char *name)
 }
 
 /* Writes value; returns 0 or the errno of the write. */
-static int ksm_write(const char *name, const char *value)
+/* Writes `value` to the file at `path` (truncated first); returns 0 or an errno. */
+static int write_str(const char *path, const char *value)
 {
-	char path[128];
 	ssize_t n;
 	int fd, err = 0;
 
-	snprintf(path, sizeof(path), KSM_DIR "%s", name);
-	fd = open(path, O_WRONLY);
+	fd = open(path, O_WRONLY | O_TRUNC);
 	if (fd < 0)
 		return errno;
 	n = write(fd, value, strlen(value));
@@ -164,6 +163,14 @@ static int ksm_write(const char *name, const char *value)
 		err = EIO;
 	close(fd);
 	return err;
+}
+
+static int ksm_write(const char *name, const char *value)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), KSM_DIR "%s", name);
+	return write_str(path, value);
 }
 
 static void ksm_write_or_die(const char *name, const char *value)
@@ -623,18 +630,10 @@ static const char * const trace_events[] = {
 static int tracing_read(const char *name, char *buf, size_t size)
 {
 	char path[128];
-	ssize_t n;
-	int fd;
 
 	snprintf(path, sizeof(path), TRACING "%s", name);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
+	if (!read_file(path, buf, size))
 		return -1;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = 0;
 	buf[strcspn(buf, "\n")] = 0;
 	return 0;
 }
@@ -651,16 +650,9 @@ static bool entered(char mms[][32], unsigned int n, const char *mm)
 static int tracing_write(const char *name, const char *value)
 {
 	char path[128];
-	int fd, ret = 0;
 
 	snprintf(path, sizeof(path), TRACING "%s", name);
-	fd = open(path, O_WRONLY | O_TRUNC);
-	if (fd < 0)
-		return -1;
-	if (write(fd, value, strlen(value)) != (ssize_t)strlen(value))
-		ret = -1;
-	close(fd);
-	return ret;
+	return write_str(path, value) ? -1 : 0;
 }
 
 /*
