@@ -5,7 +5,8 @@
  * Only what Rust cannot express, or what is private to mm/ (mm/internal.h),
  * goes here: the subsys_initcall, the exported ksm_madvise() wrapper, the
  * ksm_zero_pages definition that include/linux/ksm.h declares, the VMA flags
- * that only some architectures define, the ksm trace events, the
+ * that only some architectures define, the ksm trace events, the memory
+ * hotplug notifier, the
  * anon_vma helpers the KSM reverse map needs and the per-task part of
  * collect_procs_ksm().
  */
@@ -13,6 +14,7 @@
 #include <linux/export.h>
 #include <linux/init.h>
 #include <linux/ksm.h>
+#include <linux/memory.h>
 #include <linux/rmap.h>
 #include <linux/sched/signal.h>
 
@@ -67,9 +69,42 @@ int ksm_madvise(struct vm_area_struct *vma, unsigned long start,
 }
 EXPORT_SYMBOL_GPL(ksm_madvise);
 
+#ifdef CONFIG_MEMORY_HOTREMOVE
+/*
+ * mm/ksm.c's ksm_memory_callback(): the stable tree must not keep nodes of
+ * pages in memory that goes offline. The work is done in Rust (hotremove.rs).
+ */
+static int ksm_memory_callback(struct notifier_block *self,
+			       unsigned long action, void *arg)
+{
+	struct memory_notify *mn = arg;
+
+	switch (action) {
+	case MEM_GOING_OFFLINE:
+		ksm_rs_memory_going_offline();
+		break;
+	case MEM_OFFLINE:
+		ksm_rs_memory_offline(mn->start_pfn, mn->nr_pages);
+		break;
+	case MEM_CANCEL_OFFLINE:
+		ksm_rs_memory_cancel_offline();
+		break;
+	}
+	return NOTIFY_OK;
+}
+#endif
+
 static int __init ksm_init(void)
 {
-	return ksm_rs_init();
+	int err = ksm_rs_init();
+
+	if (err)
+		return err;
+#ifdef CONFIG_MEMORY_HOTREMOVE
+	/* There is no significance to this priority 100 */
+	hotplug_memory_notifier(ksm_memory_callback, KSM_CALLBACK_PRI);
+#endif
+	return 0;
 }
 subsys_initcall(ksm_init);
 

@@ -17,6 +17,9 @@ struct vm_area_struct;
 int ksm_rs_init(void);
 int ksm_rs_madvise(struct vm_area_struct *vma, unsigned long start,
 		   unsigned long end, int advice, vm_flags_t *vm_flags);
+void ksm_rs_memory_going_offline(void);
+void ksm_rs_memory_offline(unsigned long start_pfn, unsigned long nr_pages);
+void ksm_rs_memory_cancel_offline(void);
 
 /* Defined in C (glue.c). */
 /* Arch-specific flags that ksm_compatible() refuses (VM_SAO, VM_SPARC_ADI). */

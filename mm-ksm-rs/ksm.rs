@@ -10,12 +10,20 @@
 //!
 //! Modules, one per domain object: [`rmap_item`] (the per-page record and its packed address),
 //! [`stable_tree`], [`unstable_tree`], [`mm_slot`] (registered mms), [`ksmd`] (thread and scan
-//! cursor), [`merge`], [`unmerge`], [`hooks`] (the ksm.h entry points), [`sysfs`], [`advisor`].
+//! cursor), [`merge`], [`unmerge`], [`hooks`] (the ksm.h entry points), [`sysfs`], [`advisor`],
+//! `hotremove` (memory going offline).
 //!
 //! # Lock order
 //!
+//! 0. With memory hot-remove, `device_hotplug_lock` and `mem_hotplug_lock`: the memory
+//!    notifier (`hotremove`) takes the thread mutex under them, so nothing done under the
+//!    thread mutex may take them (`lock_device_hotplug()`, `get_online_mems()`) or wait for
+//!    memory to go offline.
 //! 1. [`KSM_THREAD_MUTEX`] (C: `ksm_thread_mutex`): the trees, the rmap items, the scan
-//!    position; held by ksmd for a batch and by sysfs writes that change the trees.
+//!    position; held by ksmd for a batch and by sysfs writes that change the trees. Taken
+//!    through [`lock_ksm`] only, which waits while memory is going offline: code that looks
+//!    pages up by a stable node's pfn relies on that (see `hotremove`). Init and the memory
+//!    notifier are the only exceptions.
 //! 2. mmap lock of one mm (read), taken with `mm_users` held (never for an exiting mm).
 //! 3. folio lock of a KSM page (trylock for pages being merged).
 //! 4. page table lock.
@@ -39,6 +47,8 @@ use kernel::{
 mod advisor;
 mod hlist;
 pub mod hooks;
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+pub mod hotremove;
 mod ksmd;
 mod merge;
 mod mm_slot;
@@ -122,8 +132,10 @@ impl Ksm {
         if state::MERGE_ACROSS_NODES.load(Relaxed) != 0 {
             0
         } else {
-            // SAFETY: `kpfn` is the pfn of a page we hold or of a KSM page, which stays in
-            // the memory map while we hold the thread mutex (memory hot-remove takes it first).
+            // SAFETY: `kpfn` is the pfn of a page we hold or of a KSM page, which stays in the
+            // memory map while we hold the thread mutex through lock_ksm(): that waits while
+            // memory is going offline, and the nodes of offlined memory are removed before
+            // offlining ends (`hotremove`).
             unsafe { kernel::mm::folio::UnrefFolio::from_pfn(kpfn) }.nid()
         }
     }
@@ -150,6 +162,8 @@ impl Ksm {
 
 kernel::sync::global_lock! {
     // SAFETY: Initialized in ksm_rs_init() before ksmd, sysfs or any hook can use it.
+    //
+    // Take it with lock_ksm(), never directly: see the lock order above.
     pub(crate) unsafe(uninit) static KSM_THREAD_MUTEX: Mutex<Ksm> = Ksm::new();
 }
 
@@ -160,6 +174,15 @@ kernel::sync::global_lock! {
 
 /// A held [`KSM_THREAD_MUTEX`].
 pub(crate) type KsmGuard = kernel::sync::lock::GlobalGuard<KSM_THREAD_MUTEX>;
+
+/// Locks [`KSM_THREAD_MUTEX`] to scan or to change the trees: once no memory is going offline
+/// (C: `mutex_lock(&ksm_thread_mutex)` and `wait_while_offlining()`, see `hotremove`).
+pub(crate) fn lock_ksm() -> KsmGuard {
+    #[cfg(CONFIG_MEMORY_HOTREMOVE)]
+    return hotremove::lock_online();
+    #[cfg(not(CONFIG_MEMORY_HOTREMOVE))]
+    KSM_THREAD_MUTEX.lock()
+}
 
 /// Checksum of a page of zeroes, to spot zero pages cheaply.
 pub(crate) static ZERO_CHECKSUM: Atomic<u32> = Atomic::new(0);
@@ -305,6 +328,8 @@ fn init() -> Result {
         MMLIST.init();
     }
     KSM_THREAD_MUTEX.lock().alloc_roots()?;
+    #[cfg(CONFIG_MEMORY_HOTREMOVE)]
+    hotremove::init()?;
     let zeroes = KVec::from_elem(0u8, kernel::page::PAGE_SIZE, GFP_KERNEL)?;
     ZERO_CHECKSUM.store(merge::page_checksum(&zeroes), Relaxed);
     drop(zeroes);
@@ -313,8 +338,10 @@ fn init() -> Result {
         stable_node: KmemCache::new(c"ksm_stable_node")?,
         mm_slot: KmemCache::new(c"ksm_mm_slot")?,
     });
-    ksmd::start()?;
+    // ksmd last: nothing after it can fail and leave it running without the memory notifier,
+    // which glue.c registers once this returned success.
     #[cfg(CONFIG_SYSFS)]
     sysfs::register()?;
+    ksmd::start()?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use crate::{
     state::{self, ksmd_should_run},
     unmerge::{account_rmap_item, remove_trailing_rmap_items},
     unstable_tree::remove_rmap_item_from_tree,
-    Ksm, KsmGuard, KSM_THREAD_MUTEX, MMLIST,
+    Ksm, KsmGuard, MMLIST,
 };
 use core::ops::ControlFlow;
 use kernel::{
@@ -85,8 +85,7 @@ fn ksm_scan_thread(t: &kthread::Kthread) -> i32 {
     kthread::set_current_nice(5);
     while !t.should_stop() {
         {
-            let mut g = KSM_THREAD_MUTEX.lock();
-            // TODO(hotplug): wait_while_offlining() once memory hot-remove is supported.
+            let mut g = crate::lock_ksm();
             if should_run() {
                 ksm_do_scan(&mut g, state::PAGES_TO_SCAN.load(Relaxed));
             }

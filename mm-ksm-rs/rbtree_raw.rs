@@ -52,3 +52,25 @@ pub(crate) unsafe fn replace(
     // SAFETY: As the caller guarantees.
     unsafe { bindings::rb_replace_node(victim, new, root) };
 }
+
+/// The first node of `root` in order, or null (`rb_first()`).
+///
+/// # Safety
+///
+/// `root` must be a valid tree that nothing changes during the call.
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+pub(crate) unsafe fn first(root: *const bindings::rb_root) -> *mut bindings::rb_node {
+    // SAFETY: As the caller guarantees.
+    unsafe { bindings::rb_first(root) }
+}
+
+/// The node after `node` in order, or null (`rb_next()`).
+///
+/// # Safety
+///
+/// `node` must be linked in a valid tree that nothing changes during the call.
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+pub(crate) unsafe fn next(node: *const bindings::rb_node) -> *mut bindings::rb_node {
+    // SAFETY: As the caller guarantees.
+    unsafe { bindings::rb_next(node) }
+}

@@ -303,7 +303,9 @@ pub(crate) fn ksm_get_folio(
         // READ_ONCE(), an address dependency orders it before the reads of the folio.
         let kpfn = unsafe { (*node).kpfn.load(Relaxed) };
         // SAFETY: `kpfn` was a KSM page's pfn; its `struct page` stays in the memory map
-        // (memory hot-remove takes the thread mutex first).
+        // while we hold the thread mutex through lock_ksm(): that waits while memory is going
+        // offline, and the nodes of offlined memory are removed before offlining ends
+        // (`hotremove`).
         let folio = unsafe { UnrefFolio::from_pfn(kpfn) };
         'stale: {
             if folio.raw_mapping() != expected {
@@ -873,4 +875,86 @@ fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
 #[cfg(all(CONFIG_NUMA, CONFIG_SYSFS))]
 pub(crate) fn set_merge_across_nodes(_ksm: &mut Ksm, _knob: bool) -> Result {
     Ok(())
+}
+
+/// Whether a plain node or dup has its page in `pfns`.
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+fn kpfn_in(node: *mut StableNode, pfns: &core::ops::Range<usize>) -> bool {
+    // SAFETY: A live node (thread mutex held); `kpfn` is atomic.
+    pfns.contains(&unsafe { (*node).kpfn.load(Relaxed) })
+}
+
+/// Removes a plain node or dup whose page is in `pfns` (`stable_node_dup_remove_range()`);
+/// true if removed. The page is not looked at (no `ksm_get_folio()`): it is already gone, which
+/// is why a node keeps a pfn and not a page pointer.
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+fn dup_remove_range(ksm: &mut Ksm, node: *mut StableNode, pfns: &core::ops::Range<usize>) -> bool {
+    if !kpfn_in(node, pfns) {
+        return false;
+    }
+    remove_node_from_stable_tree(ksm, node);
+    true
+}
+
+/// Removes the dups of a chain whose page is in `pfns`, and the chain if that empties it, or a
+/// plain node whose page is there (`stable_node_chain_remove_range()`); true if a node left the
+/// tree (which rebalanced it).
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+fn chain_remove_range(
+    ksm: &mut Ksm,
+    node: *mut StableNode,
+    pfns: &core::ops::Range<usize>,
+) -> bool {
+    // SAFETY: A live node of the tree.
+    if unsafe { !(*node).is_chain() } {
+        // SAFETY: As above. C: VM_BUG_ON(); the tree holds plain nodes and chains only.
+        kernel::warn_on!(unsafe { (*node).is_dup });
+        return dup_remove_range(ksm, node, pfns);
+    }
+    // SAFETY: A live chain; the iterator reads each successor before handing out a dup, which
+    // may be freed.
+    for dup in unsafe { (*node).dups() } {
+        dup_remove_range(ksm, dup, pfns);
+    }
+    // SAFETY: The chain is still live.
+    if unsafe { (*node).dups.is_null() } {
+        free_chain(ksm, node);
+        return true;
+    }
+    false
+}
+
+/// Removes the stable nodes whose page is in `pfns`, memory that has just gone offline
+/// (`ksm_check_stable_tree()`).
+///
+/// Page migration moved every KSM page that was still mapped out of that memory (updating the
+/// nodes' `kpfn`), so what is left are stale nodes of pages that were freed. A later lookup
+/// would find them stale through their `struct page`, which is about to be removed: drop them
+/// now, and their items with them.
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+pub(crate) fn remove_range(ksm: &mut Ksm, pfns: core::ops::Range<usize>) {
+    for nid in 0..ksm.nr_trees() {
+        let nid = nid as i32;
+        // SAFETY: A valid root under the thread mutex.
+        let mut cur = unsafe { rbtree_raw::first(ksm.stable_root(nid)) };
+        while !cur.is_null() {
+            // SAFETY: Nodes of the stable tree are embedded in `StableNode`s.
+            let node = unsafe { kernel::container_of!(cur, StableNode, node) };
+            cur = if chain_remove_range(ksm, node, &pfns) {
+                // The tree was rebalanced: start again from its first node.
+                // SAFETY: As above.
+                unsafe { rbtree_raw::first(ksm.stable_root(nid)) }
+            } else {
+                // SAFETY: `node` is still linked in the tree.
+                unsafe { rbtree_raw::next(cur) }
+            };
+            cond_resched();
+        }
+    }
+    for node in migrate_list(ksm) {
+        if kpfn_in(node, &pfns) {
+            remove_node_from_stable_tree(ksm, node);
+        }
+        cond_resched();
+    }
 }

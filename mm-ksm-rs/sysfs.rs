@@ -12,7 +12,7 @@ use crate::{
     rmap_item::RMAP_ITEM_SIZE,
     stable_tree,
     state::{self, *},
-    unmerge, KSM_THREAD_MUTEX,
+    unmerge,
 };
 use core::fmt::{Display, Write};
 use kernel::{
@@ -99,8 +99,7 @@ fn run_store(input: Input<'_>) -> Result {
     // the list for when ksmd may be set running again).
     let mut ret = Ok(());
     {
-        let mut g = KSM_THREAD_MUTEX.lock();
-        // TODO(hotplug): wait_while_offlining() once memory hot-remove is supported.
+        let mut g = crate::lock_ksm();
         if RUN.load(Relaxed) != flags {
             RUN.store(flags, Relaxed);
             if flags & KSM_RUN_UNMERGE != 0 {
@@ -139,8 +138,7 @@ fn merge_across_nodes_store(input: Input<'_>) -> Result {
         return Err(EINVAL);
     }
 
-    let mut g = KSM_THREAD_MUTEX.lock();
-    // TODO(hotplug): wait_while_offlining() once memory hot-remove is supported.
+    let mut g = crate::lock_ksm();
     if MERGE_ACROSS_NODES.load(Relaxed) as usize != knob {
         if PAGES_SHARED.get() != 0 || stable_tree::remove_all_stable_nodes(&mut g) {
             return Err(EBUSY);
@@ -194,8 +192,7 @@ fn max_page_sharing_store(input: Input<'_>) -> Result {
         return Ok(());
     }
 
-    let mut g = KSM_THREAD_MUTEX.lock();
-    // TODO(hotplug): wait_while_offlining() once memory hot-remove is supported.
+    let mut g = crate::lock_ksm();
     if MAX_PAGE_SHARING.load(Relaxed) != knob {
         if PAGES_SHARED.get() != 0 || stable_tree::remove_all_stable_nodes(&mut g) {
             return Err(EBUSY);

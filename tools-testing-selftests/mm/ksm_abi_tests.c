@@ -8,26 +8,50 @@
  *    KSM pages exist;
  *  - data integrity: page contents survive merge, COW and unmerge cycles in
  *    a parent and a forked child, also with use_zero_pages;
+ *  - KSM zero pages and fork(): a child's ksm_zero_pages counts what it
+ *    maps, and the global count does not drift, also with ksmd merging
+ *    zero pages while children are forked;
  *  - sparse areas: a 32 TiB mergeable area holding two pages is scanned,
  *    merged and unmerged quickly (unpopulated page tables are skipped);
  *  - trace events: every event of include/trace/events/ksm.h fires, with
  *    plausible fields, over a merge / exit / advisor cycle (skipped
  *    without tracefs);
+ *  - memory hot-remove: KSM pages of several processes on a movable memory
+ *    block migrate when it goes offline, intact, counters unchanged; stale
+ *    stable nodes of offlined memory are dropped, and their counts with
+ *    them (skipped without a movable memory block);
+ *  - swap: KSM pages of several processes, some forked, reclaimed to swap
+ *    through a memory cgroup and faulted back intact, with ksm_swpin_copy
+ *    and cow_ksm counted; swapoff with KSM pages in swap (skipped without
+ *    swap or the memory controller);
+ *  - memory failure: a poisoned KSM page kills who asked for early kill,
+ *    raises SIGBUS on access in the other mappers, leaves the rest alone;
+ *  - memory cgroups: KSM pages are charged and uncharged, unmerging over
+ *    memory.max ends in -ENOMEM or an OOM kill; in a cpuset on one node
+ *    with merge_across_nodes=0, KSM pages stay on that node;
  *  - accounting: after every merging process has unmerged and run=2,
  *    the global counters and general_profit are back to zero.
  *
  * They are meant to hold for any KSM implementation (mm/ksm.c or another).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/swap.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "kselftest.h"
@@ -529,6 +553,171 @@ out:
 			 err ? ": " : "", err ? err : "");
 }
 
+/*
+ * The ksm_zero_pages of this process from /proc/self/ksm_stat, signed
+ * (vm_util's ksm_get_self_zero_pages() would read -5 as 5).
+ */
+static long self_zero_pages(void)
+{
+	char buf[1024], *p;
+
+	if (read_file("/proc/self/ksm_stat", buf, sizeof(buf)) <= 0)
+		return LONG_MIN;
+	p = strstr(buf, "ksm_zero_pages ");
+	return p ? strtol(p + strlen("ksm_zero_pages "), NULL, 10) : LONG_MIN;
+}
+
+/* Waits (for an exiting child's teardown) until the global count is want. */
+static bool global_zero_pages_is(long want)
+{
+	int i;
+
+	for (i = 0; i < 100; i++) {
+		if (ksm_read_long("ksm_zero_pages") == want)
+			return true;
+		usleep(50000);
+	}
+	ksft_print_msg("global ksm_zero_pages %ld, want %ld\n",
+		       ksm_read_long("ksm_zero_pages"), want);
+	return false;
+}
+
+/*
+ * Forks; the child applies `advice` to map (unless 0), reports its own
+ * ksm_zero_pages and exits. Returns what the child reported.
+ */
+static long fork_zero_pages(char *map, size_t len, int advice)
+{
+	long v = LONG_MIN;
+	int fds[2], status;
+	pid_t pid;
+
+	if (pipe(fds))
+		return LONG_MIN;
+	pid = fork();
+	if (pid < 0)
+		return LONG_MIN;
+	if (!pid) {
+		if (advice && madvise(map, len, advice))
+			_exit(1);
+		v = self_zero_pages();
+		_exit(write(fds[1], &v, sizeof(v)) != sizeof(v));
+	}
+	close(fds[1]);
+	if (read(fds[0], &v, sizeof(v)) != sizeof(v))
+		v = LONG_MIN;
+	close(fds[0]);
+	waitpid(pid, &status, 0);
+	return v;
+}
+
+/*
+ * KSM zero pages and fork(): a child's ksm_zero_pages counts the KSM zero
+ * pages it maps, and the global count is back where it was once the child
+ * is gone. Before "mm: ksm: count the KSM zero pages that fork() copies",
+ * fork() gave the child the parent's count as of its start: areas fork()
+ * does not copy (MADV_DONTFORK, MADV_WIPEONFORK) were counted, zero pages
+ * that ksmd placed while fork() waited for the parent's mmap lock were not,
+ * and the global count drifted by the difference at every fork.
+ */
+static void test_zero_pages_fork(void)
+{
+	static const struct {
+		int advice, undo;
+		const char *name;
+	} areas[] = {
+		{ 0, 0, "copied" },
+		{ MADV_DONTFORK, MADV_DOFORK, "MADV_DONTFORK" },
+		{ MADV_WIPEONFORK, MADV_KEEPONFORK, "MADV_WIPEONFORK" },
+	};
+	const size_t n = 256, len = n * pagesize;
+	long global0, want, v, old_zero;
+	unsigned int i, forks = 0;
+	const char *err = NULL;
+	char old[32];
+	time_t deadline;
+	char *map;
+
+	old_zero = ksm_read_long("use_zero_pages");
+	if (ksm_write("use_zero_pages", "1")) {
+		for (i = 0; i < ARRAY_SIZE(areas) + 1; i++)
+			ksft_test_result_skip("KSM zero pages and fork: no use_zero_pages\n");
+		return;
+	}
+	global0 = ksm_read_long("ksm_zero_pages");
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED)
+		ksft_exit_fail_msg("mmap failed\n");
+	madvise(map, len, MADV_NOHUGEPAGE);
+	for (i = 0; i < n; i++) {
+		map[i * pagesize] = 1;
+		map[i * pagesize] = 0;
+	}
+	ksm_write_or_die("run", "1");
+	if (madvise(map, len, MADV_MERGEABLE))
+		ksft_exit_fail_msg("MADV_MERGEABLE failed\n");
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && self_zero_pages() < (long)n; i++)
+		usleep(100000);
+	/* Frozen: ksmd places no zero page while these forks run. */
+	ksm_write_or_die("run", "0");
+	if (self_zero_pages() != (long)n) {
+		ksft_print_msg("ksm_zero_pages %ld, want %zu\n", self_zero_pages(), n);
+		for (i = 0; i < ARRAY_SIZE(areas) + 1; i++)
+			ksft_test_result_fail("KSM zero pages and fork: pages were not merged\n");
+		goto out;
+	}
+
+	for (i = 0; i < ARRAY_SIZE(areas); i++) {
+		if (areas[i].advice && madvise(map, len, areas[i].advice))
+			ksft_exit_fail_msg("madvise %s failed\n", areas[i].name);
+		want = areas[i].advice ? 0 : (long)n;
+		v = fork_zero_pages(map, len, 0);
+		if (v != want)
+			ksft_print_msg("%s: the child's ksm_zero_pages is %ld, want %ld\n",
+				       areas[i].name, v, want);
+		ksft_test_result(v == want && global_zero_pages_is(global0 + (long)n),
+				 "KSM zero pages and fork, %s area: counts exact\n",
+				 areas[i].name);
+		if (areas[i].undo)
+			madvise(map, len, areas[i].undo);
+	}
+
+	/*
+	 * The race: ksmd merges zero pages again while children are forked.
+	 * Each child unmerges at once: its count must then be exactly 0.
+	 */
+	ksm_write_or_die("run", "1");
+	deadline = time(NULL) + 10;
+	for (i = 0; !err && forks < 400 && time(NULL) < deadline; forks++) {
+		unsigned int k;
+
+		/* Write faults: ksmd merges these pages again at its next pass. */
+		for (k = 0; k < 32; k++, i = (i + 1) % n)
+			__atomic_store_n(map + i * pagesize, 0, __ATOMIC_RELAXED);
+		v = fork_zero_pages(map, len, MADV_UNMERGEABLE);
+		if (v != 0) {
+			ksft_print_msg("fork %u: child's ksm_zero_pages %ld after unmerging\n",
+				       forks, v);
+			err = "a child's count is wrong";
+		}
+	}
+	if (madvise(map, len, MADV_UNMERGEABLE))
+		err = err ? err : "MADV_UNMERGEABLE failed";
+	else if (self_zero_pages() != 0)
+		err = err ? err : "ksm_zero_pages not 0 after MADV_UNMERGEABLE";
+	munmap(map, len);
+	if (!global_zero_pages_is(global0))
+		err = err ? err : "the global count drifted";
+	ksft_test_result(!err, "KSM zero pages and %u forks racing ksmd: counts exact%s%s\n",
+			 forks, err ? ": " : "", err ? err : "");
+	map = NULL;
+out:
+	if (map)
+		munmap(map, len);
+	snprintf(old, sizeof(old), "%ld", old_zero);
+	ksm_write("use_zero_pages", old);
+}
+
 /* While KSM pages exist, max_page_sharing and merge_across_nodes are -EBUSY. */
 static void test_ebusy(void)
 {
@@ -819,6 +1008,840 @@ static void test_trace_events(void)
 				 !seen[i] ? ": not seen" : !ok[i] ? ": fields wrong" : "");
 }
 
+/*
+ * "Mappers": this process and children that it commands through pipes map
+ * areas of MAPPER_PAGES distinct pages, the same in each process, and check
+ * them. Area gen is mapper_areas[gen] in every mapper.
+ */
+#define MAPPER_PAGES 64
+/* Children at most. */
+#define MAPPERS 3
+#define MAPPER_AREAS 5
+#define MEMORY_DIR "/sys/devices/system/memory/"
+#define MPOL_DEFAULT_ 0
+#define MPOL_BIND_ 2
+
+struct mapper {
+	pid_t pid;
+	int cmd, reply;
+};
+
+static char *mapper_areas[MAPPER_AREAS];
+/* The cgroup a mapper joins ('g') and the node its pages must be on ('n'). */
+static const char *mapper_cgroup;
+static int mapper_node;
+
+static void mapper_fill(char *map, unsigned int gen)
+{
+	size_t i;
+
+	for (i = 0; i < MAPPER_PAGES; i++) {
+		memset(map + i * pagesize, 0x40 + gen, pagesize);
+		/* Distinct pages: one KSM page each, mapped by every mapper. */
+		memcpy(map + i * pagesize, &i, sizeof(i));
+	}
+}
+
+/* Whether pages from..MAPPER_PAGES-1 of map hold what area gen was filled with. */
+static bool mapper_intact_from(const char *map, unsigned int gen, size_t from)
+{
+	size_t i, j;
+
+	for (i = from; i < MAPPER_PAGES; i++) {
+		const char *p = map + i * pagesize;
+
+		if (memcmp(p, &i, sizeof(i)))
+			return false;
+		for (j = sizeof(i); j < pagesize; j++)
+			if (p[j] != 0x40 + gen)
+				return false;
+	}
+	return true;
+}
+
+static bool mapper_intact(const char *map, unsigned int gen)
+{
+	return mapper_intact_from(map, gen, 0);
+}
+
+static sigjmp_buf sigbus_jmp;
+
+static void on_sigbus(int sig)
+{
+	siglongjmp(sigbus_jmp, 1);
+}
+
+/* Reads page 0 of map: true if that raised SIGBUS. */
+static bool page0_sigbus(const char *map)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(sigbus_jmp, 1)) {
+		sigaction(SIGBUS, &old, NULL);
+		return true;
+	}
+	(void)__atomic_load_n(map, __ATOMIC_RELAXED);
+	sigaction(SIGBUS, &old, NULL);
+	return false;
+}
+
+/*
+ * 'm'ap + fill + MADV_MERGEABLE, 'c'heck, 'u'nmap area gen; 'k': check all
+ * but page 0, 'b': reading page 0 raises SIGBUS, 'e': ask for early kill on
+ * memory failure (PR_MCE_KILL_EARLY). 0 on success.
+ */
+static char mapper_op(char op, unsigned int gen)
+{
+	size_t len = MAPPER_PAGES * pagesize;
+	char *map = mapper_areas[gen];
+
+	switch (op) {
+	case 'm':
+		map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (map == MAP_FAILED)
+			return 1;
+		mapper_fill(map, gen);
+		mapper_areas[gen] = map;
+		return madvise(map, len, MADV_MERGEABLE) ? 2 : 0;
+	case 'c':
+		return map && mapper_intact(map, gen) ? 0 : 3;
+	case 'u':
+		mapper_areas[gen] = NULL;
+		return munmap(map, len) ? 4 : 0;
+	case 'k':
+		return map && mapper_intact_from(map, gen, 1) ? 0 : 6;
+	case 'b':
+		return map && page0_sigbus(map) ? 0 : 7;
+	case 'e':
+		return prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0) ? 8 : 0;
+	case 'g': {
+		char path[PATH_MAX], pid[32];
+
+		snprintf(path, sizeof(path), "%scgroup.procs", mapper_cgroup);
+		snprintf(pid, sizeof(pid), "%d", getpid());
+		return write_str(path, pid) ? 9 : 0;
+	}
+	case 'n': {
+		void *pages[MAPPER_PAGES];
+		int status[MAPPER_PAGES];
+		size_t i;
+
+		for (i = 0; i < MAPPER_PAGES; i++)
+			pages[i] = map + i * pagesize;
+		if (syscall(__NR_move_pages, 0, MAPPER_PAGES, pages, NULL, status, 0))
+			return 10;
+		for (i = 0; i < MAPPER_PAGES; i++)
+			if (status[i] != mapper_node)
+				return 11;
+		return 0;
+	}
+	}
+	return 5;
+}
+
+/* Runs op on area gen in this process and every child; true if all succeeded. */
+static bool mappers_all(struct mapper *m, char op, unsigned int gen)
+{
+	char cmd[2] = { op, (char)gen }, r;
+	bool ok = !mapper_op(op, gen);
+	int i;
+
+	for (i = 0; i < MAPPERS; i++) {
+		if (m[i].pid <= 0)
+			continue;
+		if (write(m[i].cmd, cmd, 2) != 2 || read(m[i].reply, &r, 1) != 1 || r) {
+			ksft_print_msg("child %d: '%c' on area %u failed\n", i, op, gen);
+			ok = false;
+		}
+	}
+	if (!ok)
+		ksft_print_msg("'%c' on area %u failed\n", op, gen);
+	return ok;
+}
+
+/* Starts children m[from] to m[to - 1]: they inherit the areas mapped so far. */
+static bool mappers_start(struct mapper *m, int from, int to)
+{
+	int i, cmd[2], reply[2];
+
+	for (i = from; i < to; i++) {
+		if (pipe(cmd) || pipe(reply))
+			return false;
+		m[i].pid = fork();
+		if (m[i].pid < 0)
+			return false;
+		if (!m[i].pid) {
+			char c[2], r;
+
+			close(cmd[1]);
+			close(reply[0]);
+			while (read(cmd[0], c, 2) == 2) {
+				if (c[0] == 'q')
+					_exit(0);
+				r = mapper_op(c[0], c[1]);
+				if (write(reply[1], &r, 1) != 1)
+					_exit(1);
+			}
+			_exit(0);
+		}
+		close(cmd[0]);
+		close(reply[1]);
+		m[i].cmd = cmd[1];
+		m[i].reply = reply[0];
+	}
+	return true;
+}
+
+static void mappers_stop(struct mapper *m)
+{
+	int i, status;
+
+	for (i = 0; i < MAPPERS; i++) {
+		if (m[i].pid <= 0)
+			continue;
+		if (write(m[i].cmd, "q", 2) != 2)
+			kill(m[i].pid, SIGKILL);
+		close(m[i].cmd);
+		close(m[i].reply);
+		waitpid(m[i].pid, &status, 0);
+	}
+}
+
+/* The online movable memory blocks: their ids, and the node of the first. */
+static int movable_blocks(long *ids, int max, int *node)
+{
+	char path[PATH_MAX], buf[64];
+	struct dirent *d, *e;
+	int n = 0;
+	DIR *dir, *sub;
+
+	dir = opendir(MEMORY_DIR);
+	if (!dir)
+		return 0;
+	while (n < max && (d = readdir(dir))) {
+		long id;
+
+		if (sscanf(d->d_name, "memory%ld", &id) != 1)
+			continue;
+		snprintf(path, sizeof(path), MEMORY_DIR "%s/state", d->d_name);
+		if (read_file(path, buf, sizeof(buf)) <= 0 || strcmp(buf, "online\n"))
+			continue;
+		snprintf(path, sizeof(path), MEMORY_DIR "%s/valid_zones", d->d_name);
+		if (read_file(path, buf, sizeof(buf)) <= 0 || strcmp(buf, "Movable\n"))
+			continue;
+		if (!n) {
+			*node = -1;
+			snprintf(path, sizeof(path), MEMORY_DIR "%s", d->d_name);
+			sub = opendir(path);
+			while (sub && (e = readdir(sub)))
+				if (sscanf(e->d_name, "node%d", node) == 1)
+					break;
+			if (sub)
+				closedir(sub);
+			if (*node < 0)
+				continue;
+		}
+		ids[n++] = id;
+	}
+	closedir(dir);
+	return n;
+}
+
+static void on_alarm(int sig)
+{
+}
+
+static int block_set_state(long id, const char *state)
+{
+	/* No SA_RESTART: the alarm interrupts a write that waits too long. */
+	struct sigaction sa = { .sa_handler = on_alarm };
+	char path[128];
+	int err = 0, tries;
+
+	sigaction(SIGALRM, &sa, NULL);
+	snprintf(path, sizeof(path), MEMORY_DIR "memory%ld/state", id);
+	/*
+	 * Offlining may meet a page that is briefly pinned: try again. It
+	 * retries migration until a signal comes: give up after 60 s.
+	 */
+	for (tries = 0; tries < 5; tries++) {
+		alarm(60);
+		err = write_str(path, state);
+		alarm(0);
+		if (err != EBUSY && err != EAGAIN)
+			break;
+		usleep(200000);
+	}
+	if (err)
+		ksft_print_msg("memory%ld: writing %s: %s\n", id, state, strerror(err));
+	return err;
+}
+
+/*
+ * The memory blocks holding this process's pages of area gen (at most max),
+ * and the pfns of those pages.
+ */
+static int area_blocks(unsigned int gen, unsigned long block_pages, long *blocks, int max,
+		       unsigned long *pfns)
+{
+	int fd, n = 0, j;
+	size_t i;
+
+	fd = open("/proc/self/pagemap", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	for (i = 0; i < MAPPER_PAGES; i++) {
+		long b;
+
+		pfns[i] = pagemap_get_pfn(fd, mapper_areas[gen] + i * pagesize);
+		b = pfns[i] / block_pages;
+		for (j = 0; j < n && blocks[j] != b; j++)
+			;
+		if (j == n && n < max)
+			blocks[n++] = b;
+	}
+	close(fd);
+	return n;
+}
+
+static bool is_listed(long v, const long *list, int n)
+{
+	while (n--)
+		if (list[n] == v)
+			return true;
+	return false;
+}
+
+/* Waits until pages_shared and pages_sharing are at least (or exactly) the given values. */
+static bool wait_shared(long shared, long sharing, bool exact)
+{
+	int i;
+
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10; i++) {
+		long v = ksm_read_long("pages_shared"), w = ksm_read_long("pages_sharing");
+
+		if (exact ? v == shared && w == sharing : v >= shared && w >= sharing)
+			return true;
+		usleep(100000);
+	}
+	ksft_print_msg("pages_shared %ld, pages_sharing %ld, want %ld and %ld\n",
+		       ksm_read_long("pages_shared"), ksm_read_long("pages_sharing"),
+		       shared, sharing);
+	return false;
+}
+
+/* Offlines the blocks; returns 0 or an errno, and how many went offline in *done. */
+static int offline_blocks(const long *blocks, int n, int *done)
+{
+	int err = 0;
+
+	for (*done = 0; *done < n; ++*done) {
+		err = block_set_state(blocks[*done], "offline");
+		if (err)
+			break;
+	}
+	return err;
+}
+
+static void online_blocks(const long *blocks, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		block_set_state(blocks[i], "online_movable");
+}
+
+/*
+ * 1. Offlining the blocks that hold the KSM pages migrates them, with ksmd
+ *    running: contents intact in every mapper, counters unchanged.
+ * 2. KSM pages whose mappers all unmapped them (ksmd stopped: their stable
+ *    nodes are stale, still counted): offlining their memory drops those
+ *    nodes and their counts at once; a later lookup would have touched the
+ *    struct page of memory that is gone.
+ */
+static void test_memory_offline(void)
+{
+	const long mappers = 3, n = MAPPER_PAGES;
+	long movable[64], blocks[MAPPER_PAGES], shared0, sharing0, mask;
+	unsigned long pfns[MAPPER_PAGES], pfns2[MAPPER_PAGES], block_pages;
+	struct mapper m[MAPPERS] = { 0 };
+	int nr_movable, nr_blocks = 0, nr_offline = 0, node, i, e;
+	const char *err = NULL, *err2 = "not run", *skip = NULL;
+	char buf[64];
+
+	nr_movable = movable_blocks(movable, ARRAY_SIZE(movable), &node);
+	if (!nr_movable || read_file(MEMORY_DIR "block_size_bytes", buf, sizeof(buf)) <= 0 ||
+	    node >= (int)(8 * sizeof(mask))) {
+		ksft_test_result_skip("memory offline with KSM pages: no movable memory block\n");
+		ksft_test_result_skip("memory offline, stale nodes: no movable memory block\n");
+		return;
+	}
+	block_pages = strtoul(buf, NULL, 16) / pagesize;
+	shared0 = ksm_read_long("pages_shared");
+	sharing0 = ksm_read_long("pages_sharing");
+	ksm_write_or_die("run", "1");
+
+	mask = 1L << node;
+	if (syscall(__NR_set_mempolicy, MPOL_BIND_, &mask, 8 * sizeof(mask))) {
+		err = "set_mempolicy failed";
+		goto out;
+	}
+	if (!mappers_start(m, 0, mappers - 1)) {
+		err = "cannot start the mappers";
+		goto out;
+	}
+	if (!mappers_all(m, 'm', 0) ||
+	    !wait_shared(shared0 + n, sharing0 + (mappers - 1) * n, false)) {
+		err = "pages were not merged";
+		goto out;
+	}
+	/* The pages are placed; offlining must not leave this process without memory. */
+	syscall(__NR_set_mempolicy, MPOL_DEFAULT_, NULL, 0);
+	nr_blocks = area_blocks(0, block_pages, blocks, ARRAY_SIZE(blocks), pfns);
+	for (i = 0; i < nr_blocks; i++) {
+		if (!is_listed(blocks[i], movable, nr_movable)) {
+			ksft_print_msg("KSM pages in memory%ld, not a movable block\n", blocks[i]);
+			skip = "KSM pages not placed on movable memory";
+			goto out;
+		}
+	}
+	ksft_print_msg("offlining %d memory block(s) holding %ld KSM pages of %ld processes\n",
+		       nr_blocks, n, mappers);
+	e = offline_blocks(blocks, nr_blocks, &nr_offline);
+	if (e == EINVAL && !nr_offline) {
+		skip = "memory cannot be offlined (no MEMORY_HOTREMOVE?)";
+		goto out;
+	} else if (e) {
+		err = e == EINTR ? "offlining timed out" : "offlining failed";
+		goto online;
+	}
+	if (!mappers_all(m, 'c', 0))
+		err = "contents changed by offlining";
+	else if (ksm_read_long("pages_shared") != shared0 + n ||
+		 ksm_read_long("pages_sharing") != sharing0 + (mappers - 1) * n ||
+		 ksm_get_self_merging_pages() != n)
+		err = "counters changed by offlining";
+	else if (area_blocks(0, block_pages, NULL, 0, pfns2) < 0)
+		err = "pagemap unavailable";
+	for (i = 0; !err && i < n; i++)
+		if (pfns2[i] == pfns[i] || is_listed(pfns2[i] / block_pages, blocks, nr_blocks))
+			err = "a KSM page did not move out of offlined memory";
+online:
+	online_blocks(blocks, nr_offline);
+	if (err)
+		goto out;
+
+	/* 2. A second set of KSM pages on movable memory, then stale. */
+	err2 = NULL;
+	syscall(__NR_set_mempolicy, MPOL_BIND_, &mask, 8 * sizeof(mask));
+	if (!mappers_all(m, 'm', 1) ||
+	    !wait_shared(shared0 + 2 * n, sharing0 + 2 * (mappers - 1) * n, false)) {
+		err2 = "pages were not merged";
+		goto out;
+	}
+	syscall(__NR_set_mempolicy, MPOL_DEFAULT_, NULL, 0);
+	nr_blocks = area_blocks(1, block_pages, blocks, ARRAY_SIZE(blocks), pfns);
+	for (i = 0; i < nr_blocks; i++)
+		if (!is_listed(blocks[i], movable, nr_movable))
+			skip = "KSM pages not placed on movable memory";
+	/* With ksmd stopped, nothing notices that the KSM pages are freed. */
+	ksm_write_or_die("run", "0");
+	if (skip || !mappers_all(m, 'u', 1)) {
+		err2 = skip ? "not run" : "munmap failed";
+		skip = NULL;
+		goto out;
+	}
+	if (ksm_read_long("pages_shared") != shared0 + 2 * n) {
+		err2 = "pages_shared changed with ksmd stopped";
+		goto out;
+	}
+	ksft_print_msg("offlining %d memory block(s) under %ld stale stable nodes\n",
+		       nr_blocks, n);
+	if (offline_blocks(blocks, nr_blocks, &nr_offline))
+		err2 = "offlining failed";
+	else if (ksm_read_long("pages_shared") != shared0 + n ||
+		 ksm_read_long("pages_sharing") != sharing0 + (mappers - 1) * n ||
+		 ksm_get_self_merging_pages() != n) {
+		ksft_print_msg("pages_shared %ld, pages_sharing %ld, merging pages %ld\n",
+			       ksm_read_long("pages_shared") - shared0,
+			       ksm_read_long("pages_sharing") - sharing0,
+			       ksm_get_self_merging_pages());
+		err2 = "stale stable nodes not dropped with the memory";
+	}
+	online_blocks(blocks, nr_offline);
+	ksm_write_or_die("run", "1");
+	if (!err2 && !mappers_all(m, 'c', 0))
+		err2 = "contents changed";
+out:
+	ksm_write_or_die("run", "1");
+	syscall(__NR_set_mempolicy, MPOL_DEFAULT_, NULL, 0);
+	mappers_stop(m);
+	for (i = 0; i < MAPPER_AREAS; i++)
+		if (mapper_areas[i])
+			mapper_op('u', i);
+	if (!wait_unmerged())
+		err = err ? err : "ksm_merging_pages not back to 0";
+	if (skip && !err) {
+		ksft_test_result_skip("memory offline with KSM pages: %s\n", skip);
+		ksft_test_result_skip("memory offline drops stale stable nodes: %s\n", skip);
+		return;
+	}
+	ksft_test_result(!err, "memory offline with KSM pages of %ld processes: %s\n", mappers,
+			 err ? err : "migrated, intact, counters unchanged");
+	if (err2 && !strcmp(err2, "not run"))
+		ksft_test_result_skip("memory offline drops stale stable nodes: not run\n");
+	else
+		ksft_test_result(!err2, "memory offline drops stale stable nodes: %s\n",
+				 err2 ? err2 : "counters exact");
+}
+
+#define CGROUP_DIR "/sys/fs/cgroup/"
+#define SWAP_CGROUP CGROUP_DIR "ksm_abi_swap/"
+
+/* A counter of /proc/vmstat, -1 if absent. */
+static long read_vmstat(const char *name)
+{
+	char line[128];
+	long v = -1;
+	size_t len = strlen(name);
+	FILE *f = fopen("/proc/vmstat", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, name, len) && line[len] == ' ') {
+			v = strtol(line + len + 1, NULL, 10);
+			break;
+		}
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/*
+ * The active swap device and its priority, from /proc/swaps, if there is
+ * exactly one: swapping off one of several would leave pages in the others.
+ */
+static bool swap_device(char *path, size_t size, int *prio)
+{
+	char line[256], fmt[32];
+	int n = 0;
+	FILE *f = fopen("/proc/swaps", "r");
+
+	snprintf(fmt, sizeof(fmt), "%%%zus %%*s %%*s %%*s %%d", size - 1);
+	if (f && fgets(line, sizeof(line), f))	/* the header */
+		while (fgets(line, sizeof(line), f))
+			n += sscanf(line, fmt, path, prio) == 2;
+	if (f)
+		fclose(f);
+	return n == 1;
+}
+
+/* How many pages of area gen of this process are in swap. */
+static long swapped_pages(unsigned int gen)
+{
+	long n = 0;
+	size_t i;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	if (fd < 0)
+		return -1;
+	for (i = 0; i < MAPPER_PAGES; i++)
+		n += pagemap_is_swapped(fd, mapper_areas[gen] + i * pagesize);
+	close(fd);
+	return n;
+}
+
+/*
+ * Reclaims the memory cgroup until every page of area gen of this process is
+ * in swap. MADV_PAGEOUT would not do: it leaves pages mapped by several
+ * processes alone; reclaim unmaps a KSM page from all (rmap_walk_ksm()).
+ */
+static long reclaim_area(unsigned int gen)
+{
+	static char stat[8192];
+	long swapped = 0;
+	int i;
+
+	/*
+	 * ksmd scanning flat out holds references and locks of the KSM pages
+	 * that make reclaim skip them: stop it meanwhile (its pages stay).
+	 */
+	ksm_write_or_die("run", "0");
+	for (i = 0; i < 30; i++) {
+		char *cached;
+
+		/*
+		 * Reading memory.stat flushes the cgroup's statistics. Reclaim
+		 * decides from them whether to deactivate anonymous pages; they
+		 * can be 2 s old otherwise, and the KSM pages, activated because
+		 * several PTEs map them, would stay on the active list.
+		 */
+		read_file(SWAP_CGROUP "memory.stat", stat, sizeof(stat));
+		swapped = swapped_pages(gen);
+		/*
+		 * Done when every page is in swap and out of the swap cache (an
+		 * asynchronous swap device writes back later): a page faulted
+		 * back from the swap cache would still be the KSM page.
+		 */
+		cached = strstr(stat, "\nswapcached ");
+		if (swapped >= MAPPER_PAGES && (!cached || !strtol(cached + 12, NULL, 10)))
+			break;
+		write_str(SWAP_CGROUP "memory.reclaim", "512M");
+		if (swapped >= MAPPER_PAGES)
+			usleep(100000);
+	}
+	ksm_write_or_die("run", "1");
+	return swapped;
+}
+
+/* Waits until this process's area is merged again: all its pages KSM pages. */
+static bool wait_self_merged(long pages)
+{
+	int i;
+
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10; i++) {
+		if (ksm_get_self_merging_pages() >= pages)
+			return true;
+		usleep(100000);
+	}
+	return false;
+}
+
+/*
+ * Swap. KSM pages mapped by this process, two unrelated processes (their
+ * own copies, merged) and a forked child are reclaimed to swap through a
+ * memory cgroup and faulted back in every process, byte for byte; then
+ * again, and swapoff brings them back. A KSM page that was freed in swap is
+ * no KSM page when it comes back: the first process to fault it in maps it,
+ * the unrelated ones get copies (ksm_swpin_copy), the forked child shares
+ * it with its parent. Writing to a KSM page copies it (cow_ksm).
+ */
+static void test_swap(void)
+{
+	const long n = MAPPER_PAGES;
+	long shared0, sharing0, swapped, swpin0 = 0, cow0 = 0, swpin = 0, cow = 0;
+	const char *err = NULL, *err_off = "not run", *err_cow = "not run";
+	struct mapper m[MAPPERS] = { 0 };
+	char dev[128], pid[32], buf[128], home[PATH_MAX] = CGROUP_DIR "cgroup.procs";
+	bool in_cgroup = false, swapon_again = false;
+	int prio;
+	size_t i;
+
+	/* The cgroup to go back to: "0::/path" in /proc/self/cgroup. */
+	if (read_file("/proc/self/cgroup", buf, sizeof(buf)) > 0 && !strncmp(buf, "0::/", 4)) {
+		buf[strcspn(buf, "\n")] = 0;
+		snprintf(home, sizeof(home), CGROUP_DIR "%s%scgroup.procs", buf + 4,
+			 buf[4] ? "/" : "");
+	}
+	if (!swap_device(dev, sizeof(dev), &prio) || read_vmstat("ksm_swpin_copy") < 0 ||
+	    read_file(CGROUP_DIR "cgroup.subtree_control", buf, sizeof(buf)) <= 0 ||
+	    !strstr(buf, "memory")) {
+		ksft_test_result_skip("swap: KSM pages swapped: need one swap device, memcg\n");
+		ksft_test_result_skip("swapoff with KSM pages: need one swap device, memcg\n");
+		ksft_test_result_skip("swap: swpin copy, cow_ksm: need one swap device, memcg\n");
+		return;
+	}
+	if (mkdir(SWAP_CGROUP, 0755) && errno != EEXIST)
+		ksft_exit_fail_msg("cannot create " SWAP_CGROUP ": %s\n", strerror(errno));
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	if (write_str(SWAP_CGROUP "cgroup.procs", pid))
+		ksft_exit_fail_msg("cannot join " SWAP_CGROUP "\n");
+	in_cgroup = true;
+	shared0 = ksm_read_long("pages_shared");
+	sharing0 = ksm_read_long("pages_sharing");
+	ksm_write_or_die("run", "1");
+
+	/* Two unrelated mappers, then a child forked with the merged area. */
+	if (!mappers_start(m, 0, 2) || !mappers_all(m, 'm', 2) ||
+	    !wait_shared(shared0 + n, sharing0 + 2 * n, false) || !mappers_start(m, 2, 3)) {
+		err = "pages were not merged";
+		goto out;
+	}
+	swpin0 = read_vmstat("ksm_swpin_copy");
+	cow0 = read_vmstat("cow_ksm");
+	swapped = reclaim_area(2);
+	ksft_print_msg("%ld of %ld KSM pages of 4 processes swapped out\n", swapped, n);
+	if (swapped != n) {
+		err = "KSM pages were not swapped out";
+		goto out;
+	}
+	if (!mappers_all(m, 'c', 2)) {
+		err = "contents changed by swapping";
+		goto out;
+	}
+	swpin = read_vmstat("ksm_swpin_copy") - swpin0;
+
+	/* Merged again, swapped out again, and brought back by swapoff. */
+	if (!wait_self_merged(n)) {
+		err_off = "pages were not merged again";
+		goto out;
+	}
+	swapped = reclaim_area(2);
+	if (swapped != n) {
+		err_off = "KSM pages were not swapped out again";
+		goto out;
+	}
+	ksft_print_msg("swapoff %s with %ld KSM pages in swap\n", dev, swapped);
+	if (swapoff(dev)) {
+		ksft_print_msg("swapoff: %s\n", strerror(errno));
+		err_off = "swapoff failed";
+		goto out;
+	}
+	swapon_again = true;
+	err_off = NULL;
+	if (!mappers_all(m, 'c', 2) || swapped_pages(2)) {
+		err_off = "contents changed by swapoff";
+		goto out;
+	}
+
+	/* Every write to a KSM page of this process is a COW. */
+	if (!wait_self_merged(n)) {
+		err_cow = "pages were not merged after swapoff";
+		goto out;
+	}
+	for (i = 0; i < (size_t)n; i++) {
+		char *p = mapper_areas[2] + i * pagesize + pagesize - 1;
+
+		/* A write fault, which the compiler cannot drop. */
+		__atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	}
+	cow = read_vmstat("cow_ksm") - cow0;
+	err_cow = mappers_all(m, 'c', 2) ? NULL : "contents changed by COW";
+out:
+	if (swapon_again &&
+	    swapon(dev, prio >= 0 ? SWAP_FLAG_PREFER | (prio & SWAP_FLAG_PRIO_MASK) : 0))
+		ksft_exit_fail_msg("swapon %s: %s\n", dev, strerror(errno));
+	mappers_stop(m);
+	if (mapper_areas[2])
+		mapper_op('u', 2);
+	if (in_cgroup) {
+		write_str(home, pid);
+		rmdir(SWAP_CGROUP);
+	}
+	if (!wait_unmerged())
+		err = err ? err : "ksm_merging_pages not back to 0";
+	ksft_test_result(!err, "swap: KSM pages of 4 processes reclaimed and faulted back: %s\n",
+			 err ? err : "intact");
+	ksft_test_result(!err_off, "swapoff with KSM pages in swap: %s\n",
+			 err_off ? err_off : "intact");
+	if (!err_cow && (swpin <= 0 || cow != n))
+		err_cow = "counters wrong";
+	ksft_test_result(!err_cow,
+			 "swap: ksm_swpin_copy +%ld, cow_ksm +%ld (want %ld)%s%s\n",
+			 swpin, cow, n, err_cow ? ": " : "", err_cow ? err_cow : "");
+}
+
+/* Sends op on area gen to one mapper child; returns its reply, -1 if none. */
+static int mapper_cmd(struct mapper *m, char op, unsigned int gen)
+{
+	char cmd[2] = { op, (char)gen }, r;
+
+	if (write(m->cmd, cmd, 2) != 2 || read(m->reply, &r, 1) != 1)
+		return -1;
+	return r;
+}
+
+/* Waits up to 5 s for child pid to end; its wait status, or -1. */
+static int wait_child(pid_t pid)
+{
+	int i, status;
+
+	for (i = 0; i < 50; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return status;
+		usleep(100000);
+	}
+	return -1;
+}
+
+static bool killed_by_sigbus(int status)
+{
+	return status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS;
+}
+
+/*
+ * Memory failure on a KSM page (MADV_HWPOISON, as a machine check reports
+ * it), mapped by four processes: a child that poisons it (killed at once,
+ * the error is its own), mapper A that asked to hear of memory errors early
+ * (PR_MCE_KILL_EARLY: it must be found through collect_procs_ksm() and
+ * killed), and this process and mapper B, which get SIGBUS when they next
+ * touch the page. Mapper U asked for early kill too but maps other pages:
+ * it must be left alone. The other KSM pages stay intact, and everything is
+ * accounted for once the processes are gone.
+ */
+static void test_memory_failure(void)
+{
+	const long n = MAPPER_PAGES;
+	struct mapper m[MAPPERS] = { 0 };
+	unsigned long hwc0 = 0, hwc1 = 0;
+	const char *err = NULL, *err2 = NULL;
+	long shared0, sharing0;
+	int status, i;
+	pid_t pid;
+
+	shared0 = ksm_read_long("pages_shared");
+	sharing0 = ksm_read_long("pages_sharing");
+	ksm_write_or_die("run", "1");
+	/* m[0] is A, m[1] is B, m[2] is U. */
+	if (!mappers_start(m, 0, 3) || mapper_op('m', 3) ||
+	    mapper_cmd(&m[0], 'e', 0) || mapper_cmd(&m[0], 'm', 3) ||
+	    mapper_cmd(&m[1], 'm', 3) ||
+	    mapper_cmd(&m[2], 'e', 0) || mapper_cmd(&m[2], 'm', 4) ||
+	    !wait_shared(shared0 + n, sharing0 + 2 * n, false)) {
+		err = "pages were not merged";
+		goto out;
+	}
+	get_hardware_corrupted_size(&hwc0);
+	pid = fork();
+	if (pid < 0) {
+		err = "fork failed";
+		goto out;
+	}
+	if (!pid) {
+		if (madvise(mapper_areas[3], pagesize, MADV_HWPOISON))
+			_exit(errno == EPERM || errno == EINVAL ? 2 : 1);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+		mappers_stop(m);
+		mapper_op('u', 3);
+		ksft_test_result_skip("memory failure on a KSM page: no MADV_HWPOISON\n");
+		ksft_test_result_skip("memory failure: others unaffected: no MADV_HWPOISON\n");
+		return;
+	}
+	get_hardware_corrupted_size(&hwc1);
+	ksft_print_msg("poisoned a KSM page of 5 processes: HardwareCorrupted +%lu kB\n",
+		       hwc1 - hwc0);
+	if (!killed_by_sigbus(status))
+		err = "the poisoning process was not killed by SIGBUS";
+	status = wait_child(m[0].pid);
+	if (status != -1)
+		m[0].pid = 0;
+	if (!err && !killed_by_sigbus(status))
+		err = "the early-kill mapper was not killed by SIGBUS";
+	if (!err && (mapper_op('b', 3) || mapper_cmd(&m[1], 'b', 3)))
+		err = "touching the poisoned page did not raise SIGBUS";
+
+	if (waitpid(m[2].pid, &status, WNOHANG) != 0 || mapper_cmd(&m[2], 'c', 4))
+		err2 = "an unrelated early-kill process was hurt";
+	else if (mapper_op('k', 3) || mapper_cmd(&m[1], 'k', 3))
+		err2 = "other KSM pages changed";
+	else if (hwc1 - hwc0 != pagesize / 1024)
+		err2 = "HardwareCorrupted did not grow by one page";
+out:
+	mappers_stop(m);
+	for (i = 3; i < MAPPER_AREAS; i++)
+		if (mapper_areas[i])
+			mapper_op('u', i);
+	if (!wait_unmerged() || !wait_shared(shared0, sharing0, true))
+		err2 = err2 ? err2 : "counters not back";
+	ksft_test_result(!err, "memory failure on a KSM page: early kill, SIGBUS on access%s%s\n",
+			 err ? ": " : "", err ? err : "");
+	ksft_test_result(!err && !err2, "memory failure: others unaffected, counters back%s%s\n",
+			 err2 ? ": " : "", err2 ? err2 : "");
+}
+
 /* After everything unmerged and run=2, nothing may be left accounted. */
 static void test_counters_return_to_zero(void)
 {
@@ -841,11 +1864,275 @@ static void test_counters_return_to_zero(void)
 	}
 }
 
+#define MEMCG_CGROUP CGROUP_DIR "ksm_abi_memcg/"
+#define CPUSET_CGROUP CGROUP_DIR "ksm_abi_cpuset/"
+#define OOM_PAGES 1024
+
+/* A field of a cgroup's memory.stat (which a read flushes), -1 if absent. */
+static long memcg_stat(const char *dir, const char *name)
+{
+	char path[PATH_MAX], buf[8192], *p;
+	size_t len = strlen(name);
+
+	snprintf(path, sizeof(path), "%smemory.stat", dir);
+	if (read_file(path, buf, sizeof(buf)) <= 0)
+		return -1;
+	for (p = buf; p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+		if (!strncmp(p, name, len) && p[len] == ' ')
+			return strtol(p + len + 1, NULL, 10);
+	return -1;
+}
+
+static int cgroup_write(const char *dir, const char *file, const char *value)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s%s", dir, file);
+	return write_str(path, value);
+}
+
+static int cgroup_join(const char *dir)
+{
+	char pid[32];
+
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	return cgroup_write(dir, "cgroup.procs", pid);
+}
+
+/*
+ * A child that joins the memory cgroup, merges OOM_PAGES identical pages,
+ * tells the parent (a byte on `ready`), waits for a byte on `go`, then
+ * unmerges them in the way `how` says ('m' MADV_UNMERGEABLE, 'p'
+ * PR_SET_MEMORY_MERGE 0, 'r' none: the parent writes run=2). Exits 0 if
+ * that succeeded, 3 on ENOMEM, 4 on another error.
+ */
+static void oom_child(char how, int ready, int go)
+{
+	size_t len = OOM_PAGES * pagesize;
+	char *map, c = 0;
+	int i;
+
+	if (cgroup_join(MEMCG_CGROUP))
+		_exit(5);
+	if (how == 'p' && prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0))
+		_exit(6);
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED)
+		_exit(7);
+	memset(map, 0x5a, len);
+	if (how != 'p' && madvise(map, len, MADV_MERGEABLE))
+		_exit(8);
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && ksm_get_self_merging_pages() < OOM_PAGES; i++)
+		usleep(100000);
+	if (write(ready, &c, 1) != 1 || read(go, &c, 1) != 1)
+		_exit(9);
+	if (how == 'm' && madvise(map, len, MADV_UNMERGEABLE))
+		_exit(errno == ENOMEM ? 3 : 4);
+	if (how == 'p' && prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0))
+		_exit(errno == ENOMEM ? 3 : 4);
+	if (how == 'r')
+		pause();
+	_exit(0);
+}
+
+/*
+ * Unmerging OOM_PAGES pages in a memory cgroup that has room for 64 more
+ * and no swap must end: in -ENOMEM or a memory cgroup OOM kill, as with
+ * mm/ksm.c, never in a loop. Returns a description of the failure or NULL.
+ */
+static const char *unmerge_over_limit(char how)
+{
+	const char *err = NULL;
+	int ready[2], go[2], status = -1, i, e = 0;
+	char c = 0, limit[32];
+	pid_t pid;
+
+	if (pipe(ready) || pipe(go))
+		return "pipe failed";
+	pid = fork();
+	if (pid < 0)
+		return "fork failed";
+	if (!pid)
+		oom_child(how, ready[1], go[0]);
+	if (read(ready[0], &c, 1) != 1) {
+		err = "the child did not merge";
+		goto out;
+	}
+	if (read_file(MEMCG_CGROUP "memory.current", limit, sizeof(limit)) <= 0) {
+		err = "cannot read memory.current";
+		goto out;
+	}
+	snprintf(limit, sizeof(limit), "%ld", strtol(limit, NULL, 10) + 64 * (long)pagesize);
+	if (cgroup_write(MEMCG_CGROUP, "memory.swap.max", "0") ||
+	    cgroup_write(MEMCG_CGROUP, "memory.max", limit)) {
+		err = "cannot limit the memory cgroup";
+		goto out;
+	}
+	if (write(go[1], &c, 1) != 1) {
+		err = "pipe write failed";
+		goto out;
+	}
+	if (how == 'r') {
+		struct sigaction sa = { .sa_handler = on_alarm };
+
+		/* No SA_RESTART: a run=2 that does not end is interrupted. */
+		sigaction(SIGALRM, &sa, NULL);
+		alarm(120);
+		e = ksm_write("run", "2");
+		alarm(0);
+		ksft_print_msg("run=2 over the limit: %s\n", e ? strerror(e) : "done");
+		if (e && e != ENOMEM)
+			err = "run=2 failed other than with ENOMEM";
+		kill(pid, SIGKILL);
+	}
+	for (i = 0; i < 600 && waitpid(pid, &status, WNOHANG) != pid; i++)
+		usleep(100000);
+	if (i == 600) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		err = "unmerging over the limit did not end within 60 s";
+	} else if (how != 'r') {
+		if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+			ksft_print_msg("'%c': the memory cgroup OOM killer ended it\n", how);
+		else if (WIFEXITED(status) && WEXITSTATUS(status) == 3)
+			ksft_print_msg("'%c': -ENOMEM\n", how);
+		else
+			err = "unmerging over the limit neither failed nor was OOM-killed";
+	}
+out:
+	cgroup_write(MEMCG_CGROUP, "memory.max", "max");
+	cgroup_write(MEMCG_CGROUP, "memory.swap.max", "max");
+	if (how == 'r')
+		ksm_write("run", "1");
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+	if (pid > 0 && !waitpid(pid, &status, WNOHANG)) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	return err;
+}
+
+/*
+ * Memory cgroups and cpusets. KSM pages are charged to a cgroup and
+ * uncharged when its processes are gone (memory.stat anon back to 0).
+ * Unmerging over a memory limit (MADV_UNMERGEABLE, PR_SET_MEMORY_MERGE 0,
+ * run=2) ends in -ENOMEM or an OOM kill. With merge_across_nodes=0,
+ * processes in a cpuset confined to one node merge pages that stay there.
+ */
+static void test_memcg(void)
+{
+	static const char hows[] = { 'm', 'p', 'r' };
+	const long n = MAPPER_PAGES;
+	struct mapper m[MAPPERS] = { 0 };
+	const char *err = NULL, *err2 = NULL, *err3 = NULL;
+	long shared0, sharing0, anon, peak = 0;
+	char buf[128];
+	unsigned int i;
+
+	if (read_file(CGROUP_DIR "cgroup.subtree_control", buf, sizeof(buf)) <= 0 ||
+	    !strstr(buf, "memory") ||
+	    (mkdir(MEMCG_CGROUP, 0755) && errno != EEXIST)) {
+		ksft_test_result_skip("memcg: KSM pages charged and uncharged: no memory cgroup\n");
+		ksft_test_result_skip("memcg: unmerging over memory.max ends: no memory cgroup\n");
+		ksft_test_result_skip("cpuset: KSM pages stay on the node: no cpuset cgroup\n");
+		return;
+	}
+	shared0 = ksm_read_long("pages_shared");
+	sharing0 = ksm_read_long("pages_sharing");
+	ksm_write_or_die("run", "1");
+
+	/* 1. Two mappers in the cgroup merge their pages, then exit. */
+	mapper_cgroup = MEMCG_CGROUP;
+	if (!mappers_start(m, 0, 2) || mapper_cmd(&m[0], 'g', 0) || mapper_cmd(&m[1], 'g', 0) ||
+	    mapper_cmd(&m[0], 'm', 3) || mapper_cmd(&m[1], 'm', 3) ||
+	    !wait_shared(shared0 + n, sharing0 + n, false)) {
+		err = "pages were not merged";
+	} else {
+		peak = memcg_stat(MEMCG_CGROUP, "anon");
+		mappers_stop(m);
+		for (i = 0; i < 50 && (anon = memcg_stat(MEMCG_CGROUP, "anon")) != 0; i++)
+			usleep(100000);
+		ksft_print_msg("memcg anon %ld kB with KSM pages, %ld kB after exit\n",
+			       peak / 1024, anon / 1024);
+		if (peak < n * (long)pagesize)
+			err = "the KSM pages were not charged";
+		else if (anon)
+			err = "KSM pages still charged after exit";
+	}
+	mappers_stop(m);
+	memset(m, 0, sizeof(m));
+	ksft_test_result(!err, "memcg: KSM pages charged and uncharged%s%s\n",
+			 err ? ": " : "", err ? err : "");
+
+	/* 2. Unmerging over the limit, three ways. */
+	for (i = 0; i < ARRAY_SIZE(hows) && !err2; i++)
+		err2 = unmerge_over_limit(hows[i]);
+	ksft_test_result(!err2, "memcg: unmerging over memory.max ends (ENOMEM or OOM kill)%s%s\n",
+			 err2 ? ": " : "", err2 ? err2 : "");
+	rmdir(MEMCG_CGROUP);
+
+	/* 3. A cpuset confined to the last node, one stable tree per node. */
+	if (!strstr(buf, "cpuset") || access("/sys/devices/system/node/node1", F_OK) ||
+	    (mkdir(CPUSET_CGROUP, 0755) && errno != EEXIST)) {
+		ksft_test_result_skip("cpuset: KSM pages stay on the node: no cpuset or node 1\n");
+		return;
+	}
+	ksm_write_or_die("run", "2");
+	if (ksm_write("merge_across_nodes", "0") ||
+	    cgroup_write(CPUSET_CGROUP, "cpuset.mems", "1")) {
+		err3 = "cannot set merge_across_nodes=0 or cpuset.mems";
+		goto out;
+	}
+	ksm_write_or_die("run", "1");
+	shared0 = ksm_read_long("pages_shared");
+	sharing0 = ksm_read_long("pages_sharing");
+	mapper_cgroup = CPUSET_CGROUP;
+	mapper_node = 1;
+	if (!mappers_start(m, 0, 2) || mapper_cmd(&m[0], 'g', 0) || mapper_cmd(&m[1], 'g', 0) ||
+	    mapper_cmd(&m[0], 'm', 4) || mapper_cmd(&m[1], 'm', 4) ||
+	    !wait_shared(shared0 + n, sharing0 + n, false))
+		err3 = "pages were not merged";
+	else if (mapper_cmd(&m[0], 'n', 4) || mapper_cmd(&m[1], 'n', 4))
+		err3 = "a merged page is not on the cpuset's node";
+	else if (mapper_cmd(&m[0], 'c', 4) || mapper_cmd(&m[1], 'c', 4))
+		err3 = "contents changed";
+out:
+	mappers_stop(m);
+	ksm_write_or_die("run", "2");
+	ksm_write("merge_across_nodes", "1");
+	ksm_write_or_die("run", "1");
+	rmdir(CPUSET_CGROUP);
+	ksft_test_result(!err3, "cpuset: KSM pages stay on the node (merge_across_nodes=0)%s%s\n",
+			 err3 ? ": " : "", err3 ? err3 : "");
+}
+
+/* Knobs the tests change, as they were: restored however the program ends. */
+static const char * const knobs[] = {
+	"pages_to_scan", "sleep_millisecs", "use_zero_pages", "smart_scan",
+};
+static char saved[ARRAY_SIZE(knobs)][32];
+static pid_t main_pid;
+
+static void restore_knobs(void)
+{
+	unsigned int i;
+
+	/* Not from a forked child that exits through exit(). */
+	if (getpid() != main_pid)
+		return;
+	for (i = 0; i < ARRAY_SIZE(knobs); i++)
+		if (saved[i][0])
+			ksm_write(knobs[i], saved[i]);
+	/* Leave no KSM page behind, whatever test stopped where. */
+	ksm_write("run", "2");
+}
+
 int main(void)
 {
-	unsigned int plan;
-	long old_scan, old_sleep;
-	char buf[32];
+	unsigned int plan, i;
 
 	ksft_print_header();
 	pagesize = getpagesize();
@@ -853,29 +2140,32 @@ int main(void)
 		ksft_exit_skip("KSM is not available\n");
 	if (ksm_stop() < 0)
 		ksft_exit_fail_msg("cannot stop KSM\n");
+	for (i = 0; i < ARRAY_SIZE(knobs); i++)
+		ksm_read(knobs[i], saved[i], sizeof(saved[i]));
+	main_pid = getpid();
+	atexit(restore_knobs);
 
 	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 +
-	       NR_TRACE_EVENTS + 7;
+	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4;
 	ksft_set_plan(plan);
 
 	test_sysfs_files();
 	test_bad_writes();
 	test_good_writes();
 
-	old_scan = ksm_read_long("pages_to_scan");
-	old_sleep = ksm_read_long("sleep_millisecs");
 	ksm_write_or_die("pages_to_scan", "2000");
 	ksm_write_or_die("sleep_millisecs", "0");
 	test_integrity();
 	test_zero_pages();
+	test_zero_pages_fork();
 	test_ebusy();
 	test_sparse_area();
 	test_trace_events();
+	test_memory_offline();
+	test_swap();
+	test_memory_failure();
+	test_memcg();
 	test_counters_return_to_zero();
-	snprintf(buf, sizeof(buf), "%ld", old_scan);
-	ksm_write_or_die("pages_to_scan", buf);
-	snprintf(buf, sizeof(buf), "%ld", old_sleep);
-	ksm_write_or_die("sleep_millisecs", buf);
 
 	ksft_finished();
 }

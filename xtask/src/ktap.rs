@@ -140,9 +140,49 @@ pub fn splat(line: &str) -> Option<&str> {
     splat_re().is_match(msg).then_some(msg)
 }
 
+/// Finds the splats of a kernel log, line by line ([`splat`]), except the
+/// stack dump of an OOM-killer report: tests that drive a memory cgroup into
+/// OOM on purpose (ksm_abi_tests) expect that report, and its `Call Trace:`
+/// is no bug. Any other splat inside the report still counts.
+#[derive(Default)]
+pub struct SplatScanner {
+    in_oom_report: bool,
+}
+
+impl SplatScanner {
+    pub fn feed<'a>(&mut self, line: &'a str) -> Option<&'a str> {
+        let msg = printk_re().captures(line)?.get(1)?.as_str();
+        if msg.contains("invoked oom-killer:") {
+            self.in_oom_report = true;
+        } else if msg.contains("out of memory: Killed process")
+            || msg.contains("Out of memory: Killed process")
+        {
+            self.in_oom_report = false;
+        }
+        let m = splat(line)?;
+        (!(self.in_oom_report && m.starts_with("Call Trace:"))).then_some(m)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_report_is_no_splat() {
+        let mut s = SplatScanner::default();
+        assert_eq!(
+            s.feed("[   16.463205] t invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0"),
+            None
+        );
+        assert_eq!(s.feed("[   16.463877] Call Trace:"), None);
+        assert!(s.feed("[   16.463900] BUG: unable to handle page fault").is_some());
+        assert_eq!(
+            s.feed("[   16.471725] Memory cgroup out of memory: Killed process 508 (t)"),
+            None
+        );
+        assert_eq!(s.feed("[   17.000000] Call Trace:"), Some("Call Trace:"));
+    }
 
     #[test]
     fn results() {

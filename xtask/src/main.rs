@@ -81,6 +81,9 @@ enum Cmd {
         /// Run each selected test this many times in the one boot (flakiness hunting)
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
         repeat: u32,
+        /// Run ksm_stress this many seconds instead of the plan's short run
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3600))]
+        stress_secs: Option<u32>,
     },
     /// Run the KUnit suites (mm/ksm-rs/.kunitconfig) with kunit.py on UML
     Kunit,
@@ -163,8 +166,9 @@ fn real_main() -> Result<()> {
             accel,
             only,
             repeat,
+            stress_secs,
         } => {
-            let s = selftests::run(&pin, r#impl, debug, accel, &only, repeat)?;
+            let s = selftests::run(&pin, r#impl, debug, accel, &only, repeat, stress_secs)?;
             if s.failed > 0 {
                 bail!("{} selftest(s) failed", s.failed);
             }
@@ -224,7 +228,7 @@ fn test(pin: &pin::Pin, impls: &[Impl], accel: Accel) -> Result<()> {
 
     for &imp in impls {
         let t = std::time::Instant::now();
-        let s = selftests::run(pin, imp, false, accel, &[], 1)?;
+        let s = selftests::run(pin, imp, false, accel, &[], 1, None)?;
         let name = match imp {
             Impl::Rust => "selftests [rust]",
             Impl::C => "selftests [c]",

@@ -56,6 +56,14 @@ const KSM_ABI: Program = Program::Selftest {
     name: "ksm_abi_tests",
     libs: &[],
 };
+const KSM_STRESS: Program = Program::Selftest {
+    dir: "mm",
+    name: "ksm_stress",
+    libs: &[],
+};
+
+/// How long the plan's ksm_stress runs (seconds); `--stress-secs` runs it longer.
+const STRESS_SECS: &str = "30";
 
 /// How much longer each case may take on a `--debug` kernel.
 const DEBUG_LIMIT_SCALE: u32 = 3;
@@ -87,6 +95,7 @@ pub fn plan() -> Vec<Case> {
         c(MERGE, &["-t", "ksm_merge"], 180),
         // ours (tools-testing-selftests/)
         c(KSM_ABI, &[], 600),
+        c(KSM_STRESS, &["-t", STRESS_SECS], 240),
     ]
 }
 
@@ -221,6 +230,7 @@ pub fn run(
     accel: Accel,
     only: &[String],
     repeat: u32,
+    stress_secs: Option<u32>,
 ) -> Result<Summary> {
     let fl = Flavour { imp, debug };
     let all_names: Vec<String> = plan().iter().map(Case::name).collect();
@@ -239,6 +249,18 @@ pub fn run(
     }
     let cases: Vec<Case> = cases
         .into_iter()
+        .map(|mut c| {
+            if let (Some(secs), Program::Selftest { name: "ksm_stress", .. }) =
+                (stress_secs, &c.program)
+            {
+                // A long run: the arguments and the limit grow with it (leaked
+                // once per invocation, the plan wants `'static` strings).
+                let t: &'static str = Box::leak(secs.to_string().into_boxed_str());
+                c.args = Box::leak(vec!["-t", t].into_boxed_slice());
+                c.limit = secs + 240;
+            }
+            c
+        })
         .flat_map(|c| std::iter::repeat_n(c, repeat as usize))
         .collect();
     let names: Vec<String> = cases.iter().map(Case::name).collect();
@@ -377,6 +399,7 @@ mod tests {
             "rmap -t ksm -t ksm_and_mremap",
             "merge -t ksm_merge",
             "ksm_abi_tests",
+            "ksm_stress -t 30",
         ] {
             assert!(n.iter().any(|x| x == want), "missing {want}");
         }
