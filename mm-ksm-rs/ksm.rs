@@ -152,9 +152,14 @@ impl Ksm {
 
     /// Forgets the unstable trees at the start of a full scan: their items are recognized as
     /// stale by their sequence number.
+    ///
+    /// All of them, not only those of the current `merge_across_nodes` mode (C: only
+    /// `ksm_nr_node_ids`): the per-node trees keep what they held while merging across nodes,
+    /// items that may be freed since, and switching back to per-node trees in the middle of a
+    /// scan would walk them (a use-after-free seen under `ksm_stress -f`). Emptied here, a
+    /// tree only ever holds items of the current scan, which unlink themselves when freed.
     pub(crate) fn reset_unstable_tree(&mut self) {
-        let n = self.nr_trees();
-        for root in &mut self.unstable_roots[..n] {
+        for root in self.unstable_roots.iter_mut() {
             root.rb_node = core::ptr::null_mut();
         }
     }

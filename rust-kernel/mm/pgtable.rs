@@ -530,8 +530,9 @@ pub fn folio_address_in_vma(folio: &Folio, vma: &VmaRef) -> Option<usize> {
     // SAFETY: Valid folio, page and VMA.
     let a =
         unsafe { bindings::page_address_in_vma(folio.as_raw(), folio.first_page(), vma.as_ptr()) };
-    // `-EFAULT` as an unsigned long means "not in the VMA".
-    (a != EFAULT.to_errno().wrapping_neg() as usize).then_some(a)
+    // `-EFAULT` as an unsigned long means "not in the VMA" (sign-extended: `to_errno()` is
+    // negative).
+    (a != EFAULT.to_errno() as isize as usize).then_some(a)
 }
 
 /// The locked PTE mapping an order-0 folio in a VMA, found by `page_vma_mapped_walk()`.

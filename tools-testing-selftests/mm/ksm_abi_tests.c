@@ -1027,6 +1027,8 @@ struct mapper {
 };
 
 static char *mapper_areas[MAPPER_AREAS];
+static bool wait_self_merged(long pages);
+
 /* The cgroup a mapper joins ('g') and the node its pages must be on ('n'). */
 static const char *mapper_cgroup;
 static int mapper_node;
@@ -1115,6 +1117,9 @@ static char mapper_op(char op, unsigned int gen)
 		return map && page0_sigbus(map) ? 0 : 7;
 	case 'e':
 		return prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0) ? 8 : 0;
+	case 'w':
+		/* Wait until this process's whole area is merged. */
+		return wait_self_merged(MAPPER_PAGES) ? 0 : 12;
 	case 'g': {
 		char path[PATH_MAX], pid[32];
 
@@ -1724,10 +1729,11 @@ out:
 			 err ? err : "intact");
 	ksft_test_result(!err_off, "swapoff with KSM pages in swap: %s\n",
 			 err_off ? err_off : "intact");
-	if (!err_cow && (swpin <= 0 || cow != n))
+	/* Global counters: another process's KSM page may count too. */
+	if (!err_cow && (swpin <= 0 || cow < n))
 		err_cow = "counters wrong";
 	ksft_test_result(!err_cow,
-			 "swap: ksm_swpin_copy +%ld, cow_ksm +%ld (want %ld)%s%s\n",
+			 "swap: ksm_swpin_copy +%ld, cow_ksm +%ld (want >= %ld)%s%s\n",
 			 swpin, cow, n, err_cow ? ": " : "", err_cow ? err_cow : "");
 }
 
@@ -2028,7 +2034,7 @@ static void test_memcg(void)
 	const long n = MAPPER_PAGES;
 	struct mapper m[MAPPERS] = { 0 };
 	const char *err = NULL, *err2 = NULL, *err3 = NULL;
-	long shared0, sharing0, anon, peak = 0;
+	long anon, peak = 0;
 	char buf[128];
 	unsigned int i;
 
@@ -2040,15 +2046,13 @@ static void test_memcg(void)
 		ksft_test_result_skip("cpuset: KSM pages stay on the node: no cpuset cgroup\n");
 		return;
 	}
-	shared0 = ksm_read_long("pages_shared");
-	sharing0 = ksm_read_long("pages_sharing");
 	ksm_write_or_die("run", "1");
 
 	/* 1. Two mappers in the cgroup merge their pages, then exit. */
 	mapper_cgroup = MEMCG_CGROUP;
 	if (!mappers_start(m, 0, 2) || mapper_cmd(&m[0], 'g', 0) || mapper_cmd(&m[1], 'g', 0) ||
 	    mapper_cmd(&m[0], 'm', 3) || mapper_cmd(&m[1], 'm', 3) ||
-	    !wait_shared(shared0 + n, sharing0 + n, false)) {
+	    mapper_cmd(&m[0], 'w', 3) || mapper_cmd(&m[1], 'w', 3)) {
 		err = "pages were not merged";
 	} else {
 		peak = memcg_stat(MEMCG_CGROUP, "anon");
@@ -2087,13 +2091,11 @@ static void test_memcg(void)
 		goto out;
 	}
 	ksm_write_or_die("run", "1");
-	shared0 = ksm_read_long("pages_shared");
-	sharing0 = ksm_read_long("pages_sharing");
 	mapper_cgroup = CPUSET_CGROUP;
 	mapper_node = 1;
 	if (!mappers_start(m, 0, 2) || mapper_cmd(&m[0], 'g', 0) || mapper_cmd(&m[1], 'g', 0) ||
 	    mapper_cmd(&m[0], 'm', 4) || mapper_cmd(&m[1], 'm', 4) ||
-	    !wait_shared(shared0 + n, sharing0 + n, false))
+	    mapper_cmd(&m[0], 'w', 4) || mapper_cmd(&m[1], 'w', 4))
 		err3 = "pages were not merged";
 	else if (mapper_cmd(&m[0], 'n', 4) || mapper_cmd(&m[1], 'n', 4))
 		err3 = "a merged page is not on the cpuset's node";

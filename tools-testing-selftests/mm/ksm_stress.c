@@ -11,7 +11,14 @@
  * continuously. At the end every KSM counter must be back to zero and the
  * KSM slab caches empty.
  *
- * Usage: ksm_stress [-t seconds] [-p processes] [-s seed]
+ * With -f, allocations fail on purpose meanwhile (fault injection, needs
+ * CONFIG_FAILSLAB, CONFIG_FAIL_PAGE_ALLOC and their debugfs files): one in
+ * ten allocations from the KSM slab caches (rmap items, stable nodes, mm
+ * slots), and a third of the page allocations of MADV_UNMERGEABLE. Every
+ * failure must be handled: -ENOMEM to the caller, or a page left unmerged,
+ * and nothing leaked.
+ *
+ * Usage: ksm_stress [-t seconds] [-p processes] [-s seed] [-f]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -30,11 +38,35 @@
 
 #define KSM_DIR "/sys/kernel/mm/ksm/"
 #define SLAB_DIR "/sys/kernel/slab/"
+#define DEBUGFS "/sys/kernel/debug/"
+#define INJECT_TIMES 1000000
 #define PAGES 256
 #define VALUES 5
 #define MAX_PROCS 16
 
 static size_t pagesize;
+/* -f: allocations fail on purpose, and the calls that allocate may fail. */
+static bool inject;
+
+/* Whether a failed call is a failure the test injected. */
+static bool injected(void)
+{
+	return inject && (errno == ENOMEM || errno == EAGAIN);
+}
+
+/*
+ * Lets this task's page allocations fail (fail_page_alloc's task filter),
+ * through a file opened beforehand: opening it may allocate pages, and fail.
+ */
+static int make_it_fail_fd = -1;
+
+static void make_it_fail(bool on)
+{
+	if (make_it_fail_fd >= 0 && pwrite(make_it_fail_fd, on ? "1" : "0", 1, 0) != 1) {
+		ksft_print_msg("make-it-fail: %s\n", strerror(errno));
+		_exit(4);
+	}
+}
 
 /* The byte a page of value v is filled with: value 0 is a page of zeroes. */
 static unsigned char fill_byte(unsigned int v)
@@ -104,7 +136,7 @@ static void step(struct area *a, unsigned int *s)
 {
 	size_t len = PAGES * pagesize;
 	unsigned int from, to, i, k;
-	int status;
+	int status, ret;
 	char *p;
 	pid_t pid;
 
@@ -121,6 +153,8 @@ static void step(struct area *a, unsigned int *s)
 	case 6:
 		/* fork; the child checks, COW-writes and checks; so does the parent. */
 		pid = fork();
+		if (pid < 0 && injected())
+			break;
 		must(pid >= 0, a, "fork");
 		if (!pid) {
 			a->who = "forked child";
@@ -140,12 +174,14 @@ static void step(struct area *a, unsigned int *s)
 		verify(a, 0, PAGES, "a child's COW writes");
 		break;
 	case 7:
-		must(!madvise(a->map + from * pagesize, (to - from) * pagesize, MADV_UNMERGEABLE),
-		     a, "MADV_UNMERGEABLE");
+		make_it_fail(true);
+		ret = madvise(a->map + from * pagesize, (to - from) * pagesize, MADV_UNMERGEABLE);
+		make_it_fail(false);
+		must(!ret || injected(), a, "MADV_UNMERGEABLE");
 		verify(a, from, to, "MADV_UNMERGEABLE");
 		break;
 	case 8:
-		must(!madvise(a->map, len, MADV_MERGEABLE), a, "MADV_MERGEABLE");
+		must(!madvise(a->map, len, MADV_MERGEABLE) || injected(), a, "MADV_MERGEABLE");
 		break;
 	case 9:
 		must(!madvise(a->map + from * pagesize, (to - from) * pagesize, MADV_DONTNEED),
@@ -182,7 +218,8 @@ static void step(struct area *a, unsigned int *s)
 		for (i = from; i < to; i++)
 			a->model[i] = 0;
 		verify(a, from, to, "mmap(MAP_FIXED)");
-		must(!madvise(p, (to - from) * pagesize, MADV_MERGEABLE), a, "MADV_MERGEABLE");
+		must(!madvise(p, (to - from) * pagesize, MADV_MERGEABLE) || injected(),
+		     a, "MADV_MERGEABLE");
 		break;
 	case 13:
 		/* Pages mapped once go to swap (if any); shared ones stay. */
@@ -190,7 +227,8 @@ static void step(struct area *a, unsigned int *s)
 		verify(a, from, to, "MADV_PAGEOUT");
 		break;
 	case 14:
-		must(!prctl(PR_SET_MEMORY_MERGE, rnd(s) % 2, 0, 0, 0), a, "PR_SET_MEMORY_MERGE");
+		must(!prctl(PR_SET_MEMORY_MERGE, rnd(s) % 2, 0, 0, 0) || injected(),
+		     a, "PR_SET_MEMORY_MERGE");
 		verify(a, 0, PAGES, "PR_SET_MEMORY_MERGE");
 		break;
 	case 15:
@@ -208,12 +246,14 @@ static void run_worker(unsigned int id, unsigned int seed, time_t deadline)
 
 	snprintf(who, sizeof(who), "worker %u", id);
 	a.who = who;
+	if (inject)
+		make_it_fail_fd = open("/proc/self/make-it-fail", O_WRONLY);
 	a.map = mmap(NULL, PAGES * pagesize, PROT_READ | PROT_WRITE,
 		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	must(a.map != MAP_FAILED, &a, "mmap");
 	for (i = 0; i < PAGES; i++)
 		write_page(&a, i, rnd(&s) % VALUES);
-	must(!madvise(a.map, PAGES * pagesize, MADV_MERGEABLE), &a, "MADV_MERGEABLE");
+	must(!madvise(a.map, PAGES * pagesize, MADV_MERGEABLE) || injected(), &a, "MADV_MERGEABLE");
 	while (time(NULL) < deadline)
 		step(&a, &s);
 	verify(&a, 0, PAGES, "the last step");
@@ -305,25 +345,102 @@ static int slab_cache_empty(const char *name)
 	return strtol(buf, NULL, 10) == 0;
 }
 
+static const char * const caches[] = { "ksm_rmap_item", "ksm_stable_node", "ksm_mm_slot" };
+
+static int fault_write(const char *dir, const char *file, const char *value)
+{
+	char path[256];
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "%s%s", dir, file);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return errno;
+	if (write(fd, value, strlen(value)) < 0)
+		err = errno;
+	close(fd);
+	return err;
+}
+
+/*
+ * Fault injection for -f: one in ten allocations from the KSM caches, by
+ * anyone (ksmd, madvise, fork), and one in three page allocations of the
+ * tasks that ask (make-it-fail: the workers, around MADV_UNMERGEABLE),
+ * with no log (verbose 0: a stack dump per failure would flood it).
+ * Returns false, having changed nothing that matters, if unavailable.
+ */
+static bool inject_start(void)
+{
+	static const char * const common[][2] = {
+		{ "interval", "1" }, { "times", "1000000" }, { "space", "0" },
+		{ "verbose", "0" }, { "ignore-gfp-wait", "N" },
+	};
+	char path[128];
+	unsigned int i;
+	int err = 0;
+
+	if (access(DEBUGFS "failslab", F_OK))
+		mount("debugfs", DEBUGFS, "debugfs", 0, NULL);
+	if (access(DEBUGFS "failslab", F_OK) || access(DEBUGFS "fail_page_alloc", F_OK))
+		return false;
+	for (i = 0; i < ARRAY_SIZE(common); i++) {
+		err |= fault_write(DEBUGFS "failslab/", common[i][0], common[i][1]);
+		err |= fault_write(DEBUGFS "fail_page_alloc/", common[i][0], common[i][1]);
+	}
+	err |= fault_write(DEBUGFS "failslab/", "cache-filter", "Y");
+	err |= fault_write(DEBUGFS "failslab/", "task-filter", "N");
+	err |= fault_write(DEBUGFS "fail_page_alloc/", "task-filter", "Y");
+	err |= fault_write(DEBUGFS "fail_page_alloc/", "ignore-gfp-highmem", "N");
+	err |= fault_write(DEBUGFS "fail_page_alloc/", "min-order", "0");
+	for (i = 0; i < ARRAY_SIZE(caches); i++) {
+		snprintf(path, sizeof(path), SLAB_DIR "%s/", caches[i]);
+		err |= fault_write(path, "failslab", "1");
+	}
+	err |= fault_write(DEBUGFS "failslab/", "probability", "10");
+	err |= fault_write(DEBUGFS "fail_page_alloc/", "probability", "33");
+	if (err)
+		ksft_exit_fail_msg("cannot set up fault injection\n");
+	return true;
+}
+
+/* Stops fault injection; how many failures each kind injected. */
+static void inject_stop(long *slab, long *page)
+{
+	char path[128], buf[32];
+	unsigned int i;
+
+	fault_write(DEBUGFS "failslab/", "probability", "0");
+	fault_write(DEBUGFS "fail_page_alloc/", "probability", "0");
+	for (i = 0; i < ARRAY_SIZE(caches); i++) {
+		snprintf(path, sizeof(path), SLAB_DIR "%s/", caches[i]);
+		fault_write(path, "failslab", "0");
+	}
+	*slab = *page = -1;
+	if (read_file(DEBUGFS "failslab/times", buf, sizeof(buf)) > 0)
+		*slab = INJECT_TIMES - strtol(buf, NULL, 10);
+	if (read_file(DEBUGFS "fail_page_alloc/times", buf, sizeof(buf)) > 0)
+		*page = INJECT_TIMES - strtol(buf, NULL, 10);
+}
+
 int main(int argc, char **argv)
 {
 	static const char * const zero_after[] = {
 		"pages_shared", "pages_sharing", "pages_unshared", "pages_volatile",
 		"ksm_zero_pages", "stable_node_chains", "stable_node_dups", "general_profit",
 	};
-	static const char * const caches[] = { "ksm_rmap_item", "ksm_stable_node", "ksm_mm_slot" };
 	/* What the stress reached, sampled: it must merge pages and zero pages. */
 	static const char * const seen[] = {
 		"pages_sharing", "ksm_zero_pages", "stable_node_chains", "stable_node_dups",
 	};
-	long max_seen[ARRAY_SIZE(seen)] = { 0 };
+	long max_seen[ARRAY_SIZE(seen)] = { 0 }, slab_fails, page_fails;
+	bool want_inject;
 	long old_scan, old_sleep, old_share, old_zero;
 	unsigned int seconds = 20, procs = 4, seed = time(NULL), s, i;
 	int opt, status, failed = 0;
 	pid_t pids[MAX_PROCS];
 	time_t deadline;
 
-	while ((opt = getopt(argc, argv, "t:p:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "t:p:s:f")) != -1) {
 		switch (opt) {
 		case 't':
 			seconds = strtoul(optarg, NULL, 10);
@@ -333,6 +450,9 @@ int main(int argc, char **argv)
 			break;
 		case 's':
 			seed = strtoul(optarg, NULL, 10);
+			break;
+		case 'f':
+			inject = true;
 			break;
 		default:
 			ksft_exit_fail_msg("usage: %s [-t secs] [-p procs] [-s seed]\n", argv[0]);
@@ -344,7 +464,7 @@ int main(int argc, char **argv)
 	pagesize = getpagesize();
 	if (access(KSM_DIR "run", F_OK))
 		ksft_exit_skip("KSM is not available\n");
-	ksft_set_plan(2 + ARRAY_SIZE(zero_after) + ARRAY_SIZE(caches));
+	ksft_set_plan(2 + inject + ARRAY_SIZE(zero_after) + ARRAY_SIZE(caches));
 	ksft_print_msg("%u processes for %u s, seed %u\n", procs, seconds, seed);
 
 	old_scan = ksm_long("pages_to_scan");
@@ -354,6 +474,9 @@ int main(int argc, char **argv)
 	if (ksm_set("run", 2) || ksm_set("max_page_sharing", 2) ||
 	    ksm_set("sleep_millisecs", 0) || ksm_set("pages_to_scan", 1000) || ksm_set("run", 1))
 		ksft_exit_fail_msg("cannot set up KSM\n");
+	want_inject = inject;
+	if (inject && !inject_start())
+		inject = false;
 
 	deadline = time(NULL) + seconds;
 	for (i = 0; i < procs; i++) {
@@ -386,6 +509,15 @@ int main(int argc, char **argv)
 	ksft_test_result(!failed && max_seen[0] > 0 && max_seen[1] > 0,
 			 "%u processes kept their memory intact for %u s of merging\n",
 			 procs, seconds);
+	if (inject) {
+		inject_stop(&slab_fails, &page_fails);
+		ksft_print_msg("injected %ld KSM slab and %ld page allocation failures\n",
+			       slab_fails, page_fails);
+		ksft_test_result(!failed && slab_fails > 0 && page_fails > 0,
+				 "allocation failures injected and handled\n");
+	} else if (want_inject) {
+		ksft_test_result_skip("allocation failures: no fault injection\n");
+	}
 
 	/* Everyone is gone: unmerging everything leaves nothing accounted. */
 	ksft_test_result(!ksm_set("run", 2), "run=2 after the stress\n");

@@ -96,6 +96,8 @@ pub fn plan() -> Vec<Case> {
         // ours (tools-testing-selftests/)
         c(KSM_ABI, &[], 600),
         c(KSM_STRESS, &["-t", STRESS_SECS], 240),
+        // --debug only: allocation failures injected (needs FAULT_INJECTION)
+        c(KSM_STRESS, &["-t", "60", "-f"], 240),
     ]
 }
 
@@ -239,6 +241,7 @@ pub fn run(
     let all_xf = parse_xfails(&xf_text, &all_names)?;
     let cases: Vec<Case> = plan()
         .into_iter()
+        .filter(|c| debug || !c.args.contains(&"-f"))
         .filter(|c| only.is_empty() || only.iter().any(|o| c.name().contains(o.as_str())))
         .collect();
     if cases.is_empty() {
@@ -256,7 +259,9 @@ pub fn run(
                 // A long run: the arguments and the limit grow with it (leaked
                 // once per invocation, the plan wants `'static` strings).
                 let t: &'static str = Box::leak(secs.to_string().into_boxed_str());
-                c.args = Box::leak(vec!["-t", t].into_boxed_slice());
+                let mut args = vec!["-t", t];
+                args.extend(c.args.iter().filter(|a| **a == "-f"));
+                c.args = Box::leak(args.into_boxed_slice());
                 c.limit = secs + 240;
             }
             c
@@ -400,6 +405,7 @@ mod tests {
             "merge -t ksm_merge",
             "ksm_abi_tests",
             "ksm_stress -t 30",
+            "ksm_stress -t 60 -f",
         ] {
             assert!(n.iter().any(|x| x == want), "missing {want}");
         }
