@@ -271,20 +271,28 @@ static long ksm_long(const char *name)
 	return strtol(buf, NULL, 10);
 }
 
-static int ksm_set(const char *name, long v)
+/* Writes value to dir/file; 0 or an errno. */
+static int write_knob(const char *dir, const char *file, const char *value)
 {
-	char path[128], buf[32];
+	char path[256];
 	int fd, err = 0;
 
-	snprintf(path, sizeof(path), KSM_DIR "%s", name);
-	snprintf(buf, sizeof(buf), "%ld", v);
+	snprintf(path, sizeof(path), "%s%s", dir, file);
 	fd = open(path, O_WRONLY);
 	if (fd < 0)
 		return errno;
-	if (write(fd, buf, strlen(buf)) < 0)
+	if (write(fd, value, strlen(value)) < 0)
 		err = errno;
 	close(fd);
 	return err;
+}
+
+static int ksm_set(const char *name, long v)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%ld", v);
+	return write_knob(KSM_DIR, name, buf);
 }
 
 /*
@@ -347,20 +355,6 @@ static int slab_cache_empty(const char *name)
 
 static const char * const caches[] = { "ksm_rmap_item", "ksm_stable_node", "ksm_mm_slot" };
 
-static int fault_write(const char *dir, const char *file, const char *value)
-{
-	char path[256];
-	int fd, err = 0;
-
-	snprintf(path, sizeof(path), "%s%s", dir, file);
-	fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return errno;
-	if (write(fd, value, strlen(value)) < 0)
-		err = errno;
-	close(fd);
-	return err;
-}
 
 /*
  * Fault injection for -f: one in ten allocations from the KSM caches, by
@@ -384,20 +378,20 @@ static bool inject_start(void)
 	if (access(DEBUGFS "failslab", F_OK) || access(DEBUGFS "fail_page_alloc", F_OK))
 		return false;
 	for (i = 0; i < ARRAY_SIZE(common); i++) {
-		err |= fault_write(DEBUGFS "failslab/", common[i][0], common[i][1]);
-		err |= fault_write(DEBUGFS "fail_page_alloc/", common[i][0], common[i][1]);
+		err |= write_knob(DEBUGFS "failslab/", common[i][0], common[i][1]);
+		err |= write_knob(DEBUGFS "fail_page_alloc/", common[i][0], common[i][1]);
 	}
-	err |= fault_write(DEBUGFS "failslab/", "cache-filter", "Y");
-	err |= fault_write(DEBUGFS "failslab/", "task-filter", "N");
-	err |= fault_write(DEBUGFS "fail_page_alloc/", "task-filter", "Y");
-	err |= fault_write(DEBUGFS "fail_page_alloc/", "ignore-gfp-highmem", "N");
-	err |= fault_write(DEBUGFS "fail_page_alloc/", "min-order", "0");
+	err |= write_knob(DEBUGFS "failslab/", "cache-filter", "Y");
+	err |= write_knob(DEBUGFS "failslab/", "task-filter", "N");
+	err |= write_knob(DEBUGFS "fail_page_alloc/", "task-filter", "Y");
+	err |= write_knob(DEBUGFS "fail_page_alloc/", "ignore-gfp-highmem", "N");
+	err |= write_knob(DEBUGFS "fail_page_alloc/", "min-order", "0");
 	for (i = 0; i < ARRAY_SIZE(caches); i++) {
 		snprintf(path, sizeof(path), SLAB_DIR "%s/", caches[i]);
-		err |= fault_write(path, "failslab", "1");
+		err |= write_knob(path, "failslab", "1");
 	}
-	err |= fault_write(DEBUGFS "failslab/", "probability", "10");
-	err |= fault_write(DEBUGFS "fail_page_alloc/", "probability", "33");
+	err |= write_knob(DEBUGFS "failslab/", "probability", "10");
+	err |= write_knob(DEBUGFS "fail_page_alloc/", "probability", "33");
 	if (err)
 		ksft_exit_fail_msg("cannot set up fault injection\n");
 	return true;
@@ -409,11 +403,11 @@ static void inject_stop(long *slab, long *page)
 	char path[128], buf[32];
 	unsigned int i;
 
-	fault_write(DEBUGFS "failslab/", "probability", "0");
-	fault_write(DEBUGFS "fail_page_alloc/", "probability", "0");
+	write_knob(DEBUGFS "failslab/", "probability", "0");
+	write_knob(DEBUGFS "fail_page_alloc/", "probability", "0");
 	for (i = 0; i < ARRAY_SIZE(caches); i++) {
 		snprintf(path, sizeof(path), SLAB_DIR "%s/", caches[i]);
-		fault_write(path, "failslab", "0");
+		write_knob(path, "failslab", "0");
 	}
 	*slab = *page = -1;
 	if (read_file(DEBUGFS "failslab/times", buf, sizeof(buf)) > 0)
