@@ -52,6 +52,7 @@ pub mod hotremove;
 mod ksmd;
 mod merge;
 mod mm_slot;
+mod order;
 mod rbtree_raw;
 mod rmap_item;
 mod stable_tree;

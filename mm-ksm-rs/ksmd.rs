@@ -223,8 +223,9 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
         // Pages held in per-CPU LRU caches have raised counts that stop write_protect_page():
         // drain them once per scan.
         kernel::mm::lru_add_drain_all();
-        // Stale nodes on the trees are pruned by the searches; those on the migrate list
-        // would pile up: prune them once per full scan.
+        // Drop the stale stable nodes once per full scan: on the trees (the searches only look
+        // at nodes of the same checksum) and on the migrate list.
+        crate::stable_tree::prune_stale_nodes(ksm);
         if state::MERGE_ACROSS_NODES.load(Relaxed) == 0 {
             crate::stable_tree::prune_migrate_list(ksm);
         }
@@ -264,7 +265,7 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
                     }
                     while ksm.address < vma.end() {
                         let mut page: Option<PageRef> = None;
-                        let r = pgtable::walk_mapped(vma, ksm.address, vma.end(), |e| {
+                        let r = pgtable::walk_pages(vma, ksm.address, vma.end(), |e| {
                             if let Some((f, index)) = e.normal_folio() {
                                 if !f.is_zone_device() && f.is_anon() {
                                     page = Some(PageRef {

@@ -10,7 +10,7 @@
 
 use crate::{
     rmap_item::RmapItem,
-    stable_tree::{self, folio_stable_node},
+    stable_tree::{self, folio_stable_node, Match},
     state::USE_ZERO_PAGES,
     unmerge::break_ksm,
     unstable_tree::{self, remove_rmap_item_from_tree},
@@ -51,7 +51,12 @@ impl PageRef {
     /// function as [`page_checksum`], computed by C over the page as user space may be
     /// writing it.
     pub(crate) fn checksum(&self) -> u32 {
-        self.folio.page_xxhash(self.index, 0) as u32
+        Self::checksum_of(&self.folio, self.index)
+    }
+
+    /// The same checksum of page `index` of `folio`.
+    pub(crate) fn checksum_of(folio: &Folio, index: usize) -> u32 {
+        folio.page_xxhash(index, 0) as u32
     }
 
     /// Compares the contents with those of the (order-0) folio `other`.
@@ -361,6 +366,7 @@ pub(crate) fn break_cow(item: &mut RmapItem) {
 pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut RmapItem) {
     let node = folio_stable_node(&page.folio);
     let mut bypass = false;
+    let mut checksum = None;
     if !node.is_null() {
         // SAFETY: The folio is KSM and pinned by our reference: its node is live.
         let n = unsafe { &*node };
@@ -386,36 +392,43 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
         remove_rmap_item_from_tree(ksm, item);
         // A page whose checksum changed since the last scan is changing often: do not insert
         // it into the unstable tree, nor search for an identical page.
-        let checksum = page.checksum();
-        if item.unstable().oldchecksum != checksum {
-            item.unstable().oldchecksum = checksum;
+        let sum = page.checksum();
+        if item.unstable().oldchecksum != sum {
+            item.unstable().oldchecksum = sum;
             return;
         }
+        // The key of both tree searches.
+        checksum = Some(sum);
         if try_to_merge_with_zero_page(item, &mut page).is_ok() {
             return;
         }
     }
 
-    let kfolio = match stable_tree::search(ksm, &page) {
-        Err(_) => {
-            remove_rmap_item_from_tree(ksm, item);
-            return;
+    // Matching by checksum saves comparing the bytes twice: the merge compares them anyway.
+    let mut how = Match::Checksum;
+    loop {
+        let kfolio = match stable_tree::search(ksm, &page, checksum, how) {
+            Err(_) => {
+                remove_rmap_item_from_tree(ksm, item);
+                return;
+            }
+            Ok(k) => k,
+        };
+        if let Some(k) = &kfolio {
+            // SAFETY: Reading the link of a stable item.
+            if core::ptr::eq(k.as_raw(), page.folio.as_raw())
+                && item.address.is_stable()
+                // SAFETY: The stable link is the active member for stable items.
+                && unsafe { item.link.stable.head } == node
+            {
+                return;
+            }
         }
-        Ok(k) => k,
-    };
-    if let Some(k) = &kfolio {
-        // SAFETY: Reading the link of a stable item.
-        if core::ptr::eq(k.as_raw(), page.folio.as_raw())
-            && item.address.is_stable()
-            // SAFETY: The stable link is the active member for stable items.
-            && unsafe { item.link.stable.head } == node
-        {
-            return;
-        }
-    }
-    remove_rmap_item_from_tree(ksm, item);
+        remove_rmap_item_from_tree(ksm, item);
 
-    if let Some(k) = kfolio {
+        let Some(k) = kfolio else {
+            break;
+        };
         if try_to_merge_with_ksm_page(ksm, item, &mut page, Some(&k)).is_ok() {
             // Merged: list the item from the KSM page's stable node.
             let g = k.lock();
@@ -425,6 +438,14 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
                 // The reverse map could not find this mapping: undo the merge.
                 break_cow(item);
             }
+            return;
+        }
+        // Found by its checksum only, and the bytes differ: the checksums collide, or the
+        // page changed since it was summed. Search as mm/ksm.c does, by the bytes; a page
+        // with no equal there goes on to the unstable tree.
+        if how == Match::Checksum && page.cmp_folio(&k) != core::cmp::Ordering::Equal {
+            how = Match::Bytes;
+            continue;
         }
         return;
     }

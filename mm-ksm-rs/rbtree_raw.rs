@@ -58,7 +58,6 @@ pub(crate) unsafe fn replace(
 /// # Safety
 ///
 /// `root` must be a valid tree that nothing changes during the call.
-#[cfg(CONFIG_MEMORY_HOTREMOVE)]
 pub(crate) unsafe fn first(root: *const bindings::rb_root) -> *mut bindings::rb_node {
     // SAFETY: As the caller guarantees.
     unsafe { bindings::rb_first(root) }
@@ -69,7 +68,6 @@ pub(crate) unsafe fn first(root: *const bindings::rb_root) -> *mut bindings::rb_
 /// # Safety
 ///
 /// `node` must be linked in a valid tree that nothing changes during the call.
-#[cfg(CONFIG_MEMORY_HOTREMOVE)]
 pub(crate) unsafe fn next(node: *const bindings::rb_node) -> *mut bindings::rb_node {
     // SAFETY: As the caller guarantees.
     unsafe { bindings::rb_next(node) }

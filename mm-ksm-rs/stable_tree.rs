@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The stable tree: KSM pages, ordered by content.
+//! The stable tree: KSM pages, ordered by content (checksum first, bytes second: see
+//! [`crate::order`]).
 //!
 //! Every KSM page has a [`StableNode`], and the node lists the rmap items of all mappings of
 //! the page. The folio points back to its node through `folio->mapping`, tagged with
@@ -74,6 +75,9 @@ pub(crate) struct StableNode {
     dup_link: HLink<StableNode>,
     /// Whether this node is a dup in a chain (C: `head == STABLE_NODE_DUP_HEAD`).
     is_dup: bool,
+    /// Checksum of the KSM page (of its dups' pages for a chain), the first part of the
+    /// node's key in the tree ([`crate::order`]). Fixed while the node is in a tree or chain.
+    pub(crate) hash: u32,
     /// Links in the migrate list.
     list_link: HLink<StableNode>,
     /// Whether the node is on the migrate list, out of any tree (C: `head == &migrate_nodes`).
@@ -92,7 +96,7 @@ pub(crate) struct StableNode {
 unsafe impl Send for StableNode {}
 
 impl StableNode {
-    fn new(kpfn: usize, rmap_hlist_len: i32) -> Self {
+    fn new(kpfn: usize, rmap_hlist_len: i32, hash: u32) -> Self {
         Self {
             // SAFETY: All-zero is a valid unlinked rb_node.
             node: unsafe { core::mem::zeroed() },
@@ -100,6 +104,7 @@ impl StableNode {
             dups: core::ptr::null_mut(),
             dup_link: HLink::new(),
             is_dup: false,
+            hash,
             list_link: HLink::new(),
             on_migrate_list: false,
             kpfn: Atomic::new(kpfn),
@@ -243,8 +248,7 @@ pub(crate) fn move_to_migrate_list(ksm: &mut Ksm, node: *mut StableNode) {
     migrate_list_add(ksm, node);
 }
 
-/// Drops the stale nodes of the migrate list, once per full scan: those on the trees are
-/// pruned by the searches, these would accumulate.
+/// Drops the stale nodes of the migrate list, once per full scan: nothing else looks at them.
 pub(crate) fn prune_migrate_list(ksm: &mut Ksm) {
     for node in migrate_list(ksm) {
         let _ = ksm_get_folio(ksm, node, GetFolio::NoLock);
@@ -252,9 +256,48 @@ pub(crate) fn prune_migrate_list(ksm: &mut Ksm) {
     }
 }
 
+/// Drops the stale nodes and dups of the stable trees, and the chains left empty, once per
+/// full scan.
+///
+/// mm/ksm.c finds stale nodes as its searches pass them, since every step of a walk looks the
+/// node's page up. Ordered by checksum first ([`crate::order`]), a walk looks up only nodes of
+/// the same checksum, so a node whose page was freed after its last item went (its mms
+/// exited, say) would stay: look at every node once a scan instead. That is cheaper than
+/// C's lookups at every step of every walk, and bounds how long a stale node lives.
+pub(crate) fn prune_stale_nodes(ksm: &mut Ksm) {
+    for nid in 0..ksm.nr_trees() {
+        // SAFETY: A valid root under the thread mutex.
+        let mut cur = unsafe { rbtree_raw::first(ksm.stable_root(nid as i32)) };
+        while !cur.is_null() {
+            // Removing `cur` leaves the other nodes in order, so its successor stays valid.
+            // SAFETY: `cur` is linked in the tree.
+            let next = unsafe { rbtree_raw::next(cur) };
+            // SAFETY: Nodes of the stable tree are embedded in `StableNode`s.
+            let node = unsafe { kernel::container_of!(cur, StableNode, node) };
+            // SAFETY: A live node of the tree.
+            if unsafe { (*node).is_chain() } {
+                // SAFETY: A live chain; the iterator reads each successor before handing out
+                // a dup, which may be removed and freed.
+                for dup in unsafe { (*node).dups() } {
+                    let _ = ksm_get_folio(ksm, dup, GetFolio::NoLock);
+                }
+                // SAFETY: The chain is still live: only its dups were removed.
+                if unsafe { (*node).dups.is_null() } {
+                    free_chain(ksm, node);
+                }
+            } else {
+                let _ = ksm_get_folio(ksm, node, GetFolio::NoLock);
+            }
+            cur = next;
+            cond_resched();
+        }
+    }
+}
+
 /// Replaces plain node `dup` in the tree by a new chain holding it (`alloc_stable_node_chain()`).
 fn alloc_chain(ksm: &mut Ksm, dup: *mut StableNode) -> Option<*mut StableNode> {
-    let mut c = StableNode::new(0, STABLE_NODE_CHAIN);
+    // SAFETY: A live node.
+    let mut c = StableNode::new(0, STABLE_NODE_CHAIN, unsafe { (*dup).hash });
     c.chain_prune_time = jiffies() as usize;
     // SAFETY: A live node.
     c.nid = unsafe { (*dup).nid };
@@ -515,6 +558,18 @@ fn node_folio(
     stable_node_dup(ksm, node, prune)
 }
 
+/// What makes a tree node equal to the page looked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Match {
+    /// Equal checksums and bytes: what mm/ksm.c's `memcmp_pages()` order finds.
+    Bytes,
+    /// Equal checksums. For a search whose result is merged, which compares the bytes again
+    /// under write protection anyway: that saves a comparison of a whole page per merge. A
+    /// caller whose merge fails with different bytes (a checksum collision, or a page that
+    /// changed since it was summed) must search again with [`Match::Bytes`].
+    Checksum,
+}
+
 /// Where a walk of a stable tree by content ended.
 enum Walk {
     /// A node with the same content: `node` is the tree node (a chain, or a plain node, also
@@ -531,11 +586,20 @@ enum Walk {
     },
 }
 
-/// Walks the stable tree of `nid` comparing the pages of its nodes with `cmp` (which orders
-/// the page looked for against a tree page). Stale nodes met on the way are removed, which
-/// rebalances the tree: the walk then starts again (giving up would be safe too, but would
-/// insert duplicates needlessly). `prune` lets chains drop their stale dups on the way.
-fn walk(ksm: &mut Ksm, nid: i32, prune: bool, cmp: impl Fn(&Folio) -> Ordering) -> Walk {
+/// Walks the stable tree of `nid` for the key `(hash, bytes)` ([`crate::order`]): nodes with
+/// another checksum are passed by their key alone; the pages of nodes with the same checksum
+/// are compared with `cmp` (which orders the bytes looked for against a tree page), unless
+/// `Match::Checksum` takes the first live one as equal. Stale nodes met on the way are removed,
+/// which rebalances the tree: the walk then starts again (giving up would be safe too, but
+/// would insert duplicates needlessly). `prune` lets chains drop their stale dups on the way.
+fn walk(
+    ksm: &mut Ksm,
+    nid: i32,
+    hash: u32,
+    how: Match,
+    prune: bool,
+    cmp: impl Fn(&Folio) -> Ordering,
+) -> Walk {
     'again: loop {
         let root = ksm.stable_root(nid);
         let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
@@ -546,22 +610,34 @@ fn walk(ksm: &mut Ksm, nid: i32, prune: bool, cmp: impl Fn(&Folio) -> Ordering) 
             cond_resched();
             // SAFETY: Every node of the stable tree is embedded in a `StableNode`.
             let mut node = unsafe { kernel::container_of!(*link, StableNode, node) };
-            let (tree_folio, dup) = node_folio(ksm, &mut node, prune);
-            let Some(tree_folio) = tree_folio else {
-                continue 'again;
+            // SAFETY: A live node of the tree; its key does not change while it is linked.
+            let ord = match crate::order::by_checksum(hash, unsafe { (*node).hash }) {
+                Some(ord) => ord,
+                None => {
+                    let (tree_folio, dup) = node_folio(ksm, &mut node, prune);
+                    let Some(tree_folio) = tree_folio else {
+                        continue 'again;
+                    };
+                    let ord = match how {
+                        Match::Bytes => cmp(&tree_folio),
+                        Match::Checksum => Ordering::Equal,
+                    };
+                    drop(tree_folio);
+                    if ord == Ordering::Equal {
+                        return Walk::Equal { node, dup };
+                    }
+                    ord
+                }
             };
-            let ord = cmp(&tree_folio);
-            drop(tree_folio);
             // A collapsed chain was replaced in place, so `*link` is the node compared.
             // SAFETY: `*link` is valid.
             parent = unsafe { *link };
-            match ord {
+            link = match ord {
                 // SAFETY: `parent` is a valid node of the tree.
-                Ordering::Less => link = unsafe { &raw mut (*parent).rb_left },
+                Ordering::Less => unsafe { &raw mut (*parent).rb_left },
                 // SAFETY: `parent` is a valid node of the tree.
-                Ordering::Greater => link = unsafe { &raw mut (*parent).rb_right },
-                Ordering::Equal => return Walk::Equal { node, dup },
-            }
+                _ => unsafe { &raw mut (*parent).rb_right },
+            };
         }
         return Walk::Empty { parent, link };
     }
@@ -574,8 +650,18 @@ fn walk(ksm: &mut Ksm, nid: i32, prune: bool, cmp: impl Fn(&Folio) -> Ordering) 
 /// the tree of its new node here: as a dup of an equal page there, in the place of an equal
 /// page that itself migrated away, or as a new node.
 ///
+/// `checksum` is the page's checksum if the caller computed it (for a page that is not KSM);
+/// a KSM page's node has its own.
+///
 /// Returns the KSM folio with a reference, `None`, or `EBUSY` if the candidate is locked.
-pub(crate) fn search(ksm: &mut Ksm, page: &crate::merge::PageRef) -> Result<Option<ARef<Folio>>> {
+///
+/// With [`Match::Checksum`] the result may have other bytes (see there).
+pub(crate) fn search(
+    ksm: &mut Ksm,
+    page: &crate::merge::PageRef,
+    checksum: Option<u32>,
+    how: Match,
+) -> Result<Option<ARef<Folio>>> {
     let folio = &page.folio;
     let page_node = folio_stable_node(folio);
     // SAFETY: The node of a KSM folio we hold is live.
@@ -583,9 +669,19 @@ pub(crate) fn search(ksm: &mut Ksm, page: &crate::merge::PageRef) -> Result<Opti
         // A KSM page that was forked: it is already in the tree.
         return Ok(Some(folio.clone()));
     }
+    let (hash, how) = if !page_node.is_null() {
+        // A migrated KSM page joins a chain or takes a node's place without another
+        // comparison: compare the bytes here.
+        // SAFETY: As above. Its key, computed when the page became KSM.
+        (unsafe { (*page_node).hash }, Match::Bytes)
+    } else {
+        (checksum.unwrap_or_else(|| page.checksum()), how)
+    };
     let nid = ksm.kpfn_nid(folio.pfn());
     loop {
-        match walk(ksm, nid, true, |tree_folio| page.cmp_folio(tree_folio)) {
+        match walk(ksm, nid, hash, how, true, |tree_folio| {
+            page.cmp_folio(tree_folio)
+        }) {
             Walk::Equal { node, dup } => {
                 // A migrated KSM page mapped more than once joins the equal pages as a dup: it
                 // cannot be merged into one of them.
@@ -703,10 +799,14 @@ fn chain_append(
 /// folio at it (`stable_tree_insert()`).
 pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut StableNode> {
     let nid = ksm.kpfn_nid(kfolio.pfn());
-    let found = walk(ksm, nid, false, |tree_folio| {
+    // The key: the checksum of the page now that it is write-protected and cannot change.
+    // The one computed when it was scanned may be stale, and a wrong key would hide the node.
+    let hash = crate::merge::PageRef::checksum_of(kfolio, 0);
+    // A new node joins an equal one's chain without another comparison: compare the bytes.
+    let found = walk(ksm, nid, hash, Match::Bytes, false, |tree_folio| {
         kfolio.cmp_page_contents(0, tree_folio, 0)
     });
-    let mut n = StableNode::new(kfolio.pfn(), 0);
+    let mut n = StableNode::new(kfolio.pfn(), 0, hash);
     n.nid = nid;
     let new = crate::alloc_stable_node(n).ok()?;
     match found {

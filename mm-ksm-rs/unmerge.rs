@@ -22,6 +22,10 @@ use {
     kernel::mm::{pgtable::VmaMmapRead, virt::flags, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY},
 };
 
+/// How many KSM pages [`break_ksm`] unshares per page table walk, with the mmap lock held for
+/// write.
+const BATCH: usize = 16;
+
 /// Unshares every KSM page and KSM-placed zero page mapped in `[start, end)` of `vma`
 /// (`break_ksm()`).
 ///
@@ -29,38 +33,67 @@ use {
 /// memory; retries otherwise, since the fault may back out on a race. The mmap lock is held
 /// for read (ksmd, `run = 2`) or for write (madvise, prctl), as the type of `vma` says: with
 /// the write lock the walk also write-locks the VMA (C: `lock_vma`).
+///
+/// mm/ksm.c walks the page tables once per KSM page. With the write lock, one walk here
+/// collects up to [`BATCH`] of them, which are then faulted one after the other: no system
+/// call can zap or remap them meanwhile, so each fault finds its page or a swap or migration
+/// entry of it (which the fault resolves). The next walk starts again at the first address
+/// of the batch, so that a fault that backed out is retried, exactly as C retries; the loop
+/// ends, as C's, when a walk finds no KSM page. With the read lock, a page could be zapped
+/// after the walk and the fault would map a new one: one page per walk, as C.
 pub(crate) fn break_ksm<V: MmapLockedVma>(vma: &V, start: usize, end: usize) -> Result {
+    let batch = if V::EXCLUSIVE { BATCH } else { 1 };
     let mut addr = start;
     loop {
         cond_resched();
-        let found = pgtable::walk_mapped(vma, addr, end, |e| {
-            if kernel::current!().signal_pending() {
-                return Err(ERESTARTSYS);
+        let mut found = [0usize; BATCH];
+        let mut n = 0;
+        // The page table of the last entry seen: signals are checked once per table, as in C.
+        let mut table = usize::MAX;
+        pgtable::walk_mapped(vma, addr, end, |e| {
+            let t = e.addr() >> bindings::PMD_SHIFT;
+            if t != table {
+                table = t;
+                if kernel::current!().signal_pending() {
+                    return Err(ERESTARTSYS);
+                }
             }
-            let ksm_zero = e.pte().is_some_and(|p| p.present() && p.is_ksm_zero());
             // KSM pages stay KSM pages until freed: no need to wait for a migration to end.
-            let ksm_page = e
-                .normal_folio()
-                .map(|(f, _)| f)
-                .or_else(|| e.migration_folio())
-                .is_some_and(|f| f.is_ksm());
-            Ok(if ksm_zero || ksm_page {
+            let folio = e.normal_folio().map(|(f, _)| f);
+            let ksm = match folio.or_else(|| e.migration_folio()) {
+                Some(f) => f.is_ksm(),
+                // Not a page: maybe a KSM-placed zero page (`is_ksm_zero()` tests `present`).
+                None => e.pte().is_some_and(|p| p.is_ksm_zero()),
+            };
+            if !ksm {
+                return Ok(ControlFlow::Continue(()));
+            }
+            let Some(slot) = found.get_mut(n) else {
+                // Not reached: the walk stops when the batch is full.
+                return Ok(ControlFlow::Break(e.addr()));
+            };
+            *slot = e.addr();
+            n += 1;
+            Ok(if n == batch {
                 ControlFlow::Break(e.addr())
             } else {
                 ControlFlow::Continue(())
             })
         })?;
-        let Some(a) = found else {
+        if n == 0 {
             return Ok(());
-        };
-        addr = a;
-        let ret = pgtable::fault_unshare(vma.as_read(), addr);
-        // SIGBUS: racing truncation, which also unmaps the page. OOM: report it, never loop.
-        if ret & bindings::VM_FAULT_OOM != 0 {
-            return Err(ENOMEM);
         }
-        if ret & (bindings::VM_FAULT_SIGBUS | bindings::VM_FAULT_SIGSEGV) != 0 {
-            return Ok(());
+        addr = found[0];
+        for &a in &found[..n] {
+            let ret = pgtable::fault_unshare(vma.as_read(), a);
+            // SIGBUS: racing truncation, which also unmaps the page. OOM: report it, never
+            // loop.
+            if ret & bindings::VM_FAULT_OOM != 0 {
+                return Err(ENOMEM);
+            }
+            if ret & (bindings::VM_FAULT_SIGBUS | bindings::VM_FAULT_SIGSEGV) != 0 {
+                return Ok(());
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The unstable tree: pages that have not changed for a scan, ordered by content.
+//! The unstable tree: pages that have not changed for a scan, ordered by content (checksum
+//! first, bytes second: see [`crate::order`]).
 //!
 //! Its nodes are the rmap items themselves. The contents of an unstable page can change at any
 //! time (it is not write-protected), so the tree may become unbalanced in content order; that
@@ -32,35 +33,47 @@ pub(crate) fn search_insert(
     let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
     // SAFETY: Valid root; thread mutex held.
     let mut new = unsafe { &raw mut (*root).rb_node };
+    // The key: the checksum the item is inserted with, unchanged for a scan (the caller
+    // checked), and the bytes.
+    let hash = item.unstable().oldchecksum;
     // SAFETY: `new` points into the tree.
     while unsafe { !(*new).is_null() } {
         cond_resched();
         // SAFETY: Unstable tree nodes are embedded in rmap items.
         let tree_item = unsafe { kernel::container_of!(*new, RmapItem, link.node) };
-        // SAFETY: Tree items are valid under the thread mutex.
-        let tree_page = get_mergeable_page(unsafe { &*tree_item })?;
-        // Don't substitute a KSM page for a forked page.
-        if page.same_page(&tree_page) {
-            return None;
-        }
-        let ord = page.cmp(&tree_page);
-        // SAFETY: `*new` is valid.
-        parent = unsafe { *new };
-        // SAFETY: `parent` is valid.
-        match ord {
-            // SAFETY: `parent`/`*new` is a valid node of the tree.
-            core::cmp::Ordering::Less => new = unsafe { &raw mut (*parent).rb_left },
-            // SAFETY: `parent`/`*new` is a valid node of the tree.
-            core::cmp::Ordering::Greater => new = unsafe { &raw mut (*parent).rb_right },
-            core::cmp::Ordering::Equal => {
-                // A tree page that migrated to another node is flushed out and put in the
-                // right tree next scan: only merge with it when merging across nodes.
-                if MERGE_ACROSS_NODES.load(Relaxed) == 0 && tree_page.folio.nid() != nid {
+        // SAFETY: Tree items are valid under the thread mutex, and the unstable information
+        // is the active member of an unstable item's `info`; no one changes it while the
+        // item is in the tree.
+        let tree_hash = unsafe { (*tree_item).info.unstable.oldchecksum };
+        let ord = match crate::order::by_checksum(hash, tree_hash) {
+            Some(ord) => ord,
+            None => {
+                // SAFETY: Tree items are valid under the thread mutex.
+                let tree_page = get_mergeable_page(unsafe { &*tree_item })?;
+                // Don't substitute a KSM page for a forked page.
+                if page.same_page(&tree_page) {
                     return None;
                 }
-                return Some((tree_item, tree_page));
+                let ord = page.cmp(&tree_page);
+                if ord == core::cmp::Ordering::Equal {
+                    // A tree page that migrated to another node is flushed out and put in the
+                    // right tree next scan: only merge with it when merging across nodes.
+                    if MERGE_ACROSS_NODES.load(Relaxed) == 0 && tree_page.folio.nid() != nid {
+                        return None;
+                    }
+                    return Some((tree_item, tree_page));
+                }
+                ord
             }
-        }
+        };
+        // SAFETY: `*new` is valid.
+        parent = unsafe { *new };
+        new = match ord {
+            // SAFETY: `parent` is a valid node of the tree.
+            core::cmp::Ordering::Less => unsafe { &raw mut (*parent).rb_left },
+            // SAFETY: `parent` is a valid node of the tree.
+            _ => unsafe { &raw mut (*parent).rb_right },
+        };
     }
     item.address = item.address.into_unstable(ksm.seqnr);
     item.anon_vma_or_nid.nid = nid;

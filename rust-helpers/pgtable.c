@@ -24,6 +24,11 @@ __rust_helper bool rust_helper_pte_none(pte_t pte)
 	return pte_none(pte);
 }
 
+__rust_helper bool rust_helper_pte_special(pte_t pte)
+{
+	return pte_special(pte);
+}
+
 __rust_helper bool rust_helper_pte_write(pte_t pte)
 {
 	return pte_write(pte);

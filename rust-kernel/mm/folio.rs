@@ -57,95 +57,111 @@ impl Folio {
     ///
     /// `ptr` must point to a valid folio that stays valid (referenced or otherwise pinned) for
     /// `'a`.
+    #[inline]
     pub unsafe fn from_raw<'a>(ptr: *const bindings::folio) -> &'a Self {
         // SAFETY: `Folio` is a transparent wrapper; the caller guarantees validity.
         unsafe { &*ptr.cast() }
     }
 
     /// Returns the raw `struct folio` pointer.
+    #[inline]
     pub fn as_raw(&self) -> *mut bindings::folio {
         self.0.get()
     }
 
     /// Returns the first page of the folio.
+    #[inline]
     pub fn first_page(&self) -> *mut bindings::page {
         // SAFETY: The folio is valid by the type invariant.
         unsafe { bindings::folio_page(self.as_raw(), 0) }
     }
 
     /// The page frame number of the first page.
+    #[inline]
     pub fn pfn(&self) -> usize {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_pfn(self.as_raw()) as usize }
     }
 
     /// The NUMA node the folio lives on.
+    #[inline]
     pub fn nid(&self) -> i32 {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_nid(self.as_raw()) }
     }
 
     /// Whether this is an anonymous folio (includes KSM folios).
+    #[inline]
     pub fn is_anon(&self) -> bool {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_test_anon(self.as_raw()) }
     }
 
     /// Whether this is a KSM folio (`folio->mapping` tagged with `FOLIO_MAPPING_KSM`).
+    #[inline]
     pub fn is_ksm(&self) -> bool {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_test_ksm(self.as_raw()) }
     }
 
     /// Whether the folio has more than one page.
+    #[inline]
     pub fn is_large(&self) -> bool {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_test_large(self.as_raw()) }
     }
 
     /// Whether the folio is in the swap cache.
+    #[inline]
     pub fn is_swapcache(&self) -> bool {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_test_swapcache(self.as_raw()) }
     }
 
     /// Whether the folio is dirty.
+    #[inline]
     pub fn is_dirty(&self) -> bool {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_test_dirty(self.as_raw()) }
     }
 
     /// Whether the folio is ZONE_DEVICE memory.
+    #[inline]
     pub fn is_zone_device(&self) -> bool {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_is_zone_device(self.as_raw()) }
     }
 
     /// Number of page table mappings of the folio.
+    #[inline]
     pub fn mapcount(&self) -> i32 {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_mapcount(self.as_raw()) }
     }
 
     /// Whether any page of the folio is mapped into a page table.
+    #[inline]
     pub fn is_mapped(&self) -> bool {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_mapped(self.as_raw()) }
     }
 
     /// The reference count.
+    #[inline]
     pub fn ref_count(&self) -> i32 {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_ref_count(self.as_raw()) }
     }
 
     /// `READ_ONCE(folio->mapping)` as an integer, tag bits included.
+    #[inline]
     pub fn raw_mapping(&self) -> usize {
         // SAFETY: The folio is valid; the helper reads the field with `READ_ONCE()`.
         unsafe { bindings::folio_raw_mapping(self.as_raw()) as usize }
     }
 
     /// The `anon_vma` of an anonymous, non-KSM folio, or null (`folio_anon_vma()`).
+    #[inline]
     pub fn anon_vma(&self) -> *mut bindings::anon_vma {
         let mapping = self.raw_mapping();
         let anon = bindings::FOLIO_MAPPING_ANON as usize;
@@ -157,18 +173,21 @@ impl Folio {
 
     /// The page offset of the folio in its mapping, or in the linear anonymous address space
     /// of its VMA (`folio->index`).
+    #[inline]
     pub fn index(&self) -> usize {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_index(self.as_raw()) }
     }
 
     /// Whether the folio's contents are valid (`folio_test_uptodate()`).
+    #[inline]
     pub fn is_uptodate(&self) -> bool {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_test_uptodate(self.as_raw()) }
     }
 
     /// Whether page `index` of the folio has a memory error (`PageHWPoison()`).
+    #[inline]
     pub fn is_hwpoison(&self, index: usize) -> bool {
         // SAFETY: A valid page of the folio.
         unsafe { bindings::PageHWPoison(self.page(index)) }
@@ -220,6 +239,7 @@ impl Folio {
     }
 
     /// Marks the folio accessed for reclaim (`folio_mark_accessed()`).
+    #[inline]
     pub fn mark_accessed(&self) {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_mark_accessed(self.as_raw()) };
@@ -230,6 +250,7 @@ impl Folio {
     /// # Panics
     ///
     /// If `index` is not below the number of pages of the folio.
+    #[inline]
     pub fn page(&self, index: usize) -> *mut bindings::page {
         assert!(index < self.nr_pages());
         // SAFETY: The folio is valid and `index` is in range.
@@ -237,6 +258,7 @@ impl Folio {
     }
 
     /// The number of pages in the folio.
+    #[inline]
     pub fn nr_pages(&self) -> usize {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_nr_pages(self.as_raw()) as usize }
@@ -272,12 +294,14 @@ impl Folio {
     ///
     /// This goes through `memcmp_pages()`, which architectures override: on arm64 a page
     /// with MTE tags never compares equal, since merging it would lose its tags.
+    #[inline]
     pub fn page_identical_to_zero_page(&self, index: usize, addr: usize) -> bool {
         // SAFETY: Both are valid pages; `memcmp_pages()` maps them itself.
         unsafe { bindings::memcmp_pages(self.page(index), bindings::zero_page(addr)) == 0 }
     }
 
     /// Compares the bytes of page `index` with page `other_index` of `other` (`memcmp_pages()`).
+    #[inline]
     pub fn cmp_page_contents(
         &self,
         index: usize,
@@ -333,6 +357,7 @@ impl Folio {
     }
 
     /// Returns `true` when the folio is locked (by anyone).
+    #[inline]
     pub fn is_locked(&self) -> bool {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_test_locked(self.as_raw()) }
@@ -350,6 +375,7 @@ impl Folio {
     }
 
     /// Takes the folio lock, sleeping if needed.
+    #[inline]
     pub fn lock(&self) -> FolioLockGuard<'_> {
         // SAFETY: The folio is valid.
         unsafe { bindings::folio_lock(self.as_raw()) };
@@ -384,6 +410,7 @@ impl UnrefFolio {
     ///
     /// `pfn` must be a page frame number with a `struct page` (a `pfn_valid()` frame) that
     /// stays in the memory map for `'a` (memory hot-remove must be excluded by the caller).
+    #[inline]
     pub unsafe fn from_pfn<'a>(pfn: usize) -> &'a Self {
         // SAFETY: The caller guarantees that `pfn` has a `struct page`.
         let page = unsafe { bindings::pfn_to_page(pfn) };
@@ -415,6 +442,7 @@ impl UnrefFolio {
     }
 
     /// `READ_ONCE(folio->mapping)` as an integer, tag bits included.
+    #[inline]
     pub fn raw_mapping(&self) -> usize {
         // SAFETY: By the type invariant the memory is valid; the helper reads the field
         // with `READ_ONCE()`.
@@ -422,6 +450,7 @@ impl UnrefFolio {
     }
 
     /// Whether the folio is in the swap cache, as of this lockless read.
+    #[inline]
     pub fn is_swapcache(&self) -> bool {
         // SAFETY: By the type invariant the memory is valid; this reads the flags word.
         unsafe { bindings::folio_test_swapcache(self.as_raw()) }
@@ -429,6 +458,7 @@ impl UnrefFolio {
 
     /// The NUMA node of the page frame (`pfn_to_nid()`): it does not change while the frame
     /// exists.
+    #[inline]
     pub fn nid(&self) -> i32 {
         // SAFETY: By the type invariant the memory is valid; the node is kept in the flags.
         unsafe { bindings::folio_nid(self.as_raw()) }
@@ -465,6 +495,7 @@ impl<'a> FolioLockGuard<'a> {
     /// # Safety
     ///
     /// The folio must be locked, and stay locked while the guard is used.
+    #[inline]
     pub unsafe fn assume_locked(folio: &'a Folio) -> Self {
         // INVARIANT: The caller guarantees that the lock is held.
         Self(folio)
@@ -473,18 +504,21 @@ impl<'a> FolioLockGuard<'a> {
 
 impl FolioLockGuard<'_> {
     /// Marks the folio dirty (`folio_mark_dirty()`).
+    #[inline]
     pub fn mark_dirty(&self) {
         // SAFETY: The folio is valid and locked, as `folio_mark_dirty()` wants for anon folios.
         unsafe { bindings::folio_mark_dirty(self.as_raw()) };
     }
 
     /// Whether the first page is exclusive to one anonymous mapping (`PageAnonExclusive()`).
+    #[inline]
     pub fn is_anon_exclusive(&self) -> bool {
         // SAFETY: The folio is valid and locked.
         unsafe { bindings::PageAnonExclusive(self.first_page()) }
     }
 
     /// Drops the swap space of an unmapped folio (`folio_free_swap()`).
+    #[inline]
     pub fn free_swap(&self) {
         // SAFETY: The folio is valid and locked.
         unsafe { bindings::folio_free_swap(self.as_raw()) };
@@ -497,6 +531,7 @@ impl FolioLockGuard<'_> {
     /// The value must be something every reader of this folio's mapping understands: for a KSM
     /// implementation, a stable node pointer tagged with [`FOLIO_MAPPING_KSM`], set on an
     /// anonymous folio that is not exclusive to one mapping.
+    #[inline]
     pub unsafe fn set_raw_mapping(&self, mapping: usize) {
         // SAFETY: The folio is valid and locked; the caller vouches for the value.
         unsafe { bindings::folio_set_raw_mapping(self.as_raw(), mapping as *mut _) };

@@ -11,7 +11,8 @@
 //! - [`VmaMmapRead`], [`VmaMmapWrite`]: a VMA whose mm's mmap lock is held for read or for
 //!   write. A plain [`VmaRef`] may stand for a VMA under its per-VMA lock only, which is not
 //!   enough for a page table walk or a remote fault.
-//! - [`walk_mapped`]: `walk_page_range_vma()` calling a closure for every non-empty entry, under
+//! - [`walk_mapped`] and [`walk_pages`]: `walk_page_range_vma()` calling a closure for every
+//!   non-empty entry (or every entry that may map a normal page), under
 //!   the page table lock; empty upper levels are skipped without visiting their addresses.
 //! - [`FolioWalk`]: `folio_walk_start()` for one address, the page table lock held until drop.
 //! - [`MappedPte`]: `page_vma_mapped_walk()` of an order-0 folio in one VMA: the locked PTE that
@@ -69,6 +70,7 @@ impl VmaMmapRead {
     }
 
     /// The VMA of `guard`'s mm that contains `addr` (`vma_lookup()`).
+    #[inline]
     pub fn lookup<'a>(guard: &'a MmapReadGuard<'_>, addr: usize) -> Option<&'a Self> {
         // INVARIANT: The VMA comes from the mm whose mmap read lock `guard` holds, for as
         // long as the guard is borrowed.
@@ -76,6 +78,7 @@ impl VmaMmapRead {
     }
 
     /// The first VMA of `guard`'s mm that ends above `addr` (`find_vma()`).
+    #[inline]
     pub fn find<'a>(guard: &'a MmapReadGuard<'_>, addr: usize) -> Option<&'a Self> {
         // INVARIANT: As in `lookup`.
         guard.find_vma(addr).map(Self::from_vma)
@@ -89,6 +92,7 @@ impl VmaMmapWrite {
     /// # Safety
     ///
     /// The mmap lock of `vma`'s mm must be held for write for `'a`.
+    #[inline]
     pub unsafe fn from_vma<'a>(vma: &'a VmaRef) -> &'a Self {
         // INVARIANT: As the caller guarantees.
         // SAFETY: `VmaMmapWrite` is a transparent wrapper of `VmaMmapRead`, itself one of
@@ -101,6 +105,7 @@ impl VmaMmapWrite {
     /// # Safety
     ///
     /// The mmap lock of `mm` must be held for write for `'a`.
+    #[inline]
     pub unsafe fn find<'a>(mm: &'a Mm, addr: usize) -> Option<&'a Self> {
         // SAFETY: The caller holds the mmap lock (for write), as `find_vma_locked` wants, and
         // as `from_vma` wants.
@@ -119,6 +124,10 @@ pub trait MmapLockedVma: private::Sealed + Deref<Target = VmaRef> {
     #[doc(hidden)]
     const WALK_LOCK: bindings::page_walk_lock;
 
+    /// Whether the mmap lock is held for write: no other task can change the VMA's page
+    /// tables through a system call (reclaim, migration and faults of its own still can).
+    const EXCLUSIVE: bool;
+
     /// The VMA with the mmap lock held for read, at least.
     fn as_read(&self) -> &VmaMmapRead;
 }
@@ -129,6 +138,7 @@ impl private::Sealed for VmaMmapWrite {}
 impl MmapLockedVma for VmaMmapRead {
     // The mmap read lock is held: the walk need not lock the VMA.
     const WALK_LOCK: bindings::page_walk_lock = bindings::page_walk_lock_PGWALK_RDLOCK;
+    const EXCLUSIVE: bool = false;
 
     fn as_read(&self) -> &VmaMmapRead {
         self
@@ -138,6 +148,7 @@ impl MmapLockedVma for VmaMmapRead {
 impl MmapLockedVma for VmaMmapWrite {
     // The mmap write lock is held: the walk write-locks the VMA against page faults.
     const WALK_LOCK: bindings::page_walk_lock = bindings::page_walk_lock_PGWALK_WRLOCK;
+    const EXCLUSIVE: bool = true;
 
     fn as_read(&self) -> &VmaMmapRead {
         &self.0
@@ -151,60 +162,70 @@ pub struct Pte(bindings::pte_t);
 
 impl Pte {
     /// Whether the entry maps a page (`pte_present()`).
+    #[inline]
     pub fn present(self) -> bool {
         // SAFETY: Pure function of the value.
         unsafe { bindings::pte_present(self.0) }
     }
 
     /// Whether the entry is empty (`pte_none()`).
+    #[inline]
     pub fn none(self) -> bool {
         // SAFETY: Pure function of the value.
         unsafe { bindings::pte_none(self.0) }
     }
 
     /// Whether the entry is writable.
+    #[inline]
     pub fn write(self) -> bool {
         // SAFETY: Pure function of the value.
         unsafe { bindings::pte_write(self.0) }
     }
 
     /// Whether the entry is dirty.
+    #[inline]
     pub fn dirty(self) -> bool {
         // SAFETY: Pure function of the value.
         unsafe { bindings::pte_dirty(self.0) }
     }
 
     /// The page frame number the entry maps.
+    #[inline]
     pub fn pfn(self) -> usize {
         // SAFETY: Pure function of the value.
         unsafe { bindings::pte_pfn(self.0) as usize }
     }
 
     /// Whether the entry maps the shared zero page.
+    #[inline]
     pub fn is_zero_pfn(self) -> bool {
         // SAFETY: Pure function of the value.
         self.present() && unsafe { bindings::is_zero_pfn(bindings::pte_pfn(self.0)) }
     }
 
     /// The entry with the dirty bit cleared.
+    #[inline]
     pub fn mkclean(self) -> Self {
         // SAFETY: Pure function of the value.
         Self(unsafe { bindings::pte_mkclean(self.0) })
     }
 
     /// The entry made read-only.
+    #[inline]
     pub fn wrprotect(self) -> Self {
         // SAFETY: Pure function of the value.
         Self(unsafe { bindings::pte_wrprotect(self.0) })
     }
 
     /// Whether two entries are identical (`pte_same()`).
+    #[inline]
     pub fn same(self, other: Pte) -> bool {
         // SAFETY: Pure function of the values.
         unsafe { bindings::pte_same(self.0, other.0) }
     }
 
     /// The entry mapping the first page of `folio` with the protection of `vma`.
+    #[inline]
     pub fn for_folio(folio: &Folio, vma: &VmaRef) -> Self {
         // SAFETY: The folio and the VMA are valid; `vm_page_prot` is read like C does.
         Self(unsafe { bindings::mk_pte(folio.first_page(), bindings::vma_page_prot(vma.as_ptr())) })
@@ -212,6 +233,7 @@ impl Pte {
 
     /// A special, dirty entry mapping the zero page for `addr` in `vma`: the dirty bit marks a
     /// zero page placed by KSM (see `is_ksm_zero_pte()`).
+    #[inline]
     pub fn ksm_zero(vma: &VmaRef, addr: usize) -> Self {
         // SAFETY: `ZERO_PAGE()` is always valid; the rest are pure functions.
         Self(unsafe {
@@ -224,6 +246,7 @@ impl Pte {
     }
 
     /// Whether the entry is a KSM-placed zero page (`is_ksm_zero_pte()`).
+    #[inline]
     pub fn is_ksm_zero(self) -> bool {
         self.is_zero_pfn() && self.dirty()
     }
@@ -244,7 +267,8 @@ pub struct MappedEntry<'a> {
 
 #[derive(Clone, Copy)]
 enum EntryKind {
-    Pte(Pte),
+    /// A PTE, and whether it is present (tested once by the walk).
+    Pte(Pte, bool),
     #[cfg_attr(
         not(CONFIG_PGTABLE_HAS_HUGE_LEAVES),
         expect(dead_code, reason = "a PMD is never a leaf without huge leaves")
@@ -255,14 +279,16 @@ enum EntryKind {
 impl MappedEntry<'_> {
     /// The virtual address of the entry (for a PMD leaf: the first address of the walked range
     /// within it).
+    #[inline]
     pub fn addr(&self) -> usize {
         self.addr
     }
 
     /// The PTE value, or `None` for a PMD-mapped huge page.
+    #[inline]
     pub fn pte(&self) -> Option<Pte> {
         match self.kind {
-            EntryKind::Pte(pte) => Some(pte),
+            EntryKind::Pte(pte, _) => Some(pte),
             EntryKind::PmdLeaf(_) => None,
         }
     }
@@ -272,10 +298,11 @@ impl MappedEntry<'_> {
     ///
     /// The folio is only known valid while the page table lock is held, that is inside the
     /// walk's closure: take a reference to keep it.
+    #[inline]
     pub fn normal_folio(&self) -> Option<(&Folio, usize)> {
         let page = match self.kind {
-            EntryKind::Pte(pte) => {
-                if !pte.present() {
+            EntryKind::Pte(pte, present) => {
+                if !present {
                     return None;
                 }
                 // SAFETY: The VMA is valid and the PTE lock is held during the walk.
@@ -296,7 +323,7 @@ impl MappedEntry<'_> {
         // SAFETY: `page` is mapped here and the page table lock pins the mapping.
         let folio = unsafe { Folio::from_raw(bindings::page_folio(page)) };
         let index = match self.kind {
-            EntryKind::Pte(_) => 0,
+            EntryKind::Pte(..) => 0,
             EntryKind::PmdLeaf(_) => {
                 (self.addr & ((1usize << bindings::PMD_SHIFT) - 1)) / PAGE_SIZE
             }
@@ -310,7 +337,7 @@ impl MappedEntry<'_> {
     /// For a migration entry, the folio under migration.
     pub fn migration_folio(&self) -> Option<&Folio> {
         match self.kind {
-            EntryKind::Pte(pte) if !pte.present() && !pte.none() => {
+            EntryKind::Pte(pte, false) if !pte.none() => {
                 // SAFETY: A migration entry pins its folio while the PTE lock is held.
                 let f = unsafe { bindings::pte_migration_folio(pte.0) };
                 // SAFETY: As above.
@@ -341,11 +368,37 @@ where
     V: MmapLockedVma,
     F: FnMut(&MappedEntry<'_>) -> Result<ControlFlow<usize>>,
 {
+    walk::<V, F, false>(vma, start, end, f)
+}
+
+/// As [`walk_mapped`], but only for present PTEs that are not special (`pte_special()`), and
+/// PMD-mapped huge pages.
+///
+/// In an anonymous VMA that is every entry that may map a normal page (`vm_normal_page()`
+/// finds no page behind a special PTE unless the VMA has `find_special_page`, which anonymous
+/// VMAs do not have): special PTEs map the shared zero page there. A scan for pages (KSM's)
+/// passes over the rest in the walk's loop, without a call per entry: a THP split maps its
+/// zero-filled subpages to the zero page, hundreds of entries per table. Without
+/// `CONFIG_ARCH_HAS_PTE_SPECIAL` no entry is special and the closure sees them all.
+pub fn walk_pages<V, F>(vma: &V, start: usize, end: usize, f: F) -> Result<Option<usize>>
+where
+    V: MmapLockedVma,
+    F: FnMut(&MappedEntry<'_>) -> Result<ControlFlow<usize>>,
+{
+    walk::<V, F, true>(vma, start, end, f)
+}
+
+/// [`walk_mapped`] (`PAGES` false) or [`walk_pages`] (`PAGES` true).
+fn walk<V, F, const PAGES: bool>(vma: &V, start: usize, end: usize, f: F) -> Result<Option<usize>>
+where
+    V: MmapLockedVma,
+    F: FnMut(&MappedEntry<'_>) -> Result<ControlFlow<usize>>,
+{
     let vma: &VmaRef = vma;
     /// # Safety
     ///
     /// Called by `walk_page_range_vma()` with `walk->private` set to the `WalkCtx` below.
-    unsafe extern "C" fn pmd_entry<F>(
+    unsafe extern "C" fn pmd_entry<F, const PAGES: bool>(
         pmdp: *mut bindings::pmd_t,
         mut addr: usize,
         end: usize,
@@ -414,8 +467,16 @@ where
         while addr < end {
             // SAFETY: `ptep` stays within the PTE table mapped above (one PMD's range).
             let pte = Pte(unsafe { bindings::ptep_get(ptep) });
-            if !pte.none() {
-                r = visit(ctx, addr, EntryKind::Pte(pte));
+            // Present entries first: the common case costs one test.
+            let present = pte.present();
+            let wanted = if PAGES {
+                // SAFETY: Pure function of the value.
+                present && !unsafe { bindings::pte_special(pte.0) }
+            } else {
+                present || !pte.none()
+            };
+            if wanted {
+                r = visit(ctx, addr, EntryKind::Pte(pte, present));
                 if r != 0 {
                     break;
                 }
@@ -430,7 +491,7 @@ where
     }
 
     let ops = bindings::mm_walk_ops {
-        pmd_entry: Some(pmd_entry::<F>),
+        pmd_entry: Some(pmd_entry::<F, PAGES>),
         walk_lock: V::WALK_LOCK,
         // SAFETY: All-zero is a valid `mm_walk_ops` (no other callbacks).
         ..unsafe { core::mem::zeroed() }
@@ -492,12 +553,14 @@ impl<'a> FolioWalk<'a> {
     }
 
     /// The folio.
+    #[inline]
     pub fn folio(&self) -> &Folio {
         // SAFETY: Valid while the page table lock is held, i.e. while `self` lives.
         unsafe { Folio::from_raw(self.folio) }
     }
 
     /// The index of the mapped page within the folio.
+    #[inline]
     pub fn page_index(&self) -> usize {
         // SAFETY: Pure arithmetic on valid pointers.
         let first = unsafe { bindings::folio_page(self.folio, 0) };
@@ -505,6 +568,7 @@ impl<'a> FolioWalk<'a> {
     }
 
     /// Whether the folio is mapped by a PTE (rather than a PMD or PUD).
+    #[inline]
     pub fn is_pte(&self) -> bool {
         self.fw.level == bindings::folio_walk_level_FW_LEVEL_PTE
     }
@@ -567,11 +631,13 @@ impl<'a> MappedPte<'a> {
     }
 
     /// The address of the PTE.
+    #[inline]
     pub fn address(&self) -> usize {
         self.pvmw.address
     }
 
     /// The current value of the PTE.
+    #[inline]
     pub fn get(&self) -> Pte {
         // SAFETY: The PTE is mapped and locked (type invariant).
         Pte(unsafe { bindings::ptep_get(self.pvmw.pte) })
@@ -611,6 +677,7 @@ impl<'a> MappedPte<'a> {
 
     /// Marks the anon-exclusive page as possibly shared (`folio_try_share_anon_rmap_pte()`);
     /// the PTE must have been cleared first. Fails when the page may be pinned.
+    #[inline]
     pub fn try_share_anon_rmap(&self, folio: &FolioLockGuard<'_>) -> Result {
         // SAFETY: Valid locked folio whose first page this PTE mapped.
         match unsafe { bindings::folio_try_share_anon_rmap_pte(folio.as_raw(), folio.first_page()) }
@@ -645,6 +712,7 @@ impl<'a> MappedPte<'a> {
     /// # Safety
     ///
     /// The PTE must no longer map the page; the caller must hold another reference.
+    #[inline]
     pub unsafe fn remove_rmap_and_put(&self, folio: &Folio) {
         // SAFETY: As the caller guarantees.
         unsafe {
@@ -654,6 +722,7 @@ impl<'a> MappedPte<'a> {
     }
 
     /// Accounts one anonymous page less in the mm (`dec_mm_counter(mm, MM_ANONPAGES)`).
+    #[inline]
     pub fn dec_anon_counter(&self) {
         // SAFETY: Valid mm.
         unsafe { bindings::dec_mm_anon_counter(self.vma.mm().as_raw()) };

@@ -11,6 +11,9 @@
  *  - KSM zero pages and fork(): a child's ksm_zero_pages counts what it
  *    maps, and the global count does not drift, also with ksmd merging
  *    zero pages while children are forked;
+ *  - checksum collisions: pages whose checksums collide but whose bytes
+ *    differ merge with their copies, never with each other, whichever is
+ *    merged first;
  *  - sparse areas: a 32 TiB mergeable area holding two pages is scanned,
  *    merged and unmerged quickly (unpopulated page tables are skipped);
  *  - trace events: every event of include/trace/events/ksm.h fires, with
@@ -716,6 +719,104 @@ out:
 		munmap(map, len);
 	snprintf(old, sizeof(old), "%ld", old_zero);
 	ksm_write("use_zero_pages", old);
+}
+
+/*
+ * Two page contents whose checksums collide: a 64-bit counter at offset 0,
+ * the rest zero. KSM sums every page it scans (calc_checksum(): xxhash,
+ * seed 0, truncated to 32 bits) to skip pages that change, and an
+ * implementation may order its trees by that checksum first; these two
+ * were found by summing the counters 1, 2, 3, ... until two collided
+ * (0x9cfd10ae on 64-bit kernels, whose xxhash is xxh64).
+ */
+#define COLLIDE_A 56775ULL
+#define COLLIDE_B 78957ULL
+#define COLLIDE_COPIES 4
+
+static void collide_fill(char *map, size_t i, unsigned long long v)
+{
+	memset(map + i * pagesize, 0, pagesize);
+	memcpy(map + i * pagesize, &v, sizeof(v));
+}
+
+static bool collide_intact(const char *map, size_t i, unsigned long long v)
+{
+	unsigned long long got;
+	size_t j;
+
+	memcpy(&got, map + i * pagesize, sizeof(got));
+	if (got != v)
+		return false;
+	for (j = sizeof(got); j < pagesize; j++)
+		if (map[i * pagesize + j])
+			return false;
+	return true;
+}
+
+/*
+ * Copies of both contents merge with their own kind only: first all at
+ * once (the unstable tree holds equal checksums of different bytes), then
+ * the second kind after the first is already a KSM page (a search of the
+ * stable tree meets a page of the same checksum and other bytes first).
+ */
+static void test_checksum_collision(void)
+{
+	const size_t n = COLLIDE_COPIES;
+	const char *err = NULL;
+	char *a = MAP_FAILED, *b = MAP_FAILED;
+	size_t i;
+
+	a = mmap(NULL, 2 * n * pagesize, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	b = mmap(NULL, n * pagesize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED || b == MAP_FAILED)
+		ksft_exit_fail_msg("mmap failed\n");
+	ksm_write_or_die("run", "1");
+
+	/* Both kinds, interleaved, in one area. */
+	for (i = 0; i < 2 * n; i++)
+		collide_fill(a, i, i % 2 ? COLLIDE_B : COLLIDE_A);
+	if (madvise(a, 2 * n * pagesize, MADV_MERGEABLE))
+		err = "MADV_MERGEABLE failed";
+	else if (!wait_merged(2 * n))
+		err = "colliding pages were not all merged";
+	for (i = 0; i < 2 * n && !err; i++)
+		if (!collide_intact(a, i, i % 2 ? COLLIDE_B : COLLIDE_A))
+			err = "content wrong after merging colliding pages";
+	ksft_test_result(!err, "checksum collision: both kinds at once%s%s\n",
+			 err ? ": " : "", err ? err : "");
+
+	/* The first kind alone, merged; then the second. */
+	err = NULL;
+	if (madvise(a, 2 * n * pagesize, MADV_UNMERGEABLE) || !wait_unmerged()) {
+		err = "unmerging failed";
+		goto out;
+	}
+	for (i = 0; i < 2 * n; i++)
+		collide_fill(a, i, COLLIDE_A);
+	for (i = 0; i < n; i++)
+		collide_fill(b, i, COLLIDE_B);
+	if (madvise(a, 2 * n * pagesize, MADV_MERGEABLE) || !wait_merged(2 * n)) {
+		err = "the first kind was not merged";
+		goto out;
+	}
+	if (madvise(b, n * pagesize, MADV_MERGEABLE) || !wait_merged(3 * n)) {
+		err = "the second kind did not merge next to the first";
+		goto out;
+	}
+	for (i = 0; i < 2 * n && !err; i++)
+		if (!collide_intact(a, i, COLLIDE_A))
+			err = "first kind wrong after merging the second";
+	for (i = 0; i < n && !err; i++)
+		if (!collide_intact(b, i, COLLIDE_B))
+			err = "second kind wrong after merging";
+out:
+	madvise(a, 2 * n * pagesize, MADV_UNMERGEABLE);
+	madvise(b, n * pagesize, MADV_UNMERGEABLE);
+	munmap(a, 2 * n * pagesize);
+	munmap(b, n * pagesize);
+	ksft_test_result(!err, "checksum collision: one kind after the other%s%s\n",
+			 err ? ": " : "", err ? err : "");
 }
 
 /* While KSM pages exist, max_page_sharing and merge_across_nodes are -EBUSY. */
@@ -2148,7 +2249,7 @@ int main(void)
 	atexit(restore_knobs);
 
 	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 +
-	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4;
+	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2;
 	ksft_set_plan(plan);
 
 	test_sysfs_files();
@@ -2160,6 +2261,7 @@ int main(void)
 	test_integrity();
 	test_zero_pages();
 	test_zero_pages_fork();
+	test_checksum_collision();
 	test_ebusy();
 	test_sparse_area();
 	test_trace_events();
