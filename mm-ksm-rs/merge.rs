@@ -370,13 +370,13 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
     if !node.is_null() {
         // SAFETY: The folio is KSM and pinned by our reference: its node is live.
         let n = unsafe { &*node };
-        if !n.on_migrate_list && ksm.kpfn_nid(n.kpfn.load(Relaxed)) != n.nid {
+        if !n.on_migrate_list() && ksm.kpfn_nid(n.kpfn.load(Relaxed)) != n.nid {
             // The page migrated to another NUMA node: its node moves to the right tree
             // through the migrate list (see stable_tree::search()).
             stable_tree::move_to_migrate_list(ksm, node);
         }
         // SAFETY: Reading the link of a stable item; the node is live.
-        if unsafe { !(*node).on_migrate_list }
+        if unsafe { !(*node).on_migrate_list() }
             && item.address.is_stable()
             // SAFETY: The stable link is the active member for stable items.
             && unsafe { item.link.stable.head } == node

@@ -62,26 +62,48 @@ use kernel::{
 /// of a real count is still recognizable.
 pub(crate) const STABLE_NODE_CHAIN: i32 = -1024;
 
-/// A node of the stable tree (`struct ksm_stable_node`): a KSM page, or a chain of them.
+/// Where a node is linked: in a stable tree, or in a list (C: the union of `node` with
+/// `head`, `hlist_dup` and `list`). [`StableNode::place`] says which.
 #[repr(C)]
-pub(crate) struct StableNode {
-    /// Linkage in the stable tree (a plain node or a chain; not a dup).
+pub(crate) union Link {
+    /// In a stable tree (a plain node or a chain).
     pub(crate) node: bindings::rb_node,
+    /// In a chain's list of dups (a dup), or in the migrate list.
+    list: HLink<StableNode>,
+}
+
+/// The head of a node's list (C: `hlist`, which holds either): the rmap items mapping a KSM
+/// page (plain nodes and dups), or the dups of a chain; `rmap_hlist_len` says which.
+#[repr(C)]
+pub(crate) union Head {
     /// First rmap item mapping this KSM page (plain nodes and dups).
     pub(crate) first: *mut RmapItem,
     /// First dup (chains only).
     dups: *mut StableNode,
-    /// Links in the chain's list of dups (dups only).
-    dup_link: HLink<StableNode>,
-    /// Whether this node is a dup in a chain (C: `head == STABLE_NODE_DUP_HEAD`).
-    is_dup: bool,
-    /// Checksum of the KSM page (of its dups' pages for a chain), the first part of the
-    /// node's key in the tree ([`crate::order`]). Fixed while the node is in a tree or chain.
-    pub(crate) hash: u32,
-    /// Links in the migrate list.
-    list_link: HLink<StableNode>,
-    /// Whether the node is on the migrate list, out of any tree (C: `head == &migrate_nodes`).
-    pub(crate) on_migrate_list: bool,
+}
+
+/// Which member of [`Link`] is in use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Place {
+    /// In a stable tree, or being put into one (`link.node`).
+    Tree,
+    /// A dup in a chain (`link.list`; C: `head == STABLE_NODE_DUP_HEAD`).
+    Dup,
+    /// On the migrate list, out of any tree (`link.list`; C: `head == &migrate_nodes`).
+    Migrate,
+}
+
+/// A node of the stable tree (`struct ksm_stable_node`): a KSM page, or a chain of them.
+///
+/// At most 64 bytes on 64-bit, as C's (checked at build time): what a node can be linked into
+/// shares one [`Link`], and its list one [`Head`].
+#[repr(C)]
+pub(crate) struct StableNode {
+    /// Where the node is linked, as `place` says.
+    pub(crate) link: Link,
+    /// Its list, as `rmap_hlist_len` says.
+    pub(crate) head: Head,
     /// Page frame number of the KSM page (plain nodes and dups).
     pub(crate) kpfn: Atomic<usize>,
     /// When the chain was last pruned of stale dups (chains only).
@@ -90,7 +112,16 @@ pub(crate) struct StableNode {
     pub(crate) rmap_hlist_len: i32,
     /// NUMA node of the tree holding this node.
     pub(crate) nid: i32,
+    /// Checksum of the KSM page (of its dups' pages for a chain), the first part of the
+    /// node's key in the tree ([`crate::order`]). Fixed while the node is in a tree or chain.
+    pub(crate) hash: u32,
+    /// Which member of `link` is in use.
+    place: Place,
 }
+
+// As small as C's `struct ksm_stable_node` (64 bytes on 64-bit), the checksum included.
+#[cfg(CONFIG_64BIT)]
+const _: () = assert!(core::mem::size_of::<StableNode>() <= 64);
 
 // SAFETY: Only used under KSM's locks.
 unsafe impl Send for StableNode {}
@@ -98,20 +129,30 @@ unsafe impl Send for StableNode {}
 impl StableNode {
     fn new(kpfn: usize, rmap_hlist_len: i32, hash: u32) -> Self {
         Self {
-            // SAFETY: All-zero is a valid unlinked rb_node.
-            node: unsafe { core::mem::zeroed() },
-            first: core::ptr::null_mut(),
-            dups: core::ptr::null_mut(),
-            dup_link: HLink::new(),
-            is_dup: false,
-            hash,
-            list_link: HLink::new(),
-            on_migrate_list: false,
+            link: Link {
+                // SAFETY: All-zero is a valid unlinked rb_node.
+                node: unsafe { core::mem::zeroed() },
+            },
+            head: Head {
+                first: core::ptr::null_mut(),
+            },
             kpfn: Atomic::new(kpfn),
             chain_prune_time: 0,
             rmap_hlist_len,
             nid: 0,
+            hash,
+            place: Place::Tree,
         }
+    }
+
+    /// Whether the node is on the migrate list, out of any tree.
+    pub(crate) fn on_migrate_list(&self) -> bool {
+        self.place == Place::Migrate
+    }
+
+    /// Whether the node is a dup in a chain.
+    fn is_dup(&self) -> bool {
+        self.place == Place::Dup
     }
 
     /// The `folio->mapping` value of this node's KSM page.
@@ -150,30 +191,33 @@ impl StableNode {
     /// `this` must be a live plain node or dup, and the caller must hold a lock that keeps its
     /// list unchanged while the iterator is used (the KSM folio's lock or the thread mutex).
     pub(crate) unsafe fn items(this: *const Self) -> impl Iterator<Item = *mut RmapItem> {
-        // SAFETY: As the caller guarantees; `first` is read through the raw pointer.
-        unsafe { hlist::iter((*this).first, RmapItem::stable_hlist) }
+        // SAFETY: As the caller guarantees; `first` is read through the raw pointer, and is
+        // the member of `head` in use for a plain node or dup.
+        unsafe { hlist::iter((*this).head.first, RmapItem::stable_hlist) }
     }
 
     /// The dups of a chain (thread mutex held).
     fn dups(&self) -> impl Iterator<Item = *mut StableNode> {
-        // SAFETY: Dups of a live chain are valid under the thread mutex.
-        unsafe { hlist::iter(self.dups, Self::dup_link) }
+        // SAFETY: Dups of a live chain are valid under the thread mutex; `dups` is the member
+        // of `head` in use for a chain (the callers pass chains only).
+        unsafe { hlist::iter(self.head.dups, Self::dup_link) }
     }
 
     /// # Safety
     ///
     /// `this` must be valid.
     unsafe fn dup_link(this: *mut Self) -> *mut HLink<Self> {
-        // SAFETY: A valid node.
-        unsafe { &raw mut (*this).dup_link }
+        // SAFETY: A valid node; a dup's `link` is its list link (no value is read here).
+        unsafe { &raw mut (*this).link.list }
     }
 
     /// # Safety
     ///
     /// `this` must be valid.
     unsafe fn list_link(this: *mut Self) -> *mut HLink<Self> {
-        // SAFETY: A valid node.
-        unsafe { &raw mut (*this).list_link }
+        // SAFETY: A valid node; that of a node on the migrate list is its list link (no value is
+        // read here).
+        unsafe { &raw mut (*this).link.list }
     }
 }
 
@@ -190,8 +234,8 @@ pub(crate) fn folio_stable_node(folio: &Folio) -> *mut StableNode {
 fn chain_add_dup(ksm: &Ksm, dup: *mut StableNode, chain: *mut StableNode) {
     // SAFETY: Both are live nodes, `dup` in no list; the thread mutex is held.
     unsafe {
-        hlist::push_front(&raw mut (*chain).dups, dup, StableNode::dup_link);
-        (*dup).is_dup = true;
+        hlist::push_front(&raw mut (*chain).head.dups, dup, StableNode::dup_link);
+        (*dup).place = Place::Dup;
     }
     STABLE_NODE_DUPS.add(ksm, 1);
 }
@@ -201,7 +245,7 @@ fn dup_unlink(ksm: &Ksm, dup: *mut StableNode) {
     // SAFETY: `dup` is a live dup in a chain; the thread mutex is held.
     unsafe {
         hlist::unlink(dup, StableNode::dup_link);
-        (*dup).is_dup = false;
+        (*dup).place = Place::Tree;
     }
     STABLE_NODE_DUPS.add(ksm, -1);
 }
@@ -209,11 +253,11 @@ fn dup_unlink(ksm: &Ksm, dup: *mut StableNode) {
 /// Takes a plain node or dup out of the tree or its chain (`stable_node_dup_del()`).
 fn node_del(ksm: &mut Ksm, node: *mut StableNode) {
     // SAFETY: A live node under the thread mutex.
-    if unsafe { (*node).is_dup } {
+    if unsafe { (*node).is_dup() } {
         dup_unlink(ksm, node);
     } else {
         // SAFETY: A plain node is linked in the stable tree of its nid.
-        unsafe { rbtree_raw::erase(&raw mut (*node).node, ksm.stable_root((*node).nid)) };
+        unsafe { rbtree_raw::erase(&raw mut (*node).link.node, ksm.stable_root((*node).nid)) };
     }
 }
 
@@ -222,7 +266,7 @@ fn migrate_list_add(ksm: &mut Ksm, node: *mut StableNode) {
     // SAFETY: A live node in no list; thread mutex held.
     unsafe {
         hlist::push_front(&raw mut ksm.migrate_nodes, node, StableNode::list_link);
-        (*node).on_migrate_list = true;
+        (*node).place = Place::Migrate;
     }
 }
 
@@ -231,7 +275,7 @@ fn migrate_list_del(node: *mut StableNode) {
     // SAFETY: A live node on the list; thread mutex held.
     unsafe {
         hlist::unlink(node, StableNode::list_link);
-        (*node).on_migrate_list = false;
+        (*node).place = Place::Tree;
     }
 }
 
@@ -273,7 +317,7 @@ pub(crate) fn prune_stale_nodes(ksm: &mut Ksm) {
             // SAFETY: `cur` is linked in the tree.
             let next = unsafe { rbtree_raw::next(cur) };
             // SAFETY: Nodes of the stable tree are embedded in `StableNode`s.
-            let node = unsafe { kernel::container_of!(cur, StableNode, node) };
+            let node = unsafe { kernel::container_of!(cur, StableNode, link.node) };
             // SAFETY: A live node of the tree.
             if unsafe { (*node).is_chain() } {
                 // SAFETY: A live chain; the iterator reads each successor before handing out
@@ -282,7 +326,7 @@ pub(crate) fn prune_stale_nodes(ksm: &mut Ksm) {
                     let _ = ksm_get_folio(ksm, dup, GetFolio::NoLock);
                 }
                 // SAFETY: The chain is still live: only its dups were removed.
-                if unsafe { (*node).dups.is_null() } {
+                if unsafe { (*node).head.dups.is_null() } {
                     free_chain(ksm, node);
                 }
             } else {
@@ -306,8 +350,8 @@ fn alloc_chain(ksm: &mut Ksm, dup: *mut StableNode) -> Option<*mut StableNode> {
     // SAFETY: `dup` is linked in the tree, `chain` is new.
     unsafe {
         rbtree_raw::replace(
-            &raw mut (*dup).node,
-            &raw mut (*chain).node,
+            &raw mut (*dup).link.node,
+            &raw mut (*chain).link.node,
             ksm.stable_root((*dup).nid),
         )
     };
@@ -318,7 +362,7 @@ fn alloc_chain(ksm: &mut Ksm, dup: *mut StableNode) -> Option<*mut StableNode> {
 /// Removes an empty chain from the tree and frees it (`free_stable_node_chain()`).
 fn free_chain(ksm: &mut Ksm, chain: *mut StableNode) {
     // SAFETY: A chain linked in the tree.
-    unsafe { rbtree_raw::erase(&raw mut (*chain).node, ksm.stable_root((*chain).nid)) };
+    unsafe { rbtree_raw::erase(&raw mut (*chain).link.node, ksm.stable_root((*chain).nid)) };
     free_stable_node(chain);
     STABLE_NODE_CHAINS.add(ksm, -1);
 }
@@ -409,7 +453,7 @@ pub(crate) fn remove_node_from_stable_tree(ksm: &mut Ksm, node: *mut StableNode)
     // SAFETY: As above.
     let kpfn = unsafe { (*node).kpfn.load(Relaxed) };
     // SAFETY: As above; the iterator reads the list from a copy of its head.
-    let items = unsafe { hlist::iter((*node).first, RmapItem::stable_hlist) };
+    let items = unsafe { hlist::iter((*node).head.first, RmapItem::stable_hlist) };
     for item in items {
         // SAFETY: Items listed from the node are valid.
         let item = unsafe { &mut *item };
@@ -422,7 +466,7 @@ pub(crate) fn remove_node_from_stable_tree(ksm: &mut Ksm, node: *mut StableNode)
     }
     crate::trace::remove_ksm_page(kpfn);
     // SAFETY: As above.
-    if unsafe { (*node).on_migrate_list } {
+    if unsafe { (*node).on_migrate_list() } {
         migrate_list_del(node);
     } else {
         node_del(ksm, node);
@@ -521,20 +565,20 @@ fn stable_node_dup(
     }
     // SAFETY: Live chain and dup.
     unsafe {
-        if (*c).dups == found && (*found).dup_link.next.is_null() {
+        if (*c).head.dups == found && (*found).link.list.next.is_null() {
             // One dup left, below the limit: drop the chain and put the dup in its place.
             dup_unlink(ksm, found);
             (*found).nid = (*c).nid;
             rbtree_raw::replace(
-                &raw mut (*c).node,
-                &raw mut (*found).node,
+                &raw mut (*c).link.node,
+                &raw mut (*found).link.node,
                 ksm.stable_root((*c).nid),
             );
             free_stable_node(c);
             STABLE_NODE_CHAINS.add(ksm, -1);
             // The caller relies on `*chain == found` when the chain collapsed.
             *chain = found;
-        } else if (*c).dups != found && (*found).is_sharing_candidate_plus(1) {
+        } else if (*c).head.dups != found && (*found).is_sharing_candidate_plus(1) {
             // Move a dup that can take more than the merge under way to the front, so that
             // the next search without pruning finds it first.
             dup_unlink(ksm, found);
@@ -609,7 +653,7 @@ fn walk(
         while unsafe { !(*link).is_null() } {
             cond_resched();
             // SAFETY: Every node of the stable tree is embedded in a `StableNode`.
-            let mut node = unsafe { kernel::container_of!(*link, StableNode, node) };
+            let mut node = unsafe { kernel::container_of!(*link, StableNode, link.node) };
             // SAFETY: A live node of the tree; its key does not change while it is linked.
             let ord = match crate::order::by_checksum(hash, unsafe { (*node).hash }) {
                 Some(ord) => ord,
@@ -665,7 +709,7 @@ pub(crate) fn search(
     let folio = &page.folio;
     let page_node = folio_stable_node(folio);
     // SAFETY: The node of a KSM folio we hold is live.
-    if !page_node.is_null() && unsafe { !(*page_node).on_migrate_list } {
+    if !page_node.is_null() && unsafe { !(*page_node).on_migrate_list() } {
         // A KSM page that was forked: it is already in the tree.
         return Ok(Some(folio.clone()));
     }
@@ -719,7 +763,12 @@ pub(crate) fn search(
                 // thread mutex.
                 unsafe {
                     (*page_node).nid = nid;
-                    rbtree_raw::link_and_insert(&raw mut (*page_node).node, parent, link, root);
+                    rbtree_raw::link_and_insert(
+                        &raw mut (*page_node).link.node,
+                        parent,
+                        link,
+                        root,
+                    );
                 }
                 return Ok(sharing_candidate(page_node, folio));
             }
@@ -752,10 +801,14 @@ fn replace(
             if !page_node.is_null() {
                 migrate_list_del(page_node);
                 (*page_node).nid = nid;
-                rbtree_raw::replace(&raw mut (*dup).node, &raw mut (*page_node).node, root);
+                rbtree_raw::replace(
+                    &raw mut (*dup).link.node,
+                    &raw mut (*page_node).link.node,
+                    root,
+                );
                 ret = sharing_candidate(page_node, folio);
             } else {
-                rbtree_raw::erase(&raw mut (*dup).node, root);
+                rbtree_raw::erase(&raw mut (*dup).link.node, root);
             }
         }
     } else {
@@ -814,7 +867,7 @@ pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut 
             let root = ksm.stable_root(nid);
             // SAFETY: `new` is unlinked; `parent`/`link` come from the walk, under the thread
             // mutex, and nothing changed the tree since.
-            unsafe { rbtree_raw::link_and_insert(&raw mut (*new).node, parent, link, root) };
+            unsafe { rbtree_raw::link_and_insert(&raw mut (*new).link.node, parent, link, root) };
         }
         Walk::Equal { node, .. } => {
             // SAFETY: `node` is a live plain node or chain.
@@ -872,7 +925,7 @@ pub(crate) fn append(
     item.link.stable.head = node;
     // SAFETY: The item is in no list (it was just taken out of the trees); the list head is a
     // field of the live node.
-    unsafe { hlist::push_front(&raw mut (*node).first, item, RmapItem::stable_hlist) };
+    unsafe { hlist::push_front(&raw mut (*node).head.first, item, RmapItem::stable_hlist) };
     item.address = item.address.into_stable();
     if item.is_last_stable() {
         PAGES_SHARED.add(ksm, 1);
@@ -903,7 +956,7 @@ pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm) -> bool {
                 break;
             }
             // SAFETY: Nodes of the stable tree are embedded in `StableNode`s.
-            let node = unsafe { kernel::container_of!(top, StableNode, node) };
+            let node = unsafe { kernel::container_of!(top, StableNode, link.node) };
             if remove_stable_node_chain(ksm, node) {
                 // Go on with the next node's tree.
                 busy = true;
@@ -1008,7 +1061,7 @@ fn chain_remove_range(
     // SAFETY: A live node of the tree.
     if unsafe { !(*node).is_chain() } {
         // SAFETY: As above. C: VM_BUG_ON(); the tree holds plain nodes and chains only.
-        kernel::warn_on!(unsafe { (*node).is_dup });
+        kernel::warn_on!(unsafe { (*node).is_dup() });
         return dup_remove_range(ksm, node, pfns);
     }
     // SAFETY: A live chain; the iterator reads each successor before handing out a dup, which
@@ -1017,7 +1070,7 @@ fn chain_remove_range(
         dup_remove_range(ksm, dup, pfns);
     }
     // SAFETY: The chain is still live.
-    if unsafe { (*node).dups.is_null() } {
+    if unsafe { (*node).head.dups.is_null() } {
         free_chain(ksm, node);
         return true;
     }
@@ -1039,7 +1092,7 @@ pub(crate) fn remove_range(ksm: &mut Ksm, pfns: core::ops::Range<usize>) {
         let mut cur = unsafe { rbtree_raw::first(ksm.stable_root(nid)) };
         while !cur.is_null() {
             // SAFETY: Nodes of the stable tree are embedded in `StableNode`s.
-            let node = unsafe { kernel::container_of!(cur, StableNode, node) };
+            let node = unsafe { kernel::container_of!(cur, StableNode, link.node) };
             cur = if chain_remove_range(ksm, node, &pfns) {
                 // The tree was rebalanced: start again from its first node.
                 // SAFETY: As above.

@@ -101,7 +101,7 @@ pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm, item: &mut RmapItem) {
             stable_tree::unlink(item);
             drop(guard);
             // SAFETY: Node still live (its page still points at it).
-            let sharing = unsafe { !(*node).first.is_null() };
+            let sharing = unsafe { !(*node).head.first.is_null() };
             // The list's last item stands for the shared page: it goes when the list empties.
             stable_tree::forget_stable_item(ksm, node, item, sharing);
             break;

@@ -11,6 +11,9 @@
  *  - KSM zero pages and fork(): a child's ksm_zero_pages counts what it
  *    maps, and the global count does not drift, also with ksmd merging
  *    zero pages while children are forked;
+ *  - KSM zero pages moved by UFFDIO_MOVE, or replaced by device pages
+ *    through migrate_vma (skipped without the HMM test driver), are
+ *    uncounted;
  *  - checksum collisions: pages whose checksums collide but whose bytes
  *    differ merge with their copies, never with each other, whichever is
  *    merged first;
@@ -49,6 +52,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -56,6 +60,8 @@
 #include <sys/swap.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <linux/userfaultfd.h>
+#include <lib/test_hmm_uapi.h>
 
 #include "kselftest.h"
 #include "vm_util.h"
@@ -816,6 +822,183 @@ out:
 	munmap(a, 2 * n * pagesize);
 	munmap(b, n * pagesize);
 	ksft_test_result(!err, "checksum collision: one kind after the other%s%s\n",
+			 err ? ": " : "", err ? err : "");
+}
+
+/*
+ * UFFDIO_MOVE of KSM zero pages: at their destination they are plain zero
+ * pages, no longer placed by KSM, so the ksm_zero_pages of this process and
+ * the global one drop by their number. Before "mm/userfaultfd: uncount the
+ * KSM zero pages that UFFDIO_MOVE moves", move_zeropage_pte() cleared the
+ * KSM zero PTEs without uncounting them, and both counts stayed up for good.
+ */
+static void test_zero_pages_uffd_move(void)
+{
+	const size_t n = 32, len = n * pagesize;
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
+	struct uffdio_move move;
+	char *src = MAP_FAILED, *dst = MAP_FAILED;
+	long old_zero, global_before, zero = 0;
+	const char *err = NULL;
+	char old[32];
+	size_t i, j;
+	int uffd;
+
+	uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) || !(api.features & UFFD_FEATURE_MOVE)) {
+		if (uffd >= 0)
+			close(uffd);
+		ksft_test_result_skip("UFFDIO_MOVE of KSM zero pages: no UFFD_FEATURE_MOVE\n");
+		return;
+	}
+	old_zero = ksm_read_long("use_zero_pages");
+	if (ksm_write("use_zero_pages", "1")) {
+		close(uffd);
+		ksft_test_result_skip("UFFDIO_MOVE of KSM zero pages: no use_zero_pages\n");
+		return;
+	}
+	global_before = ksm_read_long("ksm_zero_pages");
+	src = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	dst = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (src == MAP_FAILED || dst == MAP_FAILED)
+		ksft_exit_fail_msg("mmap failed\n");
+	/* Real (not shared-zero) pages that hold zeroes, for ksmd to replace. */
+	for (i = 0; i < n; i++) {
+		src[i * pagesize] = 1;
+		src[i * pagesize] = 0;
+	}
+	ksm_write_or_die("run", "1");
+	if (madvise(src, len, MADV_MERGEABLE)) {
+		err = "MADV_MERGEABLE failed";
+		goto out;
+	}
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && self_zero_pages() < (long)n; i++)
+		usleep(100000);
+	zero = self_zero_pages();
+	if (zero != (long)n) {
+		err = "empty pages were not merged with the zero page";
+		goto out;
+	}
+	if (uffd_register(uffd, dst, len, true, false, false)) {
+		err = "UFFDIO_REGISTER failed";
+		goto out;
+	}
+	move = (struct uffdio_move){ .dst = (unsigned long)dst, .src = (unsigned long)src,
+				     .len = len };
+	if (ioctl(uffd, UFFDIO_MOVE, &move) || move.move != (long long)len) {
+		err = "UFFDIO_MOVE failed";
+		goto out;
+	}
+	zero = self_zero_pages();
+	if (zero != 0) {
+		err = "ksm_zero_pages still counts the moved zero pages";
+		goto out;
+	}
+	if (!global_zero_pages_is(global_before)) {
+		err = "the global ksm_zero_pages still counts the moved zero pages";
+		goto out;
+	}
+	for (i = 0; i < len && !err; i += pagesize)
+		for (j = 0; j < pagesize; j++)
+			if (dst[i + j]) {
+				err = "moved zero pages are not zero";
+				break;
+			}
+out:
+	if (err)
+		ksft_print_msg("ksm_zero_pages of this process %ld\n", zero);
+	close(uffd);
+	munmap(src, len);
+	munmap(dst, len);
+	snprintf(old, sizeof(old), "%ld", old_zero);
+	ksm_write("use_zero_pages", old);
+	ksft_test_result(!err, "UFFDIO_MOVE of KSM zero pages uncounts them%s%s\n",
+			 err ? ": " : "", err ? err : "");
+}
+
+/*
+ * Migration of KSM zero pages to device memory (migrate_vma, driven by the
+ * HMM test driver, lib/test_hmm.c): device pages replace them, so the
+ * ksm_zero_pages of this process and the global one drop by their number.
+ * Before "mm/migrate_device: uncount the KSM zero pages that migrate_vma
+ * replaces", migrate_vma_insert_page() cleared the KSM zero PTEs without
+ * uncounting them. Skipped without /dev/hmm_dmirror0 (CONFIG_TEST_HMM).
+ */
+static void test_zero_pages_migrate_vma(void)
+{
+	const size_t n = 32, len = n * pagesize;
+	struct hmm_dmirror_cmd cmd;
+	long old_zero, global_before, zero = 0;
+	const char *err = NULL;
+	char old[32], *map, *mirror;
+	size_t i;
+	int fd;
+
+	fd = open("/dev/hmm_dmirror0", O_RDWR);
+	if (fd < 0) {
+		ksft_test_result_skip("migrate_vma of KSM zero pages: no /dev/hmm_dmirror0\n");
+		return;
+	}
+	old_zero = ksm_read_long("use_zero_pages");
+	if (ksm_write("use_zero_pages", "1")) {
+		close(fd);
+		ksft_test_result_skip("migrate_vma of KSM zero pages: no use_zero_pages\n");
+		return;
+	}
+	global_before = ksm_read_long("ksm_zero_pages");
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	mirror = malloc(len);
+	if (map == MAP_FAILED || !mirror)
+		ksft_exit_fail_msg("out of memory\n");
+	for (i = 0; i < n; i++) {
+		map[i * pagesize] = 1;
+		map[i * pagesize] = 0;
+	}
+	ksm_write_or_die("run", "1");
+	if (madvise(map, len, MADV_MERGEABLE)) {
+		err = "MADV_MERGEABLE failed";
+		goto out;
+	}
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && self_zero_pages() < (long)n; i++)
+		usleep(100000);
+	zero = self_zero_pages();
+	if (zero != (long)n) {
+		err = "empty pages were not merged with the zero page";
+		goto out;
+	}
+	/* ksmd must not see the area while its pages are on the device. */
+	ksm_write_or_die("run", "0");
+	cmd = (struct hmm_dmirror_cmd){ .addr = (unsigned long)map,
+					.ptr = (unsigned long)mirror, .npages = n };
+	if (ioctl(fd, HMM_DMIRROR_MIGRATE_TO_DEV, &cmd) || cmd.cpages != n) {
+		ksft_print_msg("migrated %llu of %zu pages\n", (unsigned long long)cmd.cpages, n);
+		err = "HMM_DMIRROR_MIGRATE_TO_DEV failed";
+		goto out;
+	}
+	zero = self_zero_pages();
+	if (zero != 0) {
+		err = "ksm_zero_pages still counts the replaced zero pages";
+		goto out;
+	}
+	if (!global_zero_pages_is(global_before)) {
+		err = "the global ksm_zero_pages still counts the replaced zero pages";
+		goto out;
+	}
+	/* Reading faults the pages back from the device. */
+	for (i = 0; i < len; i++)
+		if (map[i]) {
+			err = "zero pages are not zero after migrating back";
+			break;
+		}
+out:
+	if (err)
+		ksft_print_msg("ksm_zero_pages of this process %ld\n", zero);
+	close(fd);
+	munmap(map, len);
+	free(mirror);
+	snprintf(old, sizeof(old), "%ld", old_zero);
+	ksm_write("use_zero_pages", old);
+	ksft_test_result(!err, "migrate_vma of KSM zero pages uncounts them%s%s\n",
 			 err ? ": " : "", err ? err : "");
 }
 
@@ -2249,7 +2432,7 @@ int main(void)
 	atexit(restore_knobs);
 
 	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 +
-	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2;
+	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2 + 2;
 	ksft_set_plan(plan);
 
 	test_sysfs_files();
@@ -2261,6 +2444,8 @@ int main(void)
 	test_integrity();
 	test_zero_pages();
 	test_zero_pages_fork();
+	test_zero_pages_uffd_move();
+	test_zero_pages_migrate_vma();
 	test_checksum_collision();
 	test_ebusy();
 	test_sparse_area();
