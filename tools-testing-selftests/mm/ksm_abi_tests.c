@@ -27,8 +27,9 @@
  *    stable nodes of offlined memory are dropped, and their counts with
  *    them (skipped without a movable memory block);
  *  - swap: KSM pages of several processes, some forked, reclaimed to swap
- *    through a memory cgroup and faulted back intact, with ksm_swpin_copy
- *    and cow_ksm counted; swapoff with KSM pages in swap (skipped without
+ *    through a memory cgroup (memory.reclaim, then memory.high) and faulted
+ *    back intact, with ksm_swpin_copy and cow_ksm counted; swapoff with KSM
+ *    pages in swap; MADV_PAGEOUT of KSM pages mapped once (skipped without
  *    swap or the memory controller);
  *  - memory failure: a poisoned KSM page kills who asked for early kill,
  *    raises SIGBUS on access in the other mappers, leaves the rest alone;
@@ -1826,7 +1827,8 @@ static bool swap_device(char *path, size_t size, int *prio)
 }
 
 /* How many pages of area gen of this process are in swap. */
-static long swapped_pages(unsigned int gen)
+/* How many of the MAPPER_PAGES pages at map are in swap. */
+static long swapped_at(char *map)
 {
 	long n = 0;
 	size_t i;
@@ -1835,17 +1837,24 @@ static long swapped_pages(unsigned int gen)
 	if (fd < 0)
 		return -1;
 	for (i = 0; i < MAPPER_PAGES; i++)
-		n += pagemap_is_swapped(fd, mapper_areas[gen] + i * pagesize);
+		n += pagemap_is_swapped(fd, map + i * pagesize);
 	close(fd);
 	return n;
+}
+
+static long swapped_pages(unsigned int gen)
+{
+	return swapped_at(mapper_areas[gen]);
 }
 
 /*
  * Reclaims the memory cgroup until every page of area gen of this process is
  * in swap. MADV_PAGEOUT would not do: it leaves pages mapped by several
  * processes alone; reclaim unmaps a KSM page from all (rmap_walk_ksm()).
+ * With high, by lowering memory.high below the cgroup's usage (the write
+ * reclaims down to it) and raising it again; else through memory.reclaim.
  */
-static long reclaim_area(unsigned int gen)
+static long reclaim_area(unsigned int gen, bool high)
 {
 	static char stat[8192];
 	long swapped = 0;
@@ -1875,7 +1884,12 @@ static long reclaim_area(unsigned int gen)
 		cached = strstr(stat, "\nswapcached ");
 		if (swapped >= MAPPER_PAGES && (!cached || !strtol(cached + 12, NULL, 10)))
 			break;
-		write_str(SWAP_CGROUP "memory.reclaim", "512M");
+		if (high) {
+			write_str(SWAP_CGROUP "memory.high", "0");
+			write_str(SWAP_CGROUP "memory.high", "max");
+		} else {
+			write_str(SWAP_CGROUP "memory.reclaim", "512M");
+		}
 		if (swapped >= MAPPER_PAGES)
 			usleep(100000);
 	}
@@ -1948,7 +1962,7 @@ static void test_swap(void)
 	}
 	swpin0 = read_vmstat("ksm_swpin_copy");
 	cow0 = read_vmstat("cow_ksm");
-	swapped = reclaim_area(2);
+	swapped = reclaim_area(2, false);
 	ksft_print_msg("%ld of %ld KSM pages of 4 processes swapped out\n", swapped, n);
 	if (swapped != n) {
 		err = "KSM pages were not swapped out";
@@ -1960,12 +1974,16 @@ static void test_swap(void)
 	}
 	swpin = read_vmstat("ksm_swpin_copy") - swpin0;
 
-	/* Merged again, swapped out again, and brought back by swapoff. */
+	/*
+	 * Merged again, swapped out again, now under memory.high, and brought
+	 * back by swapoff.
+	 */
 	if (!wait_self_merged(n)) {
 		err_off = "pages were not merged again";
 		goto out;
 	}
-	swapped = reclaim_area(2);
+	swapped = reclaim_area(2, true);
+	ksft_print_msg("%ld of %ld KSM pages swapped out under memory.high\n", swapped, n);
 	if (swapped != n) {
 		err_off = "KSM pages were not swapped out again";
 		goto out;
@@ -2019,6 +2037,62 @@ out:
 	ksft_test_result(!err_cow,
 			 "swap: ksm_swpin_copy +%ld, cow_ksm +%ld (want >= %ld)%s%s\n",
 			 swpin, cow, n, err_cow ? ": " : "", err_cow ? err_cow : "");
+}
+
+/*
+ * MADV_PAGEOUT of KSM pages that only this process still maps: two copies of
+ * 64 pages are merged, one copy is unmapped (ksmd stopped, so the pages stay
+ * KSM pages), and MADV_PAGEOUT, which leaves pages mapped more than once
+ * alone, now swaps them out; they come back intact.
+ */
+static void test_swap_pageout(void)
+{
+	const size_t len = MAPPER_PAGES * pagesize;
+	char dev[128], *x, *y;
+	const char *err = NULL;
+	long swapped = 0;
+	int prio, i;
+
+	if (!swap_device(dev, sizeof(dev), &prio)) {
+		ksft_test_result_skip("MADV_PAGEOUT of KSM pages: need one swap device\n");
+		return;
+	}
+	x = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	y = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (x == MAP_FAILED || y == MAP_FAILED)
+		ksft_exit_fail_msg("mmap failed\n");
+	mapper_fill(x, 4);
+	mapper_fill(y, 4);
+	ksm_write_or_die("run", "1");
+	if (madvise(x, len, MADV_MERGEABLE) || madvise(y, len, MADV_MERGEABLE) ||
+	    !wait_self_merged(2 * MAPPER_PAGES)) {
+		err = "pages were not merged";
+		goto out;
+	}
+	ksm_write_or_die("run", "0");
+	munmap(y, len);
+	for (i = 0; i < 10 && swapped < MAPPER_PAGES; i++) {
+		if (madvise(x, len, MADV_PAGEOUT)) {
+			err = "MADV_PAGEOUT failed";
+			goto out;
+		}
+		swapped = swapped_at(x);
+		if (swapped < MAPPER_PAGES)
+			usleep(100000);
+	}
+	ksft_print_msg("%ld of %d KSM pages swapped out by MADV_PAGEOUT\n", swapped, MAPPER_PAGES);
+	if (swapped != MAPPER_PAGES)
+		err = "KSM pages were not swapped out";
+	else if (!mapper_intact(x, 4))
+		err = "contents changed by swapping";
+out:
+	ksm_write_or_die("run", "1");
+	madvise(x, len, MADV_UNMERGEABLE);
+	munmap(x, len);
+	munmap(y, len);
+	if (!wait_unmerged())
+		err = err ? err : "ksm_merging_pages not back to 0";
+	ksft_test_result(!err, "MADV_PAGEOUT of KSM pages mapped once: %s\n", err ? err : "intact");
 }
 
 /* Sends op on area gen to one mapper child; returns its reply, -1 if none. */
@@ -2432,7 +2506,7 @@ int main(void)
 	atexit(restore_knobs);
 
 	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 +
-	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2 + 2;
+	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2 + 2 + 1;
 	ksft_set_plan(plan);
 
 	test_sysfs_files();
@@ -2452,6 +2526,7 @@ int main(void)
 	test_trace_events();
 	test_memory_offline();
 	test_swap();
+	test_swap_pageout();
 	test_memory_failure();
 	test_memcg();
 	test_counters_return_to_zero();
