@@ -405,7 +405,13 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
     }
 
     // Matching by checksum saves comparing the bytes twice: the merge compares them anyway.
-    let mut how = Match::Checksum;
+    // Not for a page of a large folio: the merge would split it before comparing, and a
+    // checksum collision must not break up a THP for nothing.
+    let mut how = if page.folio.is_large() {
+        Match::Bytes
+    } else {
+        Match::Checksum
+    };
     loop {
         let kfolio = match stable_tree::search(ksm, &page, checksum, how) {
             Err(_) => {

@@ -699,7 +699,9 @@ fn walk(
 ///
 /// Returns the KSM folio with a reference, `None`, or `EBUSY` if the candidate is locked.
 ///
-/// With [`Match::Checksum`] the result may have other bytes (see there).
+/// With [`Match::Checksum`] a merge candidate may have other bytes (see there); where the
+/// search itself would act on its match (a full node, a node whose page migrated), it decides
+/// by the bytes.
 pub(crate) fn search(
     ksm: &mut Ksm,
     page: &crate::merge::PageRef,
@@ -713,7 +715,7 @@ pub(crate) fn search(
         // A KSM page that was forked: it is already in the tree.
         return Ok(Some(folio.clone()));
     }
-    let (hash, how) = if !page_node.is_null() {
+    let (hash, mut how) = if !page_node.is_null() {
         // A migrated KSM page joins a chain or takes a node's place without another
         // comparison: compare the bytes here.
         // SAFETY: As above. Its key, computed when the page became KSM.
@@ -734,6 +736,12 @@ pub(crate) fn search(
                 }
                 // SAFETY: Valid dup or plain node.
                 if unsafe { !(*dup).is_sharing_candidate() } {
+                    if how == Match::Checksum {
+                        // Matched by checksum only: a node of other bytes may hide one of
+                        // these bytes with room. Decide by the bytes, as C does.
+                        how = Match::Bytes;
+                        continue;
+                    }
                     // All dups are full: the page must find a match in the unstable tree to
                     // make a new KSM page, added as a dup later.
                     return Ok(None);
@@ -745,8 +753,13 @@ pub(crate) fn search(
                 };
                 // SAFETY: `dup` is live (its page was just checked).
                 if unsafe { ksm.kpfn_nid((*dup).kpfn.load(Relaxed)) != (*dup).nid } {
-                    // The tree's page itself migrated to another node.
                     drop(tree_folio);
+                    if how == Match::Checksum {
+                        // As above: only a page of these bytes takes the place of the node.
+                        how = Match::Bytes;
+                        continue;
+                    }
+                    // The tree's page itself migrated to another node.
                     return Ok(replace(ksm, node, dup, page_node, nid, folio));
                 }
                 return Ok(Some(tree_folio));

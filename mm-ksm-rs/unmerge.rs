@@ -35,12 +35,16 @@ const BATCH: usize = 16;
 /// the write lock the walk also write-locks the VMA (C: `lock_vma`).
 ///
 /// mm/ksm.c walks the page tables once per KSM page. With the write lock, one walk here
-/// collects up to [`BATCH`] of them, which are then faulted one after the other: no system
-/// call can zap or remap them meanwhile, so each fault finds its page or a swap or migration
-/// entry of it (which the fault resolves). The next walk starts again at the first address
-/// of the batch, so that a fault that backed out is retried, exactly as C retries; the loop
-/// ends, as C's, when a walk finds no KSM page. With the read lock, a page could be zapped
-/// after the walk and the fault would map a new one: one page per walk, as C.
+/// collects up to [`BATCH`] of them, which are then faulted one after the other. Nothing that
+/// needs the mmap lock or the VMA lock (`MADV_DONTNEED`, `munmap`, `mremap`, page faults) can
+/// change those PTEs meanwhile; reclaim and migration can, and the fault then swaps the page
+/// in or waits for the migration, and truncating the file of a private file mapping can zap
+/// them, and the fault maps the page cache page or fails with SIGBUS: the same races C has
+/// between its walk and its fault, in a wider window. The next walk starts again at the first
+/// address of the batch, so that a fault that backed out is retried, exactly as C retries;
+/// the loop ends, as C's, when a walk finds no KSM page. With the read lock, `MADV_DONTNEED`
+/// could zap a page after the walk and the fault would map a new one: one page per walk
+/// there, as C.
 pub(crate) fn break_ksm<V: MmapLockedVma>(vma: &V, start: usize, end: usize) -> Result {
     let batch = if V::EXCLUSIVE { BATCH } else { 1 };
     let mut addr = start;

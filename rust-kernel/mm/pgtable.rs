@@ -361,6 +361,9 @@ struct WalkCtx<'a, F> {
 /// The walk needs the mmap lock: read (`PGWALK_RDLOCK`) or write (`PGWALK_WRLOCK`, which also
 /// write-locks the VMA), as the type of `vma` proves.
 ///
+/// It may sleep: it reschedules between page tables (the closure runs under the page table
+/// lock and must not).
+///
 /// `f` returns `Ok(ControlFlow::Break(x))` to stop with the result `x` (an address, say),
 /// or an error to stop the walk with that error. Returns `Ok(None)` when the range ends.
 pub fn walk_mapped<V, F>(vma: &V, start: usize, end: usize, f: F) -> Result<Option<usize>>
@@ -411,6 +414,9 @@ where
         let ctx = unsafe { &mut *(*walk).private.cast::<WalkCtx<'_, F>>() };
         // SAFETY: `walk->mm` is the VMA's mm.
         let mm = unsafe { (*walk).mm };
+        // Once per page table, as C's walkers do: a walk may pass many tables in one call, and
+        // only the mmap lock (a sleeping lock) is held here.
+        crate::kthread::cond_resched();
         // Calls the closure for one entry; returns what the C walker wants: 0 to go on, 1 to
         // stop with a result, a negative errno to stop with an error.
         let visit = |ctx: &mut WalkCtx<'_, F>, addr: usize, kind: EntryKind| {
