@@ -840,6 +840,57 @@ out:
 }
 
 /*
+ * Maps n real pages (not the shared zero page) that hold zeroes and lets
+ * ksmd replace them by KSM zero pages (use_zero_pages is on); then stops
+ * ksmd, so that no KSM zero page is placed or removed but by the caller.
+ * Returns the area; *err is set if the pages were not merged.
+ */
+static char *ksm_zero_area(size_t n, const char **err)
+{
+	size_t i, len = n * pagesize;
+	char *map;
+
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED)
+		ksft_exit_fail_msg("mmap failed\n");
+	for (i = 0; i < n; i++) {
+		map[i * pagesize] = 1;
+		map[i * pagesize] = 0;
+	}
+	ksm_write_or_die("run", "1");
+	if (madvise(map, len, MADV_MERGEABLE)) {
+		*err = "MADV_MERGEABLE failed";
+		return map;
+	}
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && self_zero_pages() < (long)n; i++)
+		usleep(100000);
+	if (self_zero_pages() != (long)n)
+		*err = "empty pages were not merged with the zero page";
+	ksm_write_or_die("run", "0");
+	return map;
+}
+
+/*
+ * After the caller replaced the n KSM zero pages of this process, which
+ * now read from map: both counts dropped by n and the pages read as zeroes.
+ */
+static const char *zero_pages_uncounted(const char *map, size_t n, long global_before)
+{
+	size_t i;
+
+	if (self_zero_pages() != 0) {
+		ksft_print_msg("ksm_zero_pages of this process %ld\n", self_zero_pages());
+		return "ksm_zero_pages still counts them";
+	}
+	if (!global_zero_pages_is(global_before - (long)n))
+		return "the global ksm_zero_pages still counts them";
+	for (i = 0; i < n * pagesize; i++)
+		if (map[i])
+			return "they are not zero";
+	return NULL;
+}
+
+/*
  * UFFDIO_MOVE of KSM zero pages: at their destination they are plain zero
  * pages, no longer placed by KSM, so the ksm_zero_pages of this process and
  * the global one drop by their number. Before "mm/userfaultfd: uncount the
@@ -851,11 +902,9 @@ static void test_zero_pages_uffd_move(void)
 	const size_t n = 32, len = n * pagesize;
 	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
 	struct uffdio_move move;
-	char *src = MAP_FAILED, *dst = MAP_FAILED;
-	long old_zero, global_before, zero = 0;
 	const char *err = NULL;
-	char old[32];
-	size_t i, j;
+	long old_zero, global;
+	char old[32], *src, *dst;
 	int uffd;
 
 	uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
@@ -871,58 +920,24 @@ static void test_zero_pages_uffd_move(void)
 		ksft_test_result_skip("UFFDIO_MOVE of KSM zero pages: no use_zero_pages\n");
 		return;
 	}
-	src = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	dst = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (src == MAP_FAILED || dst == MAP_FAILED)
+	if (dst == MAP_FAILED)
 		ksft_exit_fail_msg("mmap failed\n");
-	/* Real (not shared-zero) pages that hold zeroes, for ksmd to replace. */
-	for (i = 0; i < n; i++) {
-		src[i * pagesize] = 1;
-		src[i * pagesize] = 0;
-	}
-	ksm_write_or_die("run", "1");
-	if (madvise(src, len, MADV_MERGEABLE)) {
-		err = "MADV_MERGEABLE failed";
+	src = ksm_zero_area(n, &err);
+	global = ksm_read_long("ksm_zero_pages");
+	if (err)
 		goto out;
-	}
-	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && self_zero_pages() < (long)n; i++)
-		usleep(100000);
-	zero = self_zero_pages();
-	if (zero != (long)n) {
-		err = "empty pages were not merged with the zero page";
-		goto out;
-	}
-	/* Nothing else may place or remove KSM zero pages from here on. */
-	ksm_write_or_die("run", "0");
-	global_before = ksm_read_long("ksm_zero_pages");
 	if (uffd_register(uffd, dst, len, true, false, false)) {
 		err = "UFFDIO_REGISTER failed";
 		goto out;
 	}
 	move = (struct uffdio_move){ .dst = (unsigned long)dst, .src = (unsigned long)src,
 				     .len = len };
-	if (ioctl(uffd, UFFDIO_MOVE, &move) || move.move != (long long)len) {
+	if (ioctl(uffd, UFFDIO_MOVE, &move) || move.move != (long long)len)
 		err = "UFFDIO_MOVE failed";
-		goto out;
-	}
-	zero = self_zero_pages();
-	if (zero != 0) {
-		err = "ksm_zero_pages still counts the moved zero pages";
-		goto out;
-	}
-	if (!global_zero_pages_is(global_before - (long)n)) {
-		err = "the global ksm_zero_pages still counts the moved zero pages";
-		goto out;
-	}
-	for (i = 0; i < len && !err; i += pagesize)
-		for (j = 0; j < pagesize; j++)
-			if (dst[i + j]) {
-				err = "moved zero pages are not zero";
-				break;
-			}
+	else
+		err = zero_pages_uncounted(dst, n, global);
 out:
-	if (err)
-		ksft_print_msg("ksm_zero_pages of this process %ld\n", zero);
 	close(uffd);
 	munmap(src, len);
 	munmap(dst, len);
@@ -939,15 +954,15 @@ out:
  * Before "mm/migrate_device: uncount the KSM zero pages that migrate_vma
  * replaces", migrate_vma_insert_page() cleared the KSM zero PTEs without
  * uncounting them. Skipped without /dev/hmm_dmirror0 (CONFIG_TEST_HMM).
+ * Reading the pages at the end faults them back from the device.
  */
 static void test_zero_pages_migrate_vma(void)
 {
 	const size_t n = 32, len = n * pagesize;
 	struct hmm_dmirror_cmd cmd;
-	long old_zero, global_before, zero = 0;
 	const char *err = NULL;
+	long old_zero, global;
 	char old[32], *map, *mirror;
-	size_t i;
 	int fd;
 
 	fd = open("/dev/hmm_dmirror0", O_RDWR);
@@ -961,57 +976,23 @@ static void test_zero_pages_migrate_vma(void)
 		ksft_test_result_skip("migrate_vma of KSM zero pages: no use_zero_pages\n");
 		return;
 	}
-	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	mirror = malloc(len);
-	if (map == MAP_FAILED || !mirror)
+	if (!mirror)
 		ksft_exit_fail_msg("out of memory\n");
-	for (i = 0; i < n; i++) {
-		map[i * pagesize] = 1;
-		map[i * pagesize] = 0;
-	}
-	ksm_write_or_die("run", "1");
-	if (madvise(map, len, MADV_MERGEABLE)) {
-		err = "MADV_MERGEABLE failed";
+	/* ksmd is stopped: it must not see the area while its pages are on the device. */
+	map = ksm_zero_area(n, &err);
+	global = ksm_read_long("ksm_zero_pages");
+	if (err)
 		goto out;
-	}
-	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && self_zero_pages() < (long)n; i++)
-		usleep(100000);
-	zero = self_zero_pages();
-	if (zero != (long)n) {
-		err = "empty pages were not merged with the zero page";
-		goto out;
-	}
-	/*
-	 * ksmd must not see the area while its pages are on the device, nor
-	 * place or remove KSM zero pages elsewhere meanwhile.
-	 */
-	ksm_write_or_die("run", "0");
-	global_before = ksm_read_long("ksm_zero_pages");
 	cmd = (struct hmm_dmirror_cmd){ .addr = (unsigned long)map,
 					.ptr = (unsigned long)mirror, .npages = n };
 	if (ioctl(fd, HMM_DMIRROR_MIGRATE_TO_DEV, &cmd) || cmd.cpages != n) {
 		ksft_print_msg("migrated %llu of %zu pages\n", (unsigned long long)cmd.cpages, n);
 		err = "HMM_DMIRROR_MIGRATE_TO_DEV failed";
-		goto out;
+	} else {
+		err = zero_pages_uncounted(map, n, global);
 	}
-	zero = self_zero_pages();
-	if (zero != 0) {
-		err = "ksm_zero_pages still counts the replaced zero pages";
-		goto out;
-	}
-	if (!global_zero_pages_is(global_before - (long)n)) {
-		err = "the global ksm_zero_pages still counts the replaced zero pages";
-		goto out;
-	}
-	/* Reading faults the pages back from the device. */
-	for (i = 0; i < len; i++)
-		if (map[i]) {
-			err = "zero pages are not zero after migrating back";
-			break;
-		}
 out:
-	if (err)
-		ksft_print_msg("ksm_zero_pages of this process %ld\n", zero);
 	close(fd);
 	munmap(map, len);
 	free(mirror);
