@@ -108,6 +108,18 @@ static int __init ksm_init(void)
 }
 subsys_initcall(ksm_init);
 
+/*
+ * The page checksum is chosen once the CRC library knows whether the CPU
+ * computes CRC-32C, which it finds out in its subsys_initcall in lib/: after
+ * ksm_init(), since lib/ links after mm/.
+ */
+static int __init ksm_checksum_init(void)
+{
+	ksm_rs_choose_checksum();
+	return 0;
+}
+late_initcall(ksm_checksum_init);
+
 void ksm_rs_anon_vma_lock_read(struct anon_vma *anon_vma)
 {
 	anon_vma_lock_read(anon_vma);

@@ -15,6 +15,7 @@ struct vm_area_struct;
 
 /* Implemented in Rust. */
 int ksm_rs_init(void);
+void ksm_rs_choose_checksum(void);
 int ksm_rs_madvise(struct vm_area_struct *vma, unsigned long start,
 		   unsigned long end, int advice, vm_flags_t *vm_flags);
 void ksm_rs_memory_going_offline(void);

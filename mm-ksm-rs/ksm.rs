@@ -190,7 +190,8 @@ pub(crate) fn lock_ksm() -> KsmGuard {
     KSM_THREAD_MUTEX.lock()
 }
 
-/// Checksum of a page of zeroes, to spot zero pages cheaply.
+/// Checksum of a page of zeroes, to spot zero pages cheaply: computed at init with xxhash, and
+/// again if [`merge::choose_checksum`] chooses CRC-32C.
 pub(crate) static ZERO_CHECKSUM: Atomic<u32> = Atomic::new(0);
 
 /// The slab caches.
@@ -316,6 +317,13 @@ pub(crate) unsafe fn get_anon_vma(anon_vma: *mut bindings::anon_vma) {
 pub(crate) unsafe fn put_anon_vma(anon_vma: *mut bindings::anon_vma) {
     // SAFETY: As the caller guarantees.
     unsafe { ksm_rs_put_anon_vma(anon_vma.cast()) };
+}
+
+/// Chooses the page checksum at `late_initcall` time (called from glue.c; see
+/// [`merge::choose_checksum`]).
+#[no_mangle]
+pub extern "C" fn ksm_rs_choose_checksum() {
+    merge::choose_checksum();
 }
 
 /// Sets up KSM at `subsys_initcall` time (called from glue.c).

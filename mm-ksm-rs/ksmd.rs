@@ -18,7 +18,7 @@ use kernel::{
         folio::Folio,
         pgtable::{self, VmaMmapRead},
         virt::flags,
-        Mm, MmWithUser, MMF_VM_MERGEABLE,
+        Mm, MMF_VM_MERGEABLE,
     },
     new_condvar, new_mutex,
     page::PAGE_SIZE,
@@ -249,7 +249,17 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
         // The walk may free the slot (finish_mm()), and with it the slot's reference on the
         // mm: hold an `mm_users` reference of our own for the whole walk, and use the mm
         // through it. It cannot be had when the mm is exiting: then all its items go.
-        let mmu = s.mm.mmget_not_zero().map(MmWithUser::into_mmput_async);
+        //
+        // If the process exits while we hold it, our `mmput()` is the last and tears the
+        // address space down here, with the thread mutex held: not `mmput_async()`, which
+        // would leave the teardown to a worker, so that KSM pages of a process that has
+        // exited and been reaped could still be mapped, and a sysfs store that needs them
+        // gone (`run = 2` then `merge_across_nodes`, `max_page_sharing`) could fail with
+        // EBUSY where mm/ksm.c succeeds (there the exiting process tears down its own mm).
+        // Every `mm_users` reference of KSM is taken and dropped under the thread mutex, so
+        // whoever takes the mutex next finds the teardown done. Nothing the teardown does
+        // takes the thread mutex (`__ksm_exit()` takes `MMLIST` only).
+        let mmu = s.mm.mmget_not_zero();
         let outcome = mmu.as_ref().map(|mmu| {
             let mg = &mmu.mmap_read_lock();
             let mm: &Mm = mmu;

@@ -22,10 +22,13 @@ use kernel::{
         folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
         pgtable::{self, MappedPte, Pte, VmaMmapRead},
         virt::{flags, VmaRef},
-        MmWithUser, MmapReadGuard,
+        MmapReadGuard,
     },
     page::PAGE_SIZE,
-    sync::{aref::ARef, atomic::Relaxed},
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+    },
 };
 
 /// A page being scanned or merged: page `index` of `folio`, with a reference on the folio.
@@ -40,10 +43,46 @@ pub(crate) struct PageRef {
     pub(crate) index: usize,
 }
 
-/// Checksum of a page's contents (`calc_checksum()`): xxhash with seed 0, truncated to 32
-/// bits, exactly as C computes it.
+/// Whether pages are checksummed with CRC-32C rather than xxhash: set once at boot, by
+/// [`choose_checksum`].
+static CRC32C: Atomic<bool> = Atomic::new(false);
+
+/// Checksum of a page's contents (`calc_checksum()`).
+///
+/// mm/ksm.c computes xxhash with seed 0, truncated to 32 bits, and so does this unless the
+/// CPU computes CRC-32C ([`choose_checksum`]); then it is `crc32c(~0, page)`. Either serves
+/// both purposes: noticing pages that change between scans, and ordering the trees
+/// ([`crate::order`]), where equal bytes give equal checksums and a collision only costs a
+/// comparison of bytes.
 pub(crate) fn page_checksum(bytes: &[u8]) -> u32 {
-    kernel::xxhash::xxhash(bytes, 0) as u32
+    if CRC32C.load(Relaxed) {
+        kernel::crc32::crc32c(!0, bytes)
+    } else {
+        kernel::xxhash::xxhash(bytes, 0) as u32
+    }
+}
+
+/// Chooses the page checksum, once, at `late_initcall` time (`ksm_rs_choose_checksum()`,
+/// called from glue.c), and computes that of a page of zeroes with it.
+///
+/// CRC-32C where the CPU has instructions for it (SSE 4.2 on x86, the CRC32 extension on
+/// arm64): ksmd checksums every page it scans, and under QEMU `-icount` (`cargo xtask bench`)
+/// xxh64 was two thirds of ksmd's instructions on unique memory. The CRC library enables its
+/// CPU paths in its own `subsys_initcall`, which runs after KSM's (`lib/` links after `mm/`),
+/// hence the late choice. No user process can have asked for merging before it, so ksmd has
+/// no page to checksum yet; and a checksum of the other function would only make a page look
+/// changed once, or miss a merge, never merge different bytes (they are compared first).
+pub(crate) fn choose_checksum() {
+    if !kernel::crc32::crc32c_optimized() {
+        return;
+    }
+    // The CRC of a page of zeroes, a piece at a time: nothing to allocate.
+    let zeroes = [0u8; 256];
+    let zero = (0..PAGE_SIZE / zeroes.len()).fold(!0, |crc, _| kernel::crc32::crc32c(crc, &zeroes));
+    // A reader that sees the flag before the zero checksum misses a zero page once.
+    ZERO_CHECKSUM.store(zero, Relaxed);
+    CRC32C.store(true, Relaxed);
+    kernel::pr_debug!("ksm: page checksums by crc32c\n");
 }
 
 impl PageRef {
@@ -56,7 +95,11 @@ impl PageRef {
 
     /// The same checksum of page `index` of `folio`.
     pub(crate) fn checksum_of(folio: &Folio, index: usize) -> u32 {
-        folio.page_xxhash(index, 0) as u32
+        if CRC32C.load(Relaxed) {
+            folio.page_crc32c(index, !0)
+        } else {
+            folio.page_xxhash(index, 0) as u32
+        }
     }
 
     /// Compares the contents with those of the (order-0) folio `other`.
@@ -96,13 +139,14 @@ pub(crate) fn find_mergeable_vma<'a>(
 /// Runs `f` with the mmap read lock of `mm`, unless the mm is exiting.
 ///
 /// Holding `mm_users` (rather than C's bare `mmap_read_lock()` plus `ksm_test_exit()`) means
-/// the address space cannot be torn down under us at all; `mmput_async()` makes sure the final
-/// teardown, if it falls to us, does not run in ksmd.
+/// the address space cannot be torn down under us at all. If the process exits meanwhile, the
+/// final `mmput()` tears it down here, synchronously: see `scan_get_next_rmap_item()` in
+/// [`crate::ksmd`] for why not `mmput_async()`.
 pub(crate) fn with_mm<T>(
     mm: &kernel::mm::Mm,
     f: impl FnOnce(&MmapReadGuard<'_>) -> T,
 ) -> Option<T> {
-    let mmu = MmWithUser::into_mmput_async(mm.mmget_not_zero()?);
+    let mmu = mm.mmget_not_zero()?;
     let g = mmu.mmap_read_lock();
     Some(f(&g))
 }

@@ -289,6 +289,23 @@ impl Folio {
         h
     }
 
+    /// The CRC-32C of page `index`, continuing from `crc` (`crc32c()`, see
+    /// [`crate::crc32::crc32c`]).
+    ///
+    /// Computed by C, over memory that user space may be writing: no Rust reference to the
+    /// page's bytes is made.
+    #[cfg(CONFIG_CRC32)]
+    pub fn page_crc32c(&self, index: usize, crc: u32) -> u32 {
+        let page = self.page(index);
+        // SAFETY: `page` is a valid page of this folio; the mapping is undone below.
+        let addr = unsafe { bindings::kmap_local_page(page) };
+        // SAFETY: `kmap_local_page()` maps a whole page at `addr`, read by C only.
+        let c = unsafe { bindings::crc32c(crc, addr, PAGE_SIZE) };
+        // SAFETY: `addr` was mapped by `kmap_local_page()` just above.
+        unsafe { bindings::kunmap_local(addr) };
+        c
+    }
+
     /// Whether page `index` has the contents of the shared zero page for user address `addr`
     /// (`pages_identical(page, ZERO_PAGE(addr))`).
     ///
@@ -600,6 +617,12 @@ mod tests {
             assert_eq!(h, crate::xxhash::xxhash(&bytes, 0));
             assert_ne!(h, zero);
             assert_ne!(folio.page_xxhash(0, 1), h);
+            #[cfg(CONFIG_CRC32)]
+            {
+                let c = folio.page_crc32c(0, !0);
+                assert_eq!(c, crate::crc32::crc32c(!0, &bytes));
+                assert_ne!(folio.page_crc32c(0, 0), c);
+            }
         })
     }
 

@@ -14,9 +14,9 @@
  *  - KSM zero pages moved by UFFDIO_MOVE, or replaced by device pages
  *    through migrate_vma (skipped without the HMM test driver), are
  *    uncounted;
- *  - checksum collisions: pages whose checksums collide but whose bytes
- *    differ merge with their copies, never with each other, whichever is
- *    merged first;
+ *  - checksum collisions: pages whose checksums (xxhash or crc32c) collide
+ *    but whose bytes differ merge with their copies, never with each other,
+ *    whichever is merged first;
  *  - sparse areas: a 32 TiB mergeable area holding two pages is scanned,
  *    merged and unmerged quickly (unpopulated page tables are skipped);
  *  - trace events: every event of include/trace/events/ksm.h fires, with
@@ -729,35 +729,81 @@ out:
 }
 
 /*
- * Two page contents whose checksums collide: a 64-bit counter at offset 0,
- * the rest zero. KSM sums every page it scans (calc_checksum(): xxhash,
- * seed 0, truncated to 32 bits) to skip pages that change, and an
- * implementation may order its trees by that checksum first; these two
- * were found by summing the counters 1, 2, 3, ... until two collided
- * (0x9cfd10ae on 64-bit kernels, whose xxhash is xxh64).
+ * Pairs of page contents whose checksums collide, for each function an
+ * implementation may checksum pages with. KSM sums every page it scans to
+ * skip pages that change, and an implementation may order its trees by that
+ * checksum first. Both pages of a pair hold a 64-bit counter at offset 0,
+ * the rest zero but where said.
+ *  - xxhash, as mm/ksm.c's calc_checksum() (seed 0, truncated to 32 bits;
+ *    xxh64 on 64-bit kernels): the counters 56775 and 78957, found by
+ *    summing the counters 1, 2, 3, ... until two collided (0x9cfd10ae). 4 KiB
+ *    pages of 64-bit kernels only.
+ *  - crc32c (seed ~0, no final inversion, as crc32c() computes it): the
+ *    counters 1 and 2, the second page's last 4 bytes chosen to give it the
+ *    CRC of the first. A CRC is linear: this works for any page size.
  */
-#define COLLIDE_A 56775ULL
-#define COLLIDE_B 78957ULL
 #define COLLIDE_COPIES 4
+#define CRC32C_POLY 0x82f63b78u
 
-static void collide_fill(char *map, size_t i, unsigned long long v)
+struct collision {
+	const char *name;
+	unsigned long long a, b;
+	bool crc32c;
+	bool (*usable)(void);
+};
+
+static bool xxh64_pair_usable(void)
 {
-	memset(map + i * pagesize, 0, pagesize);
-	memcpy(map + i * pagesize, &v, sizeof(v));
+	return pagesize == 4096 && sizeof(long) == 8;
 }
 
-static bool collide_intact(const char *map, size_t i, unsigned long long v)
+static bool always(void)
 {
-	unsigned long long got;
-	size_t j;
-
-	memcpy(&got, map + i * pagesize, sizeof(got));
-	if (got != v)
-		return false;
-	for (j = sizeof(got); j < pagesize; j++)
-		if (map[i * pagesize + j])
-			return false;
 	return true;
+}
+
+static const struct collision collisions[] = {
+	{ "xxhash", 56775, 78957, false, xxh64_pair_usable },
+	{ "crc32c", 1, 2, true, always },
+};
+
+static unsigned int crc32c_update(unsigned int crc, const unsigned char *p, size_t len)
+{
+	int k;
+
+	while (len--) {
+		crc ^= *p++;
+		for (k = 0; k < 8; k++)
+			crc = crc & 1 ? (crc >> 1) ^ CRC32C_POLY : crc >> 1;
+	}
+	return crc;
+}
+
+/*
+ * Sets the last 4 bytes of page p so that its crc32c is want. Those bytes
+ * are XORed into the CRC register, which then shifts 32 times: undo the
+ * shifts from want, and XOR with the register before them.
+ */
+static void crc32c_force(unsigned char *p, unsigned int want)
+{
+	unsigned int x = want, s = crc32c_update(~0u, p, pagesize - 4);
+	int k;
+
+	for (k = 0; k < 32; k++)
+		x = x & 0x80000000u ? ((x ^ CRC32C_POLY) << 1) | 1 : x << 1;
+	x ^= s;
+	for (k = 0; k < 4; k++)
+		p[pagesize - 4 + k] = x >> (8 * k);
+}
+
+/* Builds the two contents of pair c in pages[0] and pages[1]. */
+static void collide_pages(const struct collision *c, unsigned char *pages)
+{
+	memset(pages, 0, 2 * pagesize);
+	memcpy(pages, &c->a, sizeof(c->a));
+	memcpy(pages + pagesize, &c->b, sizeof(c->b));
+	if (c->crc32c)
+		crc32c_force(pages + pagesize, crc32c_update(~0u, pages, pagesize));
 }
 
 /*
@@ -766,20 +812,31 @@ static bool collide_intact(const char *map, size_t i, unsigned long long v)
  * the second kind after the first is already a KSM page (a search of the
  * stable tree meets a page of the same checksum and other bytes first).
  */
-static void test_checksum_collision(void)
+static void test_checksum_collision(const struct collision *c)
 {
 	const size_t n = COLLIDE_COPIES;
 	const char *err = NULL;
-	char *a = MAP_FAILED, *b = MAP_FAILED;
+	unsigned char *a = MAP_FAILED, *b = MAP_FAILED, *want;
 	long chains0;
 	size_t i;
 
-	if (pagesize != 4096 || sizeof(long) != 8) {
-		/* The pair collides in 4 KiB pages under xxh64 (64-bit kernels) only. */
-		ksft_test_result_skip("checksum collision: both kinds at once: not 4K, 64-bit\n");
-		ksft_test_result_skip("checksum collision: one kind after the other: ditto\n");
+	if (!c->usable()) {
+		ksft_test_result_skip("%s collision: both kinds at once: not 4K, 64-bit\n",
+				      c->name);
+		ksft_test_result_skip("%s collision: one kind after the other: ditto\n",
+				      c->name);
 		return;
 	}
+	want = malloc(2 * pagesize);
+	if (!want)
+		ksft_exit_fail_msg("out of memory\n");
+	collide_pages(c, want);
+	if (!c->crc32c && !memcmp(want, want + pagesize, pagesize))
+		ksft_exit_fail_msg("%s collision: the pages are equal\n", c->name);
+	if (c->crc32c && (crc32c_update(~0u, want, pagesize) !=
+			  crc32c_update(~0u, want + pagesize, pagesize) ||
+			  !memcmp(want, want + pagesize, pagesize)))
+		ksft_exit_fail_msg("crc32c collision: no collision built\n");
 	/* Pages of different contents must never share a chain either. */
 	chains0 = ksm_read_long("stable_node_chains");
 	a = mmap(NULL, 2 * n * pagesize, PROT_READ | PROT_WRITE,
@@ -791,17 +848,17 @@ static void test_checksum_collision(void)
 
 	/* Both kinds, interleaved, in one area. */
 	for (i = 0; i < 2 * n; i++)
-		collide_fill(a, i, i % 2 ? COLLIDE_B : COLLIDE_A);
+		memcpy(a + i * pagesize, want + i % 2 * pagesize, pagesize);
 	if (madvise(a, 2 * n * pagesize, MADV_MERGEABLE))
 		err = "MADV_MERGEABLE failed";
 	else if (!wait_merged(2 * n))
 		err = "colliding pages were not all merged";
 	for (i = 0; i < 2 * n && !err; i++)
-		if (!collide_intact(a, i, i % 2 ? COLLIDE_B : COLLIDE_A))
+		if (memcmp(a + i * pagesize, want + i % 2 * pagesize, pagesize))
 			err = "content wrong after merging colliding pages";
 	if (!err && ksm_read_long("stable_node_chains") != chains0)
 		err = "colliding pages were chained";
-	ksft_test_result(!err, "checksum collision: both kinds at once%s%s\n",
+	ksft_test_result(!err, "%s collision: both kinds at once%s%s\n", c->name,
 			 err ? ": " : "", err ? err : "");
 
 	/* The first kind alone, merged; then the second. */
@@ -811,9 +868,9 @@ static void test_checksum_collision(void)
 		goto out;
 	}
 	for (i = 0; i < 2 * n; i++)
-		collide_fill(a, i, COLLIDE_A);
+		memcpy(a + i * pagesize, want, pagesize);
 	for (i = 0; i < n; i++)
-		collide_fill(b, i, COLLIDE_B);
+		memcpy(b + i * pagesize, want + pagesize, pagesize);
 	if (madvise(a, 2 * n * pagesize, MADV_MERGEABLE) || !wait_merged(2 * n)) {
 		err = "the first kind was not merged";
 		goto out;
@@ -823,10 +880,10 @@ static void test_checksum_collision(void)
 		goto out;
 	}
 	for (i = 0; i < 2 * n && !err; i++)
-		if (!collide_intact(a, i, COLLIDE_A))
+		if (memcmp(a + i * pagesize, want, pagesize))
 			err = "first kind wrong after merging the second";
 	for (i = 0; i < n && !err; i++)
-		if (!collide_intact(b, i, COLLIDE_B))
+		if (memcmp(b + i * pagesize, want + pagesize, pagesize))
 			err = "second kind wrong after merging";
 	if (!err && ksm_read_long("stable_node_chains") != chains0)
 		err = "colliding pages were chained";
@@ -835,7 +892,8 @@ out:
 	madvise(b, n * pagesize, MADV_UNMERGEABLE);
 	munmap(a, 2 * n * pagesize);
 	munmap(b, n * pagesize);
-	ksft_test_result(!err, "checksum collision: one kind after the other%s%s\n",
+	free(want);
+	ksft_test_result(!err, "%s collision: one kind after the other%s%s\n", c->name,
 			 err ? ": " : "", err ? err : "");
 }
 
@@ -1482,6 +1540,46 @@ static bool mappers_start(struct mapper *m, int from, int to)
 	return true;
 }
 
+/* Says why a merge may not have happened: KSM's state, and every mapper's. */
+static void mappers_report(const struct mapper *m)
+{
+	static const char * const names[] = {
+		"run", "merge_across_nodes", "full_scans", "pages_scanned", "pages_unshared",
+		"pages_volatile", "pages_skipped", "stable_node_chains", "stable_node_dups",
+	};
+	char path[64], buf[512], *p;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(names); i++)
+		ksft_print_msg("%s %ld\n", names[i], ksm_read_long(names[i]));
+	for (i = 0; i <= MAPPERS; i++) {
+		pid_t pid = i < MAPPERS ? m[i].pid : getpid();
+
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/ksm_stat", pid);
+		if (read_file(path, buf, sizeof(buf)) <= 0)
+			continue;
+		for (p = buf; (p = strchr(p, '\n')) && p[1]; )
+			*p = ',';
+		ksft_print_msg("%s %d: %s", i < MAPPERS ? "child" : "self", pid, buf);
+	}
+	/* What ksmd does meanwhile: its last merge attempts. */
+	if (!write_str(TRACING "trace", "") &&
+	    !write_str(TRACING "events/ksm/ksm_merge_with_ksm_page/enable", "1")) {
+		static char trace[1 << 16];
+		char *line;
+		int n = 0;
+
+		usleep(300000);
+		write_str(TRACING "events/ksm/ksm_merge_with_ksm_page/enable", "0");
+		if (read_file(TRACING "trace", trace, sizeof(trace)) > 0)
+			for (line = strtok(trace, "\n"); line && n < 12; line = strtok(NULL, "\n"))
+				if (*line != '#' && ++n)
+					ksft_print_msg("%s\n", line);
+	}
+}
+
 static void mappers_stop(struct mapper *m)
 {
 	int i, status;
@@ -1683,6 +1781,7 @@ static void test_memory_offline(void)
 	if (!mappers_all(m, 'm', 0) ||
 	    !wait_shared(shared0 + n, sharing0 + (mappers - 1) * n, false)) {
 		err = "pages were not merged";
+		mappers_report(m);
 		goto out;
 	}
 	/* The pages are placed; offlining must not leave this process without memory. */
@@ -1969,6 +2068,7 @@ static void test_swap(void)
 	if (!mappers_start(m, 0, 2) || !mappers_all(m, 'm', 2) ||
 	    !wait_shared(shared0 + n, sharing0 + 2 * n, false) || !mappers_start(m, 2, 3)) {
 		err = "pages were not merged";
+		mappers_report(m);
 		goto out;
 	}
 	swpin0 = read_vmstat("ksm_swpin_copy");
@@ -2166,6 +2266,7 @@ static void test_memory_failure(void)
 	    mapper_cmd(&m[2], 'e', 0) || mapper_cmd(&m[2], 'm', 4) ||
 	    !wait_shared(shared0 + n, sharing0 + 2 * n, false)) {
 		err = "pages were not merged";
+		mappers_report(m);
 		goto out;
 	}
 	get_hardware_corrupted_size(&hwc0);
@@ -2408,6 +2509,7 @@ static void test_memcg(void)
 	long anon, peak = 0;
 	char buf[128];
 	unsigned int i;
+	int e;
 
 	if (read_file(CGROUP_DIR "cgroup.subtree_control", buf, sizeof(buf)) <= 0 ||
 	    !strstr(buf, "memory") ||
@@ -2474,8 +2576,17 @@ static void test_memcg(void)
 		err3 = "contents changed";
 out:
 	mappers_stop(m);
+	/*
+	 * The mappers have exited and been reaped: none of their KSM pages
+	 * may be left once run=2 returns, and merge_across_nodes must change.
+	 */
 	ksm_write_or_die("run", "2");
-	ksm_write("merge_across_nodes", "1");
+	e = ksm_write("merge_across_nodes", "1");
+	if (e) {
+		ksft_print_msg("merge_across_nodes=1: %s, pages_shared %ld\n", strerror(e),
+			       ksm_read_long("pages_shared"));
+		err3 = err3 ? err3 : "merge_across_nodes=1 refused after the mappers exited";
+	}
 	ksm_write_or_die("run", "1");
 	rmdir(CPUSET_CGROUP);
 	ksft_test_result(!err3, "cpuset: KSM pages stay on the node (merge_across_nodes=0)%s%s\n",
@@ -2519,7 +2630,8 @@ int main(void)
 	atexit(restore_knobs);
 
 	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 +
-	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2 + 2 + 1;
+	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2 + 2 + 1 +
+	       2 * (ARRAY_SIZE(collisions) - 1);
 	ksft_set_plan(plan);
 
 	test_sysfs_files();
@@ -2533,7 +2645,8 @@ int main(void)
 	test_zero_pages_fork();
 	test_zero_pages_uffd_move();
 	test_zero_pages_migrate_vma();
-	test_checksum_collision();
+	for (i = 0; i < ARRAY_SIZE(collisions); i++)
+		test_checksum_collision(&collisions[i]);
 	test_ebusy();
 	test_sparse_area();
 	test_trace_events();
