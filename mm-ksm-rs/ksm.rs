@@ -24,7 +24,10 @@
 //!    through [`lock_ksm`] only, which waits while memory is going offline: code that looks
 //!    pages up by a stable node's pfn relies on that (see `hotremove`). Init and the memory
 //!    notifier are the only exceptions.
-//! 2. mmap lock of one mm (read), taken with `mm_users` held (never for an exiting mm).
+//! 2. mmap lock of one mm (read), taken with `mm_users` held (never for an exiting mm). When
+//!    KSM's `mmput()` is the last (the process exited meanwhile), the mm's teardown runs under
+//!    the thread mutex too: the mmap write lock, the i_mmap and anon_vma locks, page table
+//!    locks, and `exit_aio()`'s wait for the process's in-flight AIO (see `ksmd`).
 //! 3. folio lock of a KSM page (trylock for pages being merged).
 //! 4. page table lock.
 //!

@@ -258,7 +258,10 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
         // EBUSY where mm/ksm.c succeeds (there the exiting process tears down its own mm).
         // Every `mm_users` reference of KSM is taken and dropped under the thread mutex, so
         // whoever takes the mutex next finds the teardown done. Nothing the teardown does
-        // takes the thread mutex (`__ksm_exit()` takes `MMLIST` only).
+        // takes the thread mutex (`__ksm_exit()` takes `MMLIST` only), but it may wait:
+        // `exit_aio()` waits for the process's in-flight AIO, and sysfs stores wait for
+        // ksmd meanwhile (in C, the exiting process waits). Not holding `mm_users` at all,
+        // as C, would avoid it: that is the larger rework of how ksmd and exit race.
         let mmu = s.mm.mmget_not_zero();
         let outcome = mmu.as_ref().map(|mmu| {
             let mg = &mmu.mmap_read_lock();

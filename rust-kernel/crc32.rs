@@ -36,8 +36,9 @@ pub fn crc32c(crc: u32, input: &[u8]) -> u32 {
 /// Whether [`crc32c`] uses the CPU's CRC instructions on this machine
 /// (`crc32_optimizations() & CRC32C_OPTIMIZATION`).
 ///
-/// The CRC library finds out at `subsys_initcall` time, in `lib/`: until then, e.g. in the
-/// initcalls of `mm/` that run before those of `lib/`, this returns `false`.
+/// Where the CRC library finds out at `subsys_initcall` time (x86: `lib/crc/x86/crc32.h`),
+/// this returns `false` until then, e.g. in the initcalls of `mm/`, which run before those of
+/// `lib/`; ask from a `late_initcall` or later.
 #[inline]
 pub fn crc32c_optimized() -> bool {
     // SAFETY: `crc32_optimizations()` has no preconditions.

@@ -294,7 +294,7 @@ impl Folio {
     ///
     /// Computed by C, over memory that user space may be writing: no Rust reference to the
     /// page's bytes is made.
-    #[cfg(CONFIG_CRC32)]
+    #[cfg(CONFIG_CRC32 = "y")]
     pub fn page_crc32c(&self, index: usize, crc: u32) -> u32 {
         let page = self.page(index);
         // SAFETY: `page` is a valid page of this folio; the mapping is undone below.
@@ -617,7 +617,7 @@ mod tests {
             assert_eq!(h, crate::xxhash::xxhash(&bytes, 0));
             assert_ne!(h, zero);
             assert_ne!(folio.page_xxhash(0, 1), h);
-            #[cfg(CONFIG_CRC32)]
+            #[cfg(CONFIG_CRC32 = "y")]
             {
                 let c = folio.page_crc32c(0, !0);
                 assert_eq!(c, crate::crc32::crc32c(!0, &bytes));

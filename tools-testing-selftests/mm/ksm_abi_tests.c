@@ -1550,8 +1550,10 @@ static void mappers_report(const struct mapper *m)
 	char path[64], buf[512], *p;
 	unsigned int i;
 
+	/* Not all of them exist everywhere (merge_across_nodes needs NUMA). */
 	for (i = 0; i < ARRAY_SIZE(names); i++)
-		ksft_print_msg("%s %ld\n", names[i], ksm_read_long(names[i]));
+		if (ksm_file_exists(names[i]))
+			ksft_print_msg("%s %ld\n", names[i], ksm_read_long(names[i]));
 	for (i = 0; i <= MAPPERS; i++) {
 		pid_t pid = i < MAPPERS ? m[i].pid : getpid();
 
