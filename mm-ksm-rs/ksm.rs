@@ -323,7 +323,7 @@ pub(crate) unsafe fn put_anon_vma(anon_vma: *mut bindings::anon_vma) {
 }
 
 /// Chooses the page checksum at `late_initcall` time (called from glue.c; see
-/// [`merge::choose_checksum`]).
+/// [`merge::choose_checksum`]). An export of the crate root, like the other C entry points.
 #[no_mangle]
 pub extern "C" fn ksm_rs_choose_checksum() {
     merge::choose_checksum();

@@ -50,8 +50,8 @@ static CRC32C: Atomic<bool> = Atomic::new(false);
 /// Checksum of a page's contents (`calc_checksum()`).
 ///
 /// mm/ksm.c computes xxhash with seed 0, truncated to 32 bits, and so does this unless the
-/// CPU computes CRC-32C ([`choose_checksum`]); then it is `crc32c(~0, page)`. Either serves
-/// both purposes: noticing pages that change between scans, and ordering the trees
+/// CPU computes CRC-32C ([`choose_checksum`]); then it is `crc32c(~0, page)`. Either
+/// serves both purposes: noticing pages that change between scans, and ordering the trees
 /// ([`crate::order`]), where equal bytes give equal checksums and a collision only costs a
 /// comparison of bytes.
 pub(crate) fn page_checksum(bytes: &[u8]) -> u32 {
@@ -69,9 +69,10 @@ pub(crate) fn page_checksum(bytes: &[u8]) -> u32 {
 /// arm64): ksmd checksums every page it scans, and under QEMU `-icount` (`cargo xtask bench`)
 /// xxh64 was two thirds of ksmd's instructions on unique memory. The CRC library enables its
 /// CPU paths in its own `subsys_initcall`, which runs after KSM's (`lib/` links after `mm/`),
-/// hence the late choice. No user process can have asked for merging before it, so ksmd has
-/// no page to checksum yet; and a checksum of the other function would only make a page look
-/// changed once, or miss a merge, never merge different bytes (they are compared first).
+/// hence the late choice. Hardly any user code runs before it (usermode helpers at most), and
+/// a checksum of the other function would only make a page look changed once, or miss a
+/// merge, never merge different bytes (they are compared first): the trees keep each key as
+/// it was computed, so their order stays total.
 pub(crate) fn choose_checksum() {
     if !kernel::crc32::crc32c_optimized() {
         return;
