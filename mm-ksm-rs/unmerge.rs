@@ -55,7 +55,7 @@ pub(crate) fn break_ksm<V: MmapLockedVma>(vma: &V, start: usize, end: usize) -> 
         // The page table of the last entry seen: signals are checked once per table, as in C.
         let mut table = usize::MAX;
         pgtable::walk_mapped(vma, addr, end, |e| {
-            let t = e.addr() >> bindings::PMD_SHIFT;
+            let t = e.addr() / pgtable::PMD_SIZE;
             if t != table {
                 table = t;
                 if kernel::current!().signal_pending() {

@@ -31,6 +31,12 @@ use crate::{
 };
 use core::{ffi::c_void, ops::ControlFlow, ops::Deref};
 
+/// The span of addresses one page table (one PMD entry) maps.
+///
+/// It comes through a constant helper: bindgen cannot evaluate `PMD_SIZE` (a shift of
+/// `_AC(1, UL)`), nor arm64's `PMD_SHIFT` (a function-like macro of the page size).
+pub const PMD_SIZE: usize = bindings::PMD_SIZE as usize;
+
 /// A VMA whose mm's mmap lock is held for read, at least.
 ///
 /// # Invariants
@@ -324,9 +330,7 @@ impl MappedEntry<'_> {
         let folio = unsafe { Folio::from_raw(bindings::page_folio(page)) };
         let index = match self.kind {
             EntryKind::Pte(..) => 0,
-            EntryKind::PmdLeaf(_) => {
-                (self.addr & ((1usize << bindings::PMD_SHIFT) - 1)) / PAGE_SIZE
-            }
+            EntryKind::PmdLeaf(_) => (self.addr & (PMD_SIZE - 1)) / PAGE_SIZE,
         };
         // SAFETY: Pure arithmetic on valid pointers.
         let first = unsafe { bindings::folio_page(folio.as_raw(), 0) };

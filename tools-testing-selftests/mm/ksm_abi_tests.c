@@ -14,6 +14,8 @@
  *  - KSM zero pages moved by UFFDIO_MOVE, or replaced by device pages
  *    through migrate_vma (skipped without the HMM test driver), are
  *    uncounted;
+ *  - MTE (arm64): a page of zeroes with non-zero tags is merged neither
+ *    with the zero page nor with its copies, and keeps its tags;
  *  - checksum collisions: pages whose checksums (xxhash or crc32c) collide
  *    but whose bytes differ merge with their copies, never with each other,
  *    whichever is merged first;
@@ -53,6 +55,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/auxv.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -563,18 +566,24 @@ out:
 			 err ? ": " : "", err ? err : "");
 }
 
+/* A field of /proc/self/ksm_stat, or LONG_MIN. */
+static long self_ksm_stat(const char *field)
+{
+	char buf[1024], *p;
+
+	if (read_file("/proc/self/ksm_stat", buf, sizeof(buf)) <= 0)
+		return LONG_MIN;
+	p = strstr(buf, field);
+	return p ? strtol(p + strlen(field), NULL, 10) : LONG_MIN;
+}
+
 /*
  * The ksm_zero_pages of this process from /proc/self/ksm_stat, signed
  * (vm_util's ksm_get_self_zero_pages() would read -5 as 5).
  */
 static long self_zero_pages(void)
 {
-	char buf[1024], *p;
-
-	if (read_file("/proc/self/ksm_stat", buf, sizeof(buf)) <= 0)
-		return LONG_MIN;
-	p = strstr(buf, "ksm_zero_pages ");
-	return p ? strtol(p + strlen("ksm_zero_pages "), NULL, 10) : LONG_MIN;
+	return self_ksm_stat("ksm_zero_pages ");
 }
 
 /* Waits (for an exiting child's teardown) until the global count is want. */
@@ -883,6 +892,211 @@ out:
 	free(want);
 	ksft_test_result(!err, "%s collision: one kind after the other%s%s\n", c->name,
 			 err ? ": " : "", err ? err : "");
+}
+
+#ifdef __aarch64__
+#ifndef HWCAP2_MTE
+#define HWCAP2_MTE (1 << 18)
+#endif
+#ifndef PROT_MTE
+#define PROT_MTE 0x20
+#endif
+#define MTE_GRANULE 16
+#define MTE_PAGES 4
+
+/* The pointer p with logical tag t in its top byte (bits 56-59). */
+static char *mte_tagged(char *p, unsigned int t)
+{
+	return (char *)(((uintptr_t)p & ~(0xfUL << 56)) | ((uintptr_t)t << 56));
+}
+
+/*
+ * Sets the allocation tag of p's granule to p's logical tag. The .arch
+ * directive lets the assembler take MTE instructions without building the
+ * whole file for armv8.5-a.
+ */
+static void mte_set_tag(char *p)
+{
+	asm volatile(".arch armv8.5-a+memtag\n\tstg %0, [%0]" : : "r"(p) : "memory");
+}
+
+/* The allocation tag of p's granule. */
+static unsigned int mte_get_tag(char *p)
+{
+	asm volatile(".arch armv8.5-a+memtag\n\tldg %0, [%0]" : "+r"(p) : : "memory");
+	return ((uintptr_t)p >> 56) & 0xf;
+}
+
+static unsigned int mte_want_tag(size_t granule)
+{
+	return 1 + granule % 15;
+}
+
+static sigjmp_buf mte_fault_jmp;
+
+static void on_mte_fault(int sig)
+{
+	siglongjmp(mte_fault_jmp, 1);
+}
+
+/* Whether n bytes at tagged pointer p read as zeroes, tag-checked. */
+static bool mte_zeroes(const char *p, size_t n)
+{
+	struct sigaction sa = { .sa_handler = on_mte_fault }, old;
+	bool zero = true;
+	size_t b;
+
+	sigaction(SIGSEGV, &sa, &old);
+	if (sigsetjmp(mte_fault_jmp, 1)) {
+		sigaction(SIGSEGV, &old, NULL);
+		ksft_print_msg("tag check fault at %p\n", p);
+		return false;
+	}
+	for (b = 0; b < n; b++)
+		zero &= !__atomic_load_n(p + b, __ATOMIC_RELAXED);
+	sigaction(SIGSEGV, &old, NULL);
+	return zero;
+}
+
+/*
+ * One round of test_mte(): n PROT_MTE pages of zeroes, all with the same
+ * non-zero tags, beside n untagged pages of zeroes that show ksmd ran.
+ */
+static const char *mte_round(int zero_pages)
+{
+	const size_t n = MTE_PAGES, granules = pagesize / MTE_GRANULE;
+	long want_merging, want_zero, merging0, zero0;
+	unsigned long pfn[MTE_PAGES], ctl_pfn;
+	const char *err = NULL;
+	char *mte, *ctl, old_zp[32] = "0";
+	size_t i, g;
+	long start;
+	int fd;
+
+	mte = mmap(NULL, n * pagesize, PROT_READ | PROT_WRITE | PROT_MTE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ctl = mmap(NULL, n * pagesize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	fd = open("/proc/self/pagemap", O_RDONLY);
+	if (mte == MAP_FAILED || ctl == MAP_FAILED || fd < 0)
+		ksft_exit_fail_msg("mmap of PROT_MTE memory or pagemap failed: %s\n",
+				   strerror(errno));
+	/* STG is a store: it faults in a private page of zeroes and tags it. */
+	for (i = 0; i < n; i++)
+		for (g = 0; g < granules; g++)
+			mte_set_tag(mte_tagged(mte + i * pagesize + g * MTE_GRANULE,
+					       mte_want_tag(g)));
+	for (i = 0; i < n; i++) {
+		ctl[i * pagesize] = 1;
+		ctl[i * pagesize] = 0;
+	}
+	ksm_read("use_zero_pages", old_zp, sizeof(old_zp));
+	ksm_write_or_die("use_zero_pages", zero_pages ? "1" : "0");
+	merging0 = ksm_get_self_merging_pages();
+	zero0 = self_zero_pages();
+	want_merging = merging0 + (zero_pages ? 0 : (long)n);
+	want_zero = zero0 + (zero_pages ? (long)n : 0);
+	ksm_write_or_die("run", "1");
+	if (madvise(mte, n * pagesize, MADV_MERGEABLE) ||
+	    madvise(ctl, n * pagesize, MADV_MERGEABLE)) {
+		err = "MADV_MERGEABLE failed";
+		goto out;
+	}
+	/* The untagged pages merge; then two more full scans for the others. */
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10; i++) {
+		if (zero_pages ? self_zero_pages() >= want_zero :
+				 ksm_get_self_merging_pages() >= want_merging)
+			break;
+		usleep(100000);
+	}
+	start = ksm_get_full_scans();
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && ksm_get_full_scans() < start + 2; i++)
+		usleep(100000);
+	if (self_zero_pages() != want_zero || ksm_get_self_merging_pages() != want_merging) {
+		ksft_print_msg("ksm_zero_pages %ld, ksm_merging_pages %ld, want %ld and %ld\n",
+			       self_zero_pages(), ksm_get_self_merging_pages(),
+			       want_zero, want_merging);
+		err = "the untagged pages alone should have merged";
+		goto out;
+	}
+	/*
+	 * Not a vacuous pass: ksmd keeps an rmap_item for each tagged page it
+	 * scanned (not for a page it replaced by the zero page).
+	 */
+	if (self_ksm_stat("ksm_rmap_items ") < (long)n) {
+		ksft_print_msg("ksm_rmap_items %ld, want at least %zu\n",
+			       self_ksm_stat("ksm_rmap_items "), n);
+		err = "ksmd did not scan the tagged pages";
+		goto out;
+	}
+	ctl_pfn = pagemap_get_pfn(fd, ctl);
+	for (i = 0; i < n; i++) {
+		pfn[i] = pagemap_get_pfn(fd, mte + i * pagesize);
+		if (pfn[i] == -1UL || pfn[i] == ctl_pfn || (i && pfn[i] == pfn[i - 1])) {
+			ksft_print_msg("page %zu: pfn %#lx, previous %#lx, untagged %#lx\n",
+				       i, pfn[i], i ? pfn[i - 1] : 0, ctl_pfn);
+			err = "a tagged page was merged";
+			goto out;
+		}
+	}
+	for (i = 0; i < n; i++)
+		for (g = 0; g < granules; g++) {
+			char *p = mte + i * pagesize + g * MTE_GRANULE;
+
+			if (mte_get_tag(p) != mte_want_tag(g)) {
+				ksft_print_msg("page %zu granule %zu: tag %u, want %u\n",
+					       i, g, mte_get_tag(p), mte_want_tag(g));
+				err = "tags lost";
+				goto out;
+			}
+			/* Tag-checked loads (PR_MTE_TCF_SYNC). */
+			if (!mte_zeroes(mte_tagged(p, mte_want_tag(g)), MTE_GRANULE)) {
+				err = "content of a tagged page changed";
+				goto out;
+			}
+		}
+out:
+	munmap(mte, n * pagesize);
+	munmap(ctl, n * pagesize);
+	close(fd);
+	ksm_write("use_zero_pages", old_zp);
+	return err;
+}
+#endif
+
+/*
+ * MTE (arm64): a page of zeroes whose tags are not zero is never merged,
+ * neither with the zero page (use_zero_pages=1) nor with a page of the same
+ * bytes and tags (use_zero_pages=0), and keeps its tags: a shared page
+ * would carry other tags, or lose them. mm/ksm.c relies on arm64's
+ * memcmp_pages(), which refuses tagged pages.
+ */
+static void test_mte(void)
+{
+	int zp;
+
+#ifdef __aarch64__
+	const char *err;
+
+	if (!(getauxval(AT_HWCAP2) & HWCAP2_MTE)) {
+		for (zp = 0; zp < 2; zp++)
+			ksft_test_result_skip("MTE-tagged zero pages, use_zero_pages=%d: no MTE\n",
+					      zp);
+		return;
+	}
+	if (prctl(PR_SET_TAGGED_ADDR_CTRL, PR_TAGGED_ADDR_ENABLE | PR_MTE_TCF_SYNC |
+		  (0xfffeUL << PR_MTE_TAG_SHIFT), 0, 0, 0))
+		ksft_exit_fail_msg("PR_SET_TAGGED_ADDR_CTRL: %s\n", strerror(errno));
+	for (zp = 0; zp < 2; zp++) {
+		err = mte_round(zp);
+		ksft_test_result(!err,
+				 "MTE-tagged zero pages, use_zero_pages=%d: not merged, tags kept%s%s\n",
+				 zp, err ? ": " : "", err ? err : "");
+	}
+	prctl(PR_SET_TAGGED_ADDR_CTRL, 0, 0, 0, 0);
+#else
+	for (zp = 0; zp < 2; zp++)
+		ksft_test_result_skip("MTE-tagged zero pages, use_zero_pages=%d: not arm64\n", zp);
+#endif
 }
 
 /*
@@ -2621,7 +2835,7 @@ int main(void)
 
 	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 +
 	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2 + 2 + 1 +
-	       2 * (ARRAY_SIZE(collisions) - 1);
+	       2 * (ARRAY_SIZE(collisions) - 1) + 2;
 	ksft_set_plan(plan);
 
 	test_sysfs_files();
@@ -2635,6 +2849,7 @@ int main(void)
 	test_zero_pages_fork();
 	test_zero_pages_uffd_move();
 	test_zero_pages_migrate_vma();
+	test_mte();
 	for (i = 0; i < ARRAY_SIZE(collisions); i++)
 		test_checksum_collision(&collisions[i]);
 	test_ebusy();

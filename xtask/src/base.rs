@@ -35,16 +35,21 @@ fn apt_root() -> PathBuf {
 
 /// apt options that keep every bit of state private to our cache directory.
 fn apt_opts(pin: &Pin) -> Result<Vec<String>> {
-    let root = apt_root();
-    for d in ["lists/partial", "cache/archives/partial", "etc"] {
-        fs::create_dir_all(root.join(d))?;
-    }
-    let list = root.join("etc/sources.list");
     let line = format!(
         "deb [signed-by={}] {} {} {}\n",
         pin.base.keyring, pin.base.archive, pin.base.suite, pin.base.component
     );
-    fs::write(&list, line)?;
+    private_apt(&apt_root(), &line)
+}
+
+/// apt options for a private configuration under `root` with one sources
+/// line: its own lists and cache, no system sources or installed packages.
+pub fn private_apt(root: &Path, sources_line: &str) -> Result<Vec<String>> {
+    for d in ["lists/partial", "cache/archives/partial", "etc"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    let list = root.join("etc/sources.list");
+    fs::write(&list, sources_line)?;
     Ok(vec![
         format!("Dir::Etc::SourceList={}", list.display()),
         "Dir::Etc::SourceParts=/dev/null".into(),

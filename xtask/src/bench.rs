@@ -441,7 +441,7 @@ pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
     let flavours: Vec<Flavour> = IMPLS
         .iter()
         .filter(|&&i| opts.imp.is_none_or(|o| o == i))
-        .map(|&imp| Flavour { imp, debug: false })
+        .map(|&imp| Flavour::x86(imp, false))
         .collect();
     let mut kernels = Vec::new();
     if opts.no_build {
@@ -497,6 +497,7 @@ pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
         PLAN,
         None,
         None,
+        build::Arch::X86_64,
     )?;
     let plugin = if opts.profile {
         Some(build_plugin(&dir)?)
@@ -518,7 +519,7 @@ pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
         }
         let find = |imp: Impl| {
             runs.iter()
-                .find(|r| r.workload == w.name && r.flavour == Flavour { imp, debug: false }.name())
+                .find(|r| r.workload == w.name && r.flavour == Flavour::x86(imp, false).name())
         };
         let rs = rows(w.name, find(Impl::C), find(Impl::Rust));
         for r in &rs {
@@ -704,10 +705,13 @@ fn boot_one(
         &qemu::Vm {
             kernel,
             initrd: Some(initrd),
-            append: format!("ksmbench={}", w.name),
+            // The Rust flavour carries the KUnit suites for the selftests;
+            // they stay off here, as the C kernel has none.
+            append: format!("ksmbench={} kunit.enable=0", w.name),
             timeout: Duration::from_secs(1200),
             accel: Accel::Tcg,
             log: log.clone(),
+            arch: build::Arch::X86_64,
         },
         &extra,
         |line| match run.feed(line) {

@@ -18,33 +18,93 @@ pub enum Impl {
     Rust,
 }
 
+/// The guest's architecture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    /// x86_64 (the host's), under qemu-system-x86_64
+    #[default]
+    #[value(name = "x86_64")]
+    X86_64,
+    /// arm64, cross-built with LLVM, under qemu-system-aarch64 (virt, MTE)
+    Arm64,
+}
+
+impl Arch {
+    /// The fragment with what this architecture's guest needs.
+    fn fragment(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::X86_64 => ("arch-x86_64.config", ARCH_X86_64),
+            Arch::Arm64 => ("arch-arm64.config", ARCH_ARM64),
+        }
+    }
+
+    /// Kbuild's `ARCH=`, when it is not the host's.
+    pub fn make_arch(self) -> Option<&'static str> {
+        match self {
+            Arch::X86_64 => None,
+            Arch::Arm64 => Some("arm64"),
+        }
+    }
+
+    /// The make target that builds the image QEMU boots, and where it lands.
+    fn image(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::X86_64 => ("bzImage", "arch/x86/boot/bzImage"),
+            Arch::Arm64 => ("Image", "arch/arm64/boot/Image"),
+        }
+    }
+
+    /// The C compiler for static guest programs.
+    pub fn gcc(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "gcc",
+            Arch::Arm64 => "aarch64-linux-gnu-gcc",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flavour {
     pub imp: Impl,
     pub debug: bool,
+    pub arch: Arch,
 }
 
 const GUEST: &str = include_str!("../configs/guest.config");
 const IMPL_C: &str = include_str!("../configs/impl-c.config");
 const IMPL_RUST: &str = include_str!("../configs/impl-rust.config");
 const DEBUG: &str = include_str!("../configs/debug.config");
+const ARCH_X86_64: &str = include_str!("../configs/arch-x86_64.config");
+const ARCH_ARM64: &str = include_str!("../configs/arch-arm64.config");
 
 impl Flavour {
+    /// An x86_64 flavour (the benchmark's and KUnit's architecture).
+    pub fn x86(imp: Impl, debug: bool) -> Self {
+        Flavour {
+            imp,
+            debug,
+            arch: Arch::X86_64,
+        }
+    }
+
     pub fn name(&self) -> String {
-        let i = match self.imp {
+        let mut n = match self.imp {
             Impl::C => "c",
             Impl::Rust => "rust",
-        };
-        if self.debug {
-            format!("{i}-debug")
-        } else {
-            i.to_string()
         }
+        .to_string();
+        if self.arch == Arch::Arm64 {
+            n.push_str("-arm64");
+        }
+        if self.debug {
+            n.push_str("-debug");
+        }
+        n
     }
 
     /// The fragments in merge order.
     pub fn fragments(&self) -> Vec<(&'static str, &'static str)> {
-        let mut v = vec![("guest.config", GUEST)];
+        let mut v = vec![("guest.config", GUEST), self.arch.fragment()];
         v.push(match self.imp {
             Impl::C => ("impl-c.config", IMPL_C),
             Impl::Rust => ("impl-rust.config", IMPL_RUST),
@@ -67,8 +127,9 @@ impl Flavour {
         paths::build().join(self.name())
     }
 
+    /// The kernel image QEMU boots (`bzImage` on x86_64, `Image` on arm64).
     pub fn bzimage(&self) -> PathBuf {
-        self.dir().join("arch/x86/boot/bzImage")
+        self.dir().join(self.arch.image().1)
     }
 }
 
@@ -89,8 +150,16 @@ pub fn ensure_impl_available(tree: &Path, imp: Impl) -> Result<()> {
 /// Environment for every kernel make: ccache in our cache, paths relative to
 /// the repository so that a fresh clone elsewhere still hits the cache.
 pub fn make_cmd(pin: &Pin, tree: &Path) -> Command {
+    make_cmd_arch(pin, tree, Arch::X86_64)
+}
+
+/// [`make_cmd`] for `arch`: LLVM cross-builds without a `CROSS_COMPILE`.
+pub fn make_cmd_arch(pin: &Pin, tree: &Path, arch: Arch) -> Command {
     let mut c = Command::new("make");
     c.arg("-C").arg(tree).arg(pin.llvm_make_arg());
+    if let Some(a) = arch.make_arch() {
+        c.arg(format!("ARCH={a}"));
+    }
     let ccache = paths::cache().join("ccache");
     if ui::have("ccache") {
         c.arg(format!("CC=ccache clang-{}", pin.tools.llvm));
@@ -122,7 +191,18 @@ pub fn build(pin: &Pin, tree: &Path, fl: Flavour, clippy: bool) -> Result<PathBu
     let dir = fl.dir();
     fs::create_dir_all(&dir)?;
     let step = Step::start(format!("build kernel [{}]", fl.name()));
-    let merged = fl.merged()?;
+    let mut merged = fl.merged()?;
+    if fl.imp == Impl::Rust {
+        // The KUnit suites of the series run at boot of every Rust guest
+        // (selftests.rs parses their KTAP), on each architecture.
+        let kunit = fs::read_to_string(tree.join(crate::kunit::KUNITCONFIG))
+            .with_context(|| format!("the series has no {}", crate::kunit::KUNITCONFIG))?;
+        merged.merge(crate::kunit::KUNITCONFIG, &kunit)?;
+        merged.merge(
+            "build.rs",
+            "CONFIG_KUNIT_DEFAULT_ENABLED=y\nCONFIG_KUNIT_AUTORUN_ENABLED=y\n",
+        )?;
+    }
     for (sym, old, new, origin) in &merged.overrides {
         ui::info(format!("    {origin}: {sym} {old} -> {new}"));
     }
@@ -131,7 +211,7 @@ pub fn build(pin: &Pin, tree: &Path, fl: Flavour, clippy: bool) -> Result<PathBu
     // Resolve into a scratch file; only replace .config when it changed, so an
     // unchanged flavour rebuilds nothing.
     let scratch = dir.join(".config.ksm-rs-new");
-    let mut cfg = make_cmd(pin, tree);
+    let mut cfg = make_cmd_arch(pin, tree, fl.arch);
     cfg.arg(format!("O={}", dir.display()))
         .arg(format!("KCONFIG_ALLCONFIG={}", allconfig.display()))
         .env("KCONFIG_CONFIG", ".config.ksm-rs-new")
@@ -154,12 +234,12 @@ pub fn build(pin: &Pin, tree: &Path, fl: Flavour, clippy: bool) -> Result<PathBu
     } else {
         fs::remove_file(&scratch)?;
     }
-    let mut mk = make_cmd(pin, tree);
+    let mut mk = make_cmd_arch(pin, tree, fl.arch);
     mk.arg(format!("O={}", dir.display())).arg(jobs());
     if clippy {
         mk.arg("CLIPPY=1");
     }
-    mk.arg("bzImage");
+    mk.arg(fl.arch.image().0);
     ui::run_logged(&mut mk, &step, &dir.join("build.log"))?;
     let img = fl.bzimage();
     if !img.exists() {
@@ -191,23 +271,13 @@ mod tests {
 
     #[test]
     fn flavour_fragments_merge() {
-        let c = Flavour {
-            imp: Impl::C,
-            debug: false,
-        }
-        .merged()
-        .unwrap();
+        let c = Flavour::x86(Impl::C, false).merged().unwrap();
         assert_eq!(
             c.values["CONFIG_KSM"],
             crate::kconfig::Value::Set("y".into())
         );
         assert_eq!(c.values["CONFIG_KSM_RUST"], crate::kconfig::Value::Unset);
-        let r = Flavour {
-            imp: Impl::Rust,
-            debug: true,
-        }
-        .merged()
-        .unwrap();
+        let r = Flavour::x86(Impl::Rust, true).merged().unwrap();
         assert_eq!(
             r.values["CONFIG_KSM_RUST"],
             crate::kconfig::Value::Set("y".into())
@@ -217,14 +287,20 @@ mod tests {
             crate::kconfig::Value::Set("y".into())
         );
         assert!(r.values.contains_key("CONFIG_RUST"));
+        assert_eq!(Flavour::x86(Impl::Rust, true).name(), "rust-debug");
+        let a = Flavour {
+            imp: Impl::Rust,
+            debug: false,
+            arch: Arch::Arm64,
+        };
+        assert_eq!(a.name(), "rust-arm64");
+        assert!(a.bzimage().ends_with("rust-arm64/arch/arm64/boot/Image"));
+        let m = a.merged().unwrap();
         assert_eq!(
-            Flavour {
-                imp: Impl::Rust,
-                debug: true
-            }
-            .name(),
-            "rust-debug"
+            m.values["CONFIG_ARM64_MTE"],
+            crate::kconfig::Value::Set("y".into())
         );
+        assert!(!m.values.contains_key("CONFIG_X86_MCE"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: boot the KSM kernel, run processes holding identical
 //! memory and show KSM merging it.
 
-use crate::build::{self, Flavour, Impl};
+use crate::build::{self, Arch, Flavour, Impl};
 use crate::guest::{self, Program};
 use crate::pin::Pin;
 use crate::qemu::{self, Accel};
@@ -13,8 +13,12 @@ use std::time::Duration;
 const DEMO_C: &str = include_str!("../guest/ksm-demo.c");
 const DEMO_PLAN: &str = include_str!("../guest/demo-plan.sh");
 
-pub fn run(pin: &Pin, imp: Impl, accel: Accel) -> Result<()> {
-    let fl = Flavour { imp, debug: false };
+pub fn run(pin: &Pin, imp: Impl, arch: Arch, accel: Accel) -> Result<()> {
+    let fl = Flavour {
+        imp,
+        debug: false,
+        arch,
+    };
     let tree = series::ensure_tree(pin)?;
     let kernel = build::build(pin, &tree, fl, false)?;
     let programs = [Program::Guest {
@@ -33,6 +37,7 @@ pub fn run(pin: &Pin, imp: Impl, accel: Accel) -> Result<()> {
             timeout: Duration::from_secs(400),
             accel,
             log: fl.dir().join("demo-console.log"),
+            arch,
         },
         |line| {
             if let Some(rest) = line.strip_prefix("demo:") {

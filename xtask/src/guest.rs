@@ -1,7 +1,7 @@
 //! The guest image: statically linked selftests built from the kernel tree,
 //! busybox, an init that runs a plan and powers off, packed as a newc cpio.
 
-use crate::build::Flavour;
+use crate::build::{Arch, Flavour};
 use crate::pin::Pin;
 use crate::ui::{self, Step};
 use anyhow::{bail, Context, Result};
@@ -44,9 +44,10 @@ fn compile(
     hdr: Option<&Path>,
     out_dir: &Path,
     p: &Program,
+    arch: Arch,
 ) -> Result<PathBuf> {
     let out = out_dir.join(p.name());
-    let mut cc = Command::new("gcc");
+    let mut cc = Command::new(arch.gcc());
     cc.args([
         "-static",
         "-O2",
@@ -72,6 +73,12 @@ fn compile(
                     .arg(d.join("hugepage_settings.c"));
             }
             cc.args(["-lrt", "-lpthread", "-lm"]);
+            if arch == Arch::Arm64 {
+                // libnuma from Debian's arm64 package (see provision.rs).
+                let root = crate::provision::arm64_root();
+                cc.arg("-I").arg(root.join("usr/include"));
+                cc.arg("-L").arg(root.join("usr/lib/aarch64-linux-gnu"));
+            }
             for l in *libs {
                 cc.arg(format!("-l{l}"));
             }
@@ -172,17 +179,18 @@ pub fn image(
     ));
     let dir = fl.dir();
     // uapi headers of this very tree, as the selftests' KHDR_INCLUDES.
-    let mut hdrs = crate::build::make_cmd(pin, tree);
+    let mut hdrs = crate::build::make_cmd_arch(pin, tree, fl.arch);
     hdrs.arg(format!("O={}", dir.display())).arg("headers");
     ui::run_logged(&mut hdrs, &step, &dir.join("headers.log"))?;
     let hdr = dir.join("usr/include");
-    let out = pack(&dir, image, programs, plan, Some(tree), Some(&hdr))?;
+    let out = pack(&dir, image, programs, plan, Some(tree), Some(&hdr), fl.arch)?;
     step.done();
     Ok(out)
 }
 
 /// Packs `<dir>/<image>.cpio` holding `programs` (compiled into
-/// `<dir>/guest-bin`) and `plan`; selftest programs need `tree` and `hdr`.
+/// `<dir>/guest-bin`) and `plan`, for `arch`; selftest programs need `tree`
+/// and `hdr`.
 pub fn pack(
     dir: &Path,
     image: &str,
@@ -190,6 +198,7 @@ pub fn pack(
     plan: &str,
     tree: Option<&Path>,
     hdr: Option<&Path>,
+    arch: Arch,
 ) -> Result<PathBuf> {
     let bin_dir = dir.join("guest-bin");
     fs::create_dir_all(&bin_dir)?;
@@ -197,16 +206,27 @@ pub fn pack(
     for d in ["bin", "tests", "proc", "sys", "dev", "tmp", "run", "etc"] {
         cpio.dir(d);
     }
-    let busybox = Path::new("/bin/busybox");
+    let busybox = match arch {
+        Arch::X86_64 => PathBuf::from("/bin/busybox"),
+        Arch::Arm64 => crate::provision::arm64_root().join("bin/busybox"),
+    };
     if !busybox.exists() {
-        bail!("/bin/busybox is missing (apt-get install busybox-static, or `cargo xtask setup`)");
+        bail!(
+            "{} is missing (`cargo xtask setup`{})",
+            busybox.display(),
+            if arch == Arch::Arm64 {
+                " --arch arm64"
+            } else {
+                ""
+            }
+        );
     }
-    cpio.file("bin/busybox", &fs::read(busybox)?, true);
+    cpio.file("bin/busybox", &fs::read(&busybox)?, true);
     cpio.file("init", INIT.as_bytes(), true);
     cpio.file("plan.sh", format!("{PLAN_LIB}\n{plan}").as_bytes(), false);
     let uniq: BTreeSet<&Program> = programs.iter().collect();
     for p in uniq {
-        let exe = compile(tree, hdr, &bin_dir, p)?;
+        let exe = compile(tree, hdr, &bin_dir, p, arch)?;
         cpio.file(&format!("tests/{}", p.name()), &fs::read(&exe)?, true);
     }
     let out = dir.join(format!("{image}.cpio"));

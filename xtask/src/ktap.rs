@@ -176,7 +176,9 @@ mod tests {
             None
         );
         assert_eq!(s.feed("[   16.463877] Call Trace:"), None);
-        assert!(s.feed("[   16.463900] BUG: unable to handle page fault").is_some());
+        assert!(s
+            .feed("[   16.463900] BUG: unable to handle page fault")
+            .is_some());
         assert_eq!(
             s.feed("[   16.471725] Memory cgroup out of memory: Killed process 508 (t)"),
             None

@@ -7,8 +7,9 @@ use crate::pin::Pin;
 use crate::selftests::Summary;
 use crate::series;
 use crate::ui::{self, Step};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use regex::Regex;
+use std::path::Path;
 use std::process::Command;
 
 pub const KUNITCONFIG: &str = "mm/ksm-rs/.kunitconfig";
@@ -88,6 +89,35 @@ pub fn run(pin: &Pin) -> Result<Summary> {
         bail!("kunit.py ran no test (see {})", log.display());
     }
     println!("kunit: {}", s.line());
+    Ok(s)
+}
+
+/// Parses the KUnit results a Rust guest printed at boot (`lines`: the
+/// console up to init) with `kunit.py parse`; the console part is kept in
+/// `out`. Fails if the guest ran no KUnit test.
+pub fn parse_console(tree: &Path, lines: &[String], out: &Path) -> Result<Summary> {
+    std::fs::write(out, lines.join("\n") + "\n")?;
+    let o = Command::new("python3")
+        .arg(tree.join("tools/testing/kunit/kunit.py"))
+        .arg("parse")
+        .arg(out)
+        .output()
+        .context("cannot run kunit.py parse")?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    for l in text.lines().filter(|l| {
+        l.contains("[FAILED]") || l.contains("[CRASHED]") || l.contains("Testing complete")
+    }) {
+        println!("  {l}");
+    }
+    let Some(s) = parse_summary(&text) else {
+        bail!(
+            "kunit.py parse found no KUnit results in the guest's boot log ({})",
+            out.display()
+        );
+    };
+    if s.passed + s.failed == 0 {
+        bail!("the guest ran no KUnit test (see {})", out.display());
+    }
     Ok(s)
 }
 

@@ -17,7 +17,7 @@ mod series;
 mod ui;
 
 use anyhow::{bail, Result};
-use build::{Flavour, Impl};
+use build::{Arch, Flavour, Impl};
 use clap::{Parser, Subcommand};
 use qemu::Accel;
 use selftests::Summary;
@@ -29,6 +29,9 @@ const DEFAULT_IMPL: Impl = Impl::Rust;
 /// What `test` runs the selftests on without `--impl`: the Rust implementation, and mm/ksm.c
 /// as the reference that the same tests must pass on.
 const TEST_IMPLS: [Impl; 2] = [Impl::Rust, Impl::C];
+
+/// The architectures `cargo xtask test` runs on by default.
+const TEST_ARCHES: [Arch; 2] = [Arch::X86_64, Arch::Arm64];
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +46,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install missing packages, rust-src and bindgen-cli (as root), else print the commands
-    Setup,
+    Setup {
+        /// Also what `--arch arm64` needs (cross tools, arm64 busybox and libnuma)
+        #[arg(long, value_enum, default_value = "x86_64")]
+        arch: Arch,
+    },
     /// Download, verify and commit the pinned base kernel into the cache
     Fetch,
     /// Create linux/ = pinned base + `git am patches/*`
@@ -60,6 +67,9 @@ enum Cmd {
     Build {
         #[arg(long, value_enum, default_value = "c")]
         r#impl: Impl,
+        /// The guest's architecture (arm64: cross-built, run under qemu-system-aarch64 with MTE)
+        #[arg(long, value_enum, default_value = "x86_64")]
+        arch: Arch,
         /// Add lockdep, KASAN, DEBUG_VM, DEBUG_LIST and friends
         #[arg(long)]
         debug: bool,
@@ -71,6 +81,9 @@ enum Cmd {
     Selftests {
         #[arg(long, value_enum, default_value = "c")]
         r#impl: Impl,
+        /// The guest's architecture (arm64: cross-built, run under qemu-system-aarch64 with MTE)
+        #[arg(long, value_enum, default_value = "x86_64")]
+        arch: Arch,
         #[arg(long)]
         debug: bool,
         #[arg(long, value_enum, default_value = "auto")]
@@ -91,6 +104,9 @@ enum Cmd {
     Demo {
         #[arg(long, value_enum)]
         r#impl: Option<Impl>,
+        /// The guest's architecture (arm64: cross-built, run under qemu-system-aarch64 with MTE)
+        #[arg(long, value_enum, default_value = "x86_64")]
+        arch: Arch,
         #[arg(long, value_enum, default_value = "auto")]
         accel: Accel,
     },
@@ -112,11 +128,14 @@ enum Cmd {
         #[arg(long)]
         profile: bool,
     },
-    /// Everything: setup, host unit tests, check, build, boot, selftests (Rust and C unless
-    /// --impl picks one), KUnit
+    /// Everything: setup, host unit tests, check, build, boot, selftests on x86_64 (Rust and C
+    /// unless --impl picks one) and on arm64 (Rust), KUnit at boot of each Rust guest
     Test {
         #[arg(long, value_enum)]
         r#impl: Option<Impl>,
+        /// Only this architecture (both by default; arm64 runs the Rust implementation)
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
         #[arg(long, value_enum, default_value = "auto")]
         accel: Accel,
     },
@@ -136,7 +155,13 @@ fn real_main() -> Result<()> {
     std::env::set_var("PATH", provision::path_with_cargo_bin());
     let pin = pin::Pin::load(&paths::repo().join("kernel-base.toml"))?;
     match cli.cmd {
-        Cmd::Setup => provision::setup(&pin),
+        Cmd::Setup { arch } => {
+            provision::setup(&pin)?;
+            if arch == Arch::Arm64 {
+                provision::setup_arm64()?;
+            }
+            Ok(())
+        }
         Cmd::Fetch => {
             let b = base::ensure(&pin)?;
             println!(
@@ -152,23 +177,38 @@ fn real_main() -> Result<()> {
         Cmd::Check => series::check(&pin),
         Cmd::Build {
             r#impl,
+            arch,
             debug,
             clippy,
         } => {
             let tree = series::ensure_tree(&pin)?;
-            let img = build::build(&pin, &tree, Flavour { imp: r#impl, debug }, clippy)?;
+            let fl = Flavour {
+                imp: r#impl,
+                debug,
+                arch,
+            };
+            let img = build::build(&pin, &tree, fl, clippy)?;
             println!("{}", img.display());
             Ok(())
         }
         Cmd::Selftests {
             r#impl,
+            arch,
             debug,
             accel,
             only,
             repeat,
             stress_secs,
         } => {
-            let s = selftests::run(&pin, r#impl, debug, accel, &only, repeat, stress_secs)?;
+            if arch == Arch::Arm64 {
+                provision::setup_arm64()?;
+            }
+            let fl = Flavour {
+                imp: r#impl,
+                debug,
+                arch,
+            };
+            let s = selftests::run(&pin, fl, accel, &only, repeat, stress_secs)?;
             if s.failed > 0 {
                 bail!("{} selftest(s) failed", s.failed);
             }
@@ -181,9 +221,16 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Demo { r#impl, accel } => {
+        Cmd::Demo {
+            r#impl,
+            arch,
+            accel,
+        } => {
             provision::setup(&pin)?;
-            demo::run(&pin, r#impl.unwrap_or(DEFAULT_IMPL), accel)
+            if arch == Arch::Arm64 {
+                provision::setup_arm64()?;
+            }
+            demo::run(&pin, r#impl.unwrap_or(DEFAULT_IMPL), arch, accel)
         }
         Cmd::Bench {
             r#impl,
@@ -199,20 +246,46 @@ fn real_main() -> Result<()> {
                 profile,
             },
         ),
-        Cmd::Test { r#impl, accel } => {
+        Cmd::Test {
+            r#impl,
+            arch,
+            accel,
+        } => {
             let impls: Vec<Impl> = r#impl.map_or(TEST_IMPLS.to_vec(), |i| vec![i]);
-            test(&pin, &impls, accel)
+            let arches: Vec<Arch> = arch.map_or(TEST_ARCHES.to_vec(), |a| vec![a]);
+            test(&pin, &impls, &arches, accel)
         }
     }
 }
 
 /// `cargo xtask test`: the README's test command, and what CI runs.
-fn test(pin: &pin::Pin, impls: &[Impl], accel: Accel) -> Result<()> {
-    let mut phases: Vec<(&str, std::time::Duration, String)> = Vec::new();
+///
+/// The selftests on x86_64 for each of `impls`, then on arm64 for the Rust
+/// implementation (`arches` picks); every Rust guest also runs the KUnit
+/// suites at boot, so the UML run of `cargo xtask kunit` is not needed here.
+fn test(pin: &pin::Pin, impls: &[Impl], arches: &[Arch], accel: Accel) -> Result<()> {
+    let mut phases: Vec<(String, std::time::Duration, String)> = Vec::new();
     let mut total = Summary::default();
     let t = std::time::Instant::now();
+    let mut flavours = Vec::new();
+    if arches.contains(&Arch::X86_64) {
+        flavours.extend(impls.iter().map(|&imp| Flavour::x86(imp, false)));
+    }
+    if arches.contains(&Arch::Arm64) && impls.contains(&Impl::Rust) {
+        flavours.push(Flavour {
+            imp: Impl::Rust,
+            debug: false,
+            arch: Arch::Arm64,
+        });
+    }
+    if flavours.is_empty() {
+        bail!("nothing to test: arm64 runs the Rust implementation only (--impl {impls:?}, --arch {arches:?})");
+    }
     provision::setup(pin)?;
-    phases.push(("setup", t.elapsed(), "ok".into()));
+    if flavours.iter().any(|f| f.arch == Arch::Arm64) {
+        provision::setup_arm64()?;
+    }
+    phases.push(("setup".into(), t.elapsed(), "ok".into()));
 
     let step = ui::Step::start("host unit tests (cargo test -p xtask)");
     ui::run(
@@ -220,40 +293,27 @@ fn test(pin: &pin::Pin, impls: &[Impl], accel: Accel) -> Result<()> {
             .args(["test", "--quiet", "--release", "--package", "xtask"])
             .current_dir(paths::repo()),
     )?;
-    phases.push(("host unit tests", step.done(), "ok".into()));
+    phases.push(("host unit tests".into(), step.done(), "ok".into()));
 
     let t = std::time::Instant::now();
     series::check(pin)?;
-    phases.push(("check", t.elapsed(), "ok".into()));
+    phases.push(("check".into(), t.elapsed(), "ok".into()));
 
-    for &imp in impls {
+    for fl in flavours {
         let t = std::time::Instant::now();
-        let s = selftests::run(pin, imp, false, accel, &[], 1, None)?;
-        let name = match imp {
-            Impl::Rust => "selftests [rust]",
-            Impl::C => "selftests [c]",
+        let s = selftests::run(pin, fl, accel, &[], 1, None)?;
+        let what = if fl.imp == Impl::Rust {
+            "selftests+kunit"
+        } else {
+            "selftests"
         };
-        phases.push((name, t.elapsed(), s.line()));
+        phases.push((format!("{what} [{}]", fl.name()), t.elapsed(), s.line()));
         total.add(s);
     }
 
-    let t = std::time::Instant::now();
-    let k = kunit::run(pin);
-    match &k {
-        Ok(k) => {
-            phases.push(("kunit", t.elapsed(), k.line()));
-            total.add(*k);
-        }
-        Err(e) => {
-            eprintln!("kunit: {e:#}");
-            phases.push(("kunit", t.elapsed(), "ERROR".into()));
-            total.failed += 1;
-        }
-    }
-
-    println!("\ncargo xtask test [impl {impls:?}]:");
+    println!("\ncargo xtask test [impl {impls:?}, arch {arches:?}]:");
     for (name, d, res) in &phases {
-        println!("  {name:<26} {:>8}  {res}", ui::fmt_dur(*d));
+        println!("  {name:<30} {:>8}  {res}", ui::fmt_dur(*d));
     }
     println!("{}", total.line());
     if total.failed > 0 {

@@ -3,7 +3,7 @@
 
 use crate::pin::Pin;
 use crate::ui::{self, Step};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -133,6 +133,189 @@ pub fn setup(pin: &Pin) -> Result<()> {
             eprintln!("    {t}");
         }
         bail!("missing packages: {}", missing.join(" "));
+    }
+    step.done();
+    Ok(())
+}
+
+/// Host packages for arm64 guests: a cross libc for static guest programs
+/// (the kernel itself is cross-built by LLVM).
+const ARM64_HOST_PACKAGES: [&str; 2] = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
+
+/// The arm64 emulator, from bookworm-backports and unpacked into
+/// [`arm64_qemu_root`]: bookworm's QEMU 7.2 keeps one MTE tag per page pair
+/// instead of one per 16-byte granule (its `allocation_tag_mem()` drops the
+/// page offset; fixed in QEMU 8.0 by "target/arm: Fix physical address
+/// resolution for MTE"), so tagged memory cannot be tested on it.
+const ARM64_QEMU_SUITE: &str = "bookworm-backports";
+const ARM64_QEMU_PACKAGES: [&str; 3] =
+    ["qemu-system-arm", "qemu-system-common", "qemu-system-data"];
+
+/// Where the backported QEMU is unpacked.
+pub fn arm64_qemu_root() -> PathBuf {
+    crate::paths::cache().join("arm64-qemu")
+}
+
+/// The arm64 emulator (see [`ARM64_QEMU_SUITE`]).
+pub fn arm64_qemu() -> PathBuf {
+    arm64_qemu_root().join("usr/bin/qemu-system-aarch64")
+}
+
+/// Downloads the QEMU packages through a private apt configuration (the
+/// system's sources and installed QEMU are not touched) and unpacks them.
+fn fetch_arm64_qemu(step: &Step) -> Result<()> {
+    let apt = crate::paths::cache().join("apt-arm64-qemu");
+    std::fs::create_dir_all(apt.join("debs"))?;
+    let mut opts = crate::base::private_apt(
+        &apt,
+        &format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+             http://deb.debian.org/debian {ARM64_QEMU_SUITE} main\n"
+        ),
+    )?;
+    opts.push("APT::Architecture=amd64".into());
+    let apt_get = |args: &[&str]| {
+        let mut c = Command::new("apt-get");
+        for o in &opts {
+            c.arg("-o").arg(o);
+        }
+        c.args(args).current_dir(apt.join("debs"));
+        c
+    };
+    ui::info(format!(
+        "    fetching {} from {ARM64_QEMU_SUITE}",
+        ARM64_QEMU_PACKAGES.join(" ")
+    ));
+    ui::run_logged(
+        &mut apt_get(&["update"]),
+        step,
+        &std::env::temp_dir().join("ksm-rs-arm64-qemu-update.log"),
+    )?;
+    let debs = apt.join("debs");
+    for e in std::fs::read_dir(&debs)? {
+        std::fs::remove_file(e?.path())?;
+    }
+    let mut args = vec!["download"];
+    args.extend(ARM64_QEMU_PACKAGES);
+    ui::run_logged(
+        &mut apt_get(&args),
+        step,
+        &std::env::temp_dir().join("ksm-rs-arm64-qemu-download.log"),
+    )?;
+    let root = arm64_qemu_root();
+    let _ = std::fs::remove_dir_all(&root);
+    for e in std::fs::read_dir(&debs)? {
+        ui::run_logged(
+            Command::new("dpkg-deb").arg("-x").arg(e?.path()).arg(&root),
+            step,
+            &std::env::temp_dir().join("ksm-rs-arm64-qemu-unpack.log"),
+        )?;
+    }
+    let v = arm64_qemu_version();
+    if let Err(e) = &v {
+        // Never leave a QEMU behind that the fast path would take.
+        let _ = std::fs::remove_dir_all(&root);
+        bail!("{ARM64_QEMU_SUITE}: {e:#}");
+    }
+    Ok(())
+}
+
+/// The unpacked QEMU's version line, if it runs and is 8.0 or later.
+fn arm64_qemu_version() -> Result<String> {
+    let v = ui::output(Command::new(arm64_qemu()).arg("--version"))
+        .context("the unpacked qemu-system-aarch64 does not run")?;
+    let major = parse_version(&v).map_or(0, |v| v.0);
+    if major < 8 {
+        bail!("QEMU {major}; MTE needs 8.0 or later");
+    }
+    Ok(v.lines().next().unwrap_or_default().to_string())
+}
+
+/// Debian's arm64 packages unpacked into [`arm64_root`]: the guest's
+/// busybox, and libnuma for the selftests that link it.
+const ARM64_TARGET_PACKAGES: [&str; 2] = ["busybox-static:arm64", "libnuma-dev:arm64"];
+
+/// Where the arm64 packages are unpacked (not installed: they would replace
+/// the host's busybox).
+pub fn arm64_root() -> PathBuf {
+    crate::paths::cache().join("arm64-root")
+}
+
+/// What `--arch arm64` needs besides [`setup`]: host packages, and the arm64
+/// busybox and libnuma unpacked into [`arm64_root`].
+pub fn setup_arm64() -> Result<()> {
+    let step = Step::start("setup: arm64 cross tools and guest packages");
+    let missing: Vec<&str> = ARM64_HOST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    let root = arm64_root();
+    let unpacked = root.join("bin/busybox").exists()
+        && root.join("usr/lib/aarch64-linux-gnu/libnuma.a").exists();
+    let have_qemu = arm64_qemu_version().is_ok();
+    if missing.is_empty() && unpacked && have_qemu {
+        if let Ok(v) = arm64_qemu_version() {
+            ui::info(format!("    arm64 guests run on {v}"));
+        }
+        step.done();
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "--arch arm64 needs root once, to install {} and to fetch arm64 packages",
+            ARM64_HOST_PACKAGES.join(" ")
+        );
+    }
+    if !have_qemu {
+        fetch_arm64_qemu(&step)?;
+    }
+    if let Ok(v) = arm64_qemu_version() {
+        ui::info(format!("    arm64 guests run on {v}"));
+    }
+    let log = std::env::temp_dir().join("ksm-rs-apt-arm64.log");
+    let foreign =
+        ui::output(Command::new("dpkg").arg("--print-foreign-architectures")).unwrap_or_default();
+    let mut cmd = String::new();
+    if !foreign.lines().any(|l| l.trim() == "arm64") {
+        cmd.push_str("dpkg --add-architecture arm64 && ");
+    }
+    // Also before the arm64 downloads: the lists may be old or purged.
+    cmd.push_str("apt-get update && ");
+    if !missing.is_empty() {
+        ui::info(format!("    installing: {}", missing.join(" ")));
+        cmd.push_str(&format!(
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {} && ",
+            missing.join(" ")
+        ));
+    }
+    cmd.push_str("true");
+    ui::run_logged(Command::new("sh").args(["-c", &cmd]), &step, &log)?;
+    if !unpacked {
+        let debs = crate::paths::cache().join("arm64-debs");
+        let _ = std::fs::remove_dir_all(&debs);
+        std::fs::create_dir_all(&debs)?;
+        ui::info(format!(
+            "    unpacking {} into {}",
+            ARM64_TARGET_PACKAGES.join(" "),
+            root.display()
+        ));
+        ui::run_logged(
+            Command::new("apt-get")
+                .arg("download")
+                .args(ARM64_TARGET_PACKAGES)
+                .current_dir(&debs),
+            &step,
+            &std::env::temp_dir().join("ksm-rs-arm64-download.log"),
+        )?;
+        for e in std::fs::read_dir(&debs)? {
+            let deb = e?.path();
+            ui::run_logged(
+                Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
+                &step,
+                &std::env::temp_dir().join("ksm-rs-arm64-unpack.log"),
+            )?;
+        }
     }
     step.done();
     Ok(())

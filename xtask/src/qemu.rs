@@ -2,6 +2,7 @@
 //! hard timeout (printing the last console lines) and scans every kernel
 //! message for splats.
 
+use crate::build::Arch;
 use crate::ktap;
 use crate::paths;
 use crate::ui;
@@ -29,6 +30,7 @@ pub struct Vm<'a> {
     pub timeout: Duration,
     pub accel: Accel,
     pub log: PathBuf,
+    pub arch: Arch,
 }
 
 pub struct Boot {
@@ -54,8 +56,8 @@ enum Engine {
     TcgIcount,
 }
 
-fn qemu_cmd(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
-    let mut c = Command::new("qemu-system-x86_64");
+/// No devices but a serial console on stdio; no reboot.
+fn console_only(c: &mut Command) {
     c.args([
         "-nodefaults",
         "-no-user-config",
@@ -65,6 +67,25 @@ fn qemu_cmd(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
         "stdio",
         "-no-reboot",
     ]);
+}
+
+/// One NUMA node per CPU, `NODE_MB` each.
+fn numa_nodes(c: &mut Command) {
+    for n in 0..CPUS {
+        c.args([
+            "-object",
+            &format!("memory-backend-ram,id=m{n},size={NODE_MB}M"),
+        ]);
+        c.args(["-numa", &format!("node,nodeid={n},cpus={n},memdev=m{n}")]);
+    }
+}
+
+fn qemu_cmd(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
+    if vm.arch == Arch::Arm64 {
+        return qemu_cmd_arm64(vm, engine, extra);
+    }
+    let mut c = Command::new("qemu-system-x86_64");
+    console_only(&mut c);
     match engine {
         Engine::Kvm => {
             c.args(["-accel", "kvm", "-cpu", "host"]);
@@ -95,13 +116,7 @@ fn qemu_cmd(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
         "-m",
         &mem,
     ]);
-    for n in 0..CPUS {
-        c.args([
-            "-object",
-            &format!("memory-backend-ram,id=m{n},size={NODE_MB}M"),
-        ]);
-        c.args(["-numa", &format!("node,nodeid={n},cpus={n},memdev=m{n}")]);
-    }
+    numa_nodes(&mut c);
     if dimm {
         // Hot-pluggable memory on the last node: the guest finds it through ACPI
         // and onlines it movable (CONFIG_MHP_DEFAULT_ONLINE_TYPE_ONLINE_MOVABLE),
@@ -126,6 +141,59 @@ fn qemu_cmd(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
         "-append",
         &format!(
             "console=ttyS0 panic=-1 oops=panic printk.time=1{nomerge} {}",
+            vm.append
+        ),
+    ]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// arm64: the `virt` machine with MTE (TCG only: KVM would need the host's
+/// MTE), GICv3, 2 NUMA nodes from the device tree, a PL011 console.
+///
+/// No memory can go offline: `virt` hot-plugs DIMMs only when booted through
+/// ACPI firmware, and `movablecore=` makes the top block of each node movable
+/// although it holds the node's memmap, so it never goes offline (and holds
+/// the first pages allocated). ksm_abi_tests skips its hot-remove cases.
+fn qemu_cmd_arm64(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
+    let mut c = Command::new(crate::provision::arm64_qemu());
+    c.arg("-L")
+        .arg(crate::provision::arm64_qemu_root().join("usr/share/qemu"));
+    console_only(&mut c);
+    c.args(["-machine", "virt,mte=on,gic-version=3", "-cpu", "max"]);
+    match engine {
+        Engine::Kvm | Engine::Tcg => {
+            c.args(["-accel", "tcg,thread=multi"]);
+        }
+        Engine::TcgIcount => {
+            c.args([
+                "-accel",
+                "tcg",
+                "-icount",
+                "shift=0,sleep=off",
+                "-rtc",
+                "clock=vm",
+            ]);
+        }
+    }
+    c.args(extra);
+    c.args([
+        "-smp",
+        &format!("{CPUS},sockets={CPUS},cores=1,threads=1"),
+        "-m",
+        &format!("{}M", NODE_MB * CPUS),
+    ]);
+    numa_nodes(&mut c);
+    c.arg("-kernel").arg(vm.kernel);
+    if let Some(i) = vm.initrd {
+        c.arg("-initrd").arg(i);
+    }
+    c.args([
+        "-append",
+        &format!(
+            "console=ttyAMA0 panic=-1 oops=panic printk.time=1 slab_nomerge {}",
             vm.append
         ),
     ]);
@@ -163,6 +231,7 @@ fn kvm_works(kernel: &Path) -> bool {
         timeout: Duration::from_secs(20),
         accel: Accel::Kvm,
         log,
+        arch: Arch::X86_64,
     };
     let mut saw_panic = false;
     let ok = run_with(&vm, Engine::Kvm, &[], |l| {
@@ -184,6 +253,12 @@ fn kvm_works(kernel: &Path) -> bool {
 pub fn boot(vm: &Vm, on_line: impl FnMut(&str)) -> Result<Boot> {
     let kvm = match vm.accel {
         Accel::Tcg => false,
+        // No arm64 host: TCG whatever was asked.
+        Accel::Kvm if vm.arch == Arch::Arm64 => {
+            ui::warn("--accel kvm: arm64 guests run under TCG here");
+            false
+        }
+        _ if vm.arch == Arch::Arm64 => false,
         Accel::Kvm => true,
         Accel::Auto => kvm_works(vm.kernel),
     };
@@ -214,7 +289,7 @@ fn run_with(
     let start = Instant::now();
     let mut child = cmd
         .spawn()
-        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+        .context("cannot start QEMU (run `cargo xtask setup`)")?;
     let (rx, readers) = ui::line_channel(&mut child);
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut splats = Vec::new();
@@ -278,6 +353,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             accel: Accel::Auto,
             log: PathBuf::from("/l"),
+            arch: Arch::X86_64,
         };
         ui::show_cmd(&qemu_cmd(&vm, engine, &["-plugin".into(), "p.so".into()]))
     }

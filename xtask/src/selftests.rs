@@ -2,7 +2,7 @@
 //! and `ksm_numa` categories, `ksm_tests -D` and `-C`, the KSM cases of
 //! `rmap` and `merge`, and our own selftests, in one guest boot.
 
-use crate::build::{self, Flavour, Impl};
+use crate::build::{self, Arch, Flavour, Impl};
 use crate::guest::{self, sh_quote, Program};
 use crate::ktap::{Outcome, Report};
 use crate::paths;
@@ -67,6 +67,10 @@ const STRESS_SECS: &str = "30";
 
 /// How much longer each case may take on a `--debug` kernel.
 const DEBUG_LIMIT_SCALE: u32 = 3;
+
+/// How much longer each case may take in an arm64 guest (TCG translating
+/// another architecture, with MTE).
+const ARM64_LIMIT_SCALE: u32 = 2;
 
 /// The plan, in run order.
 pub fn plan() -> Vec<Case> {
@@ -227,14 +231,13 @@ pub fn judge(
 /// Builds, boots and runs the plan for a flavour.
 pub fn run(
     pin: &Pin,
-    imp: Impl,
-    debug: bool,
+    fl: Flavour,
     accel: Accel,
     only: &[String],
     repeat: u32,
     stress_secs: Option<u32>,
 ) -> Result<Summary> {
-    let fl = Flavour { imp, debug };
+    let Flavour { imp, debug, arch } = fl;
     let all_names: Vec<String> = plan().iter().map(Case::name).collect();
     let xf_text =
         std::fs::read_to_string(paths::repo().join("expected-failures.txt")).unwrap_or_default();
@@ -253,8 +256,12 @@ pub fn run(
     let cases: Vec<Case> = cases
         .into_iter()
         .map(|mut c| {
-            if let (Some(secs), Program::Selftest { name: "ksm_stress", .. }) =
-                (stress_secs, &c.program)
+            if let (
+                Some(secs),
+                Program::Selftest {
+                    name: "ksm_stress", ..
+                },
+            ) = (stress_secs, &c.program)
             {
                 // A long run: the arguments and the limit grow with it (leaked
                 // once per invocation, the plan wants `'static` strings).
@@ -275,7 +282,12 @@ pub fn run(
     let xfails: Vec<&Xfail> = all_xf.iter().filter(|x| x.imp == imp_name).collect();
     // Debug kernels (KASAN, lockdep, page poisoning, ...) run these tests many times slower
     // than production ones: ksm_functional_tests takes 6 to 8 minutes under TCG there.
-    let scale = if fl.debug { DEBUG_LIMIT_SCALE } else { 1 };
+    let scale = if fl.debug { DEBUG_LIMIT_SCALE } else { 1 }
+        * if arch == Arch::Arm64 {
+            ARM64_LIMIT_SCALE
+        } else {
+            1
+        };
     let mut plan_sh = format!("echo 'KTAP version 1'\necho '1..{}'\n", cases.len());
     for c in &cases {
         let mut cmd = format!(
@@ -297,12 +309,20 @@ pub fn run(
         fl.name(),
         cases.len()
     ));
-    let limit: u32 = cases.iter().map(|c| c.limit * scale).sum::<u32>().min(2400 * scale) + 180;
+    let limit: u32 = cases
+        .iter()
+        .map(|c| c.limit * scale)
+        .sum::<u32>()
+        .min(2400 * scale)
+        + 180;
     let log = fl.dir().join("selftests-console.log");
     let mut report = Report::default();
     let mut current: Vec<String> = Vec::new();
     let mut speeds: Vec<String> = Vec::new();
     let mut nested: std::collections::BTreeMap<String, usize> = Default::default();
+    // What the kernel printed before init: the KUnit suites of a Rust guest.
+    let mut boot_lines: Vec<String> = Vec::new();
+    let mut booted = false;
     let boot = qemu::boot(
         &qemu::Vm {
             kernel: &kernel,
@@ -311,8 +331,18 @@ pub fn run(
             timeout: Duration::from_secs(limit.into()),
             accel,
             log: log.clone(),
+            arch,
         },
         |line| {
+            if !booted {
+                // Kernel output may share the line; what came before init is
+                // KUnit's, never a selftest result.
+                booted = line.contains("ksm-rs-guest: booted");
+                if !booted {
+                    boot_lines.push(line.to_string());
+                    return;
+                }
+            }
             if line.starts_with("ksm-rs-guest:") || line.starts_with("# [") {
                 ui::info(format!("    {line}"));
             }
@@ -345,7 +375,7 @@ pub fn run(
         },
     )?;
     step.done();
-    let (summary, lines) = judge(&report, &names, &xfails, &boot.splats, boot.timed_out);
+    let (mut summary, lines) = judge(&report, &names, &xfails, &boot.splats, boot.timed_out);
     println!(
         "\nselftests [{}] (console log: {}):",
         fl.name(),
@@ -362,6 +392,19 @@ pub fn run(
     }
     for s in &boot.splats {
         println!("  kernel: {s}");
+    }
+    if imp == Impl::Rust {
+        let out = fl.dir().join("kunit-console.log");
+        match crate::kunit::parse_console(&tree, &boot_lines, &out) {
+            Ok(k) => {
+                println!("kunit [{}] (at boot of the guest): {}", fl.name(), k.line());
+                summary.add(k);
+            }
+            Err(e) => {
+                println!("kunit [{}]: FAIL: {e:#}", fl.name());
+                summary.failed += 1;
+            }
+        }
     }
     println!("{}", summary.line());
     Ok(summary)

@@ -643,7 +643,11 @@ base-commit: c49b871d213042f39da2b346ac0d49967e0c2b05
                 (format!("{k:04}"), text)
             })
             .collect();
-        assert!(lint_series(&ten, Some(&cover)).is_empty(), "{:?}", lint_series(&ten, Some(&cover)));
+        assert!(
+            lint_series(&ten, Some(&cover)).is_empty(),
+            "{:?}",
+            lint_series(&ten, Some(&cover))
+        );
         let mut unpadded = ten.clone();
         unpadded[0].1 = p(1, 10, true);
         assert_eq!(lint_series(&unpadded, Some(&cover)).len(), 1);
