@@ -2772,9 +2772,10 @@ static void test_memcg(void)
 	mapper_node = 1;
 	if (!mappers_start(m, 0, 2) || mapper_cmd(&m[0], 'g', 0) || mapper_cmd(&m[1], 'g', 0) ||
 	    mapper_cmd(&m[0], 'm', 4) || mapper_cmd(&m[1], 'm', 4) ||
-	    mapper_cmd(&m[0], 'w', 4) || mapper_cmd(&m[1], 'w', 4))
+	    mapper_cmd(&m[0], 'w', 4) || mapper_cmd(&m[1], 'w', 4)) {
 		err3 = "pages were not merged";
-	else if (mapper_cmd(&m[0], 'n', 4) || mapper_cmd(&m[1], 'n', 4))
+		mappers_report(m);
+	} else if (mapper_cmd(&m[0], 'n', 4) || mapper_cmd(&m[1], 'n', 4))
 		err3 = "a merged page is not on the cpuset's node";
 	else if (mapper_cmd(&m[0], 'c', 4) || mapper_cmd(&m[1], 'c', 4))
 		err3 = "contents changed";
