@@ -1456,11 +1456,13 @@ static void test_trace_events(void)
 		if (wait_merged(2 * n / 3 - 2) && ksm_get_self_zero_pages() == (long)(n / 3))
 			c = 1;
 		/*
-		 * Free the two KSM pages while their rmap items are listed: ksmd
-		 * then finds their stable nodes stale and removes them with their
-		 * items. The zeroes stay mergeable, so this mm stays registered
-		 * until it exits.
+		 * Once ksmd is stopped, free the two KSM pages while their rmap
+		 * items are listed: ksmd then finds their stable nodes stale and
+		 * removes them with their items. The zeroes stay mergeable, so
+		 * this mm stays registered until it exits.
 		 */
+		if (write(merged[1], &c, 1) != 1 || read(done[0], &c, 1) != 1)
+			_exit(4);
 		munmap(map + n / 3 * pagesize, (n - n / 3) * pagesize);
 		if (write(merged[1], &c, 1) != 1 || read(done[0], &c, 1) < 0)
 			_exit(4);
@@ -1470,6 +1472,18 @@ static void test_trace_events(void)
 	close(done[0]);
 	if (read(merged[0], &ok_merge, 1) != 1 || !ok_merge)
 		ksft_print_msg("child did not merge its pages\n");
+	/*
+	 * A page unmapped may stay allocated for a while, held by a CPU's
+	 * folio batch: a KSM page that ksmd still finds is no stale node, and
+	 * mm/ksm.c then drops its items without the remove events. So ksmd
+	 * waits, and drop_caches drains the batches (lru_add_drain_all()),
+	 * before it looks again.
+	 */
+	ksm_write_or_die("run", "0");
+	if (write(done[1], &ok_merge, 1) != 1 || read(merged[0], &ok_merge, 1) != 1)
+		ksft_print_msg("child did not unmap its KSM pages\n");
+	write_str("/proc/sys/vm/drop_caches", "1");
+	ksm_write_or_die("run", "1");
 	/* ksmd drops the stale stable nodes when it passes the unmapped range. */
 	for (i = 0; i < MERGE_TIMEOUT_SEC * 10 && ksm_read_long("pages_shared"); i++)
 		usleep(100000);
