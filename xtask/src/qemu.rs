@@ -129,25 +129,28 @@ fn qemu_cmd(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
             &format!("pc-dimm,id=dimm0,memdev=hp0,node={}", CPUS - 1),
         ]);
     }
-    c.arg("-kernel").arg(vm.kernel);
-    if let Some(i) = vm.initrd {
-        c.arg("-initrd").arg(i);
-    }
     // slab_nomerge: the KSM slab caches keep their own /sys/kernel/slab
     // entries, so that ksm_stress can see that they are empty at the end
     // (the benchmark keeps the default).
     let nomerge = if dimm { " slab_nomerge" } else { "" };
+    boot_args(&mut c, vm, &format!("console=ttyS0{nomerge}"));
+    c
+}
+
+/// The kernel, initramfs and command line (`args` first, then the VM's), and
+/// the console on pipes.
+fn boot_args(c: &mut Command, vm: &Vm, args: &str) {
+    c.arg("-kernel").arg(vm.kernel);
+    if let Some(i) = vm.initrd {
+        c.arg("-initrd").arg(i);
+    }
     c.args([
         "-append",
-        &format!(
-            "console=ttyS0 panic=-1 oops=panic printk.time=1{nomerge} {}",
-            vm.append
-        ),
+        &format!("{args} panic=-1 oops=panic printk.time=1 {}", vm.append),
     ]);
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    c
 }
 
 /// arm64: the `virt` machine with MTE (TCG only: KVM would need the host's
@@ -186,20 +189,7 @@ fn qemu_cmd_arm64(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
         &format!("{}M", NODE_MB * CPUS),
     ]);
     numa_nodes(&mut c);
-    c.arg("-kernel").arg(vm.kernel);
-    if let Some(i) = vm.initrd {
-        c.arg("-initrd").arg(i);
-    }
-    c.args([
-        "-append",
-        &format!(
-            "console=ttyAMA0 panic=-1 oops=panic printk.time=1 slab_nomerge {}",
-            vm.append
-        ),
-    ]);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    boot_args(&mut c, vm, "console=ttyAMA0 slab_nomerge");
     c
 }
 
