@@ -38,8 +38,9 @@
 
 use core::ffi::c_void;
 use kernel::{
-    bindings,
+    bindings, hlist,
     prelude::*,
+    rbtree::intrusive::Tree,
     slab::{CacheBox, KmemCache},
     sync::{
         atomic::{Atomic, Relaxed},
@@ -48,7 +49,6 @@ use kernel::{
 };
 
 mod advisor;
-mod hlist;
 pub mod hooks;
 #[cfg(CONFIG_MEMORY_HOTREMOVE)]
 pub mod hotremove;
@@ -56,7 +56,6 @@ mod ksmd;
 mod merge;
 mod mm_slot;
 mod order;
-mod rbtree_raw;
 mod rmap_item;
 mod stable_tree;
 mod state;
@@ -82,12 +81,14 @@ use stable_tree::StableNode;
 pub(crate) struct Ksm {
     /// Stable tree roots, one per NUMA node (only the first is used with
     /// `merge_across_nodes = 1`).
-    stable_roots: KVec<bindings::rb_root>,
+    stable_roots: KVec<Tree<stable_tree::TreeLinks>>,
     /// Unstable tree roots, likewise.
-    unstable_roots: KVec<bindings::rb_root>,
+    unstable_roots: KVec<Tree<rmap_item::UnstableLinks>>,
     /// Stable nodes whose page migrated to another NUMA node, waiting to be put into that
-    /// node's tree (C: `migrate_nodes`).
-    pub(crate) migrate_nodes: *mut StableNode,
+    /// node's tree (C: `migrate_nodes`). The head is in an allocation of its own, not in
+    /// `Ksm`: the first node on the list points back at it and writes through that pointer
+    /// when it leaves, while a `&mut Ksm` (which claims every byte of `Ksm`) is live.
+    migrate_nodes: Option<KBox<hlist::Head<stable_tree::ListLinks>>>,
     /// Next address to scan in the cursor's mm.
     pub(crate) address: usize,
     /// Link to the next item to look at in the cursor's mm's list.
@@ -104,21 +105,23 @@ impl Ksm {
         Self {
             stable_roots: KVec::new(),
             unstable_roots: KVec::new(),
-            migrate_nodes: core::ptr::null_mut(),
+            migrate_nodes: None,
             address: 0,
             rmap_list: core::ptr::null_mut(),
             seqnr: 0,
         }
     }
 
-    /// Allocates one tree root per possible NUMA node.
+    /// Allocates one tree root per possible NUMA node, and the migrate list.
     fn alloc_roots(&mut self) -> Result {
-        let n = kernel::mm::nr_node_ids();
-        let empty = bindings::rb_root {
-            rb_node: core::ptr::null_mut(),
-        };
-        self.stable_roots = KVec::from_elem(empty, n.max(1), GFP_KERNEL)?;
-        self.unstable_roots = KVec::from_elem(empty, n.max(1), GFP_KERNEL)?;
+        self.migrate_nodes = Some(KBox::new(hlist::Head::new(), GFP_KERNEL)?);
+        let n = kernel::mm::nr_node_ids().max(1);
+        self.stable_roots = KVec::with_capacity(n, GFP_KERNEL)?;
+        self.unstable_roots = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            self.stable_roots.push(Tree::new(), GFP_KERNEL)?;
+            self.unstable_roots.push(Tree::new(), GFP_KERNEL)?;
+        }
         Ok(())
     }
 
@@ -144,18 +147,23 @@ impl Ksm {
         }
     }
 
-    /// The stable tree root for `nid`.
-    pub(crate) fn stable_root(&mut self, nid: i32) -> *mut bindings::rb_root {
-        &raw mut self.stable_roots[nid as usize]
+    /// The migrate list (none before init).
+    pub(crate) fn migrate_nodes(&self) -> Option<&hlist::Head<stable_tree::ListLinks>> {
+        self.migrate_nodes.as_deref()
     }
 
-    /// The unstable tree root for `nid`.
-    pub(crate) fn unstable_root(&mut self, nid: i32) -> *mut bindings::rb_root {
-        &raw mut self.unstable_roots[nid as usize]
+    /// The stable tree of `nid`.
+    pub(crate) fn stable_tree(&mut self, nid: i32) -> &mut Tree<stable_tree::TreeLinks> {
+        &mut self.stable_roots[nid as usize]
     }
 
-    /// Forgets the unstable trees at the start of a full scan: their items are recognized as
-    /// stale by their sequence number.
+    /// The unstable tree of `nid`.
+    pub(crate) fn unstable_tree(&mut self, nid: i32) -> &mut Tree<rmap_item::UnstableLinks> {
+        &mut self.unstable_roots[nid as usize]
+    }
+
+    /// Forgets the unstable trees at the end and at the start of a full scan: their items are
+    /// recognized as stale by their sequence number.
     ///
     /// All of them, not only those of the current `merge_across_nodes` mode (C: only
     /// `ksm_nr_node_ids`): the per-node trees keep what they held while merging across nodes,
@@ -163,8 +171,8 @@ impl Ksm {
     /// scan would walk them (a use-after-free seen under `ksm_stress -f`). Emptied here, a
     /// tree only ever holds items of the current scan, which unlink themselves when freed.
     pub(crate) fn reset_unstable_tree(&mut self) {
-        for root in self.unstable_roots.iter_mut() {
-            root.rb_node = core::ptr::null_mut();
+        for tree in self.unstable_roots.iter_mut() {
+            tree.clear();
         }
     }
 }

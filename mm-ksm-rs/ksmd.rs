@@ -344,6 +344,10 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
     crate::advisor::stop_scan();
     crate::trace::stop_scan(ksm.seqnr, state::RMAP_ITEMS.get());
     ksm.seqnr += 1;
+    // The items of the scan that ended are one scan old now, and are no longer taken out of
+    // their tree when freed (`remove_rmap_item_from_tree()`): empty the trees before any can be
+    // freed (by `run=2` before the next scan starts, say), so that they never point to one.
+    ksm.reset_unstable_tree();
     state::FULL_SCANS.set(ksm, ksm.seqnr);
     None
 }

@@ -420,11 +420,10 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
             // through the migrate list (see stable_tree::search()).
             stable_tree::move_to_migrate_list(ksm, node);
         }
-        // SAFETY: Reading the link of a stable item; the node is live.
+        // SAFETY: The node is live, as above.
         if unsafe { !(*node).on_migrate_list() }
             && item.address.is_stable()
-            // SAFETY: The stable link is the active member for stable items.
-            && unsafe { item.link.stable.head } == node
+            && item.stable_node() == node
         {
             return;
         }
@@ -466,11 +465,9 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
             Ok(k) => k,
         };
         if let Some(k) = &kfolio {
-            // SAFETY: Reading the link of a stable item.
             if core::ptr::eq(k.as_raw(), page.folio.as_raw())
                 && item.address.is_stable()
-                // SAFETY: The stable link is the active member for stable items.
-                && unsafe { item.link.stable.head } == node
+                && item.stable_node() == node
             {
                 return;
             }

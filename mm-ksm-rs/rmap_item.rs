@@ -8,8 +8,17 @@
 //! ([`PackedAddress`]), which keeps the item at one cache line (64 bytes on 64-bit), exactly as
 //! in mm/ksm.c: users see `sizeof(struct ksm_rmap_item)` through `general_profit`.
 
-use crate::{hlist::HLink, stable_tree::StableNode};
-use kernel::{bindings, mm::Mm, page::PAGE_MASK};
+use crate::stable_tree::StableNode;
+use core::{
+    mem::{offset_of, ManuallyDrop},
+    ptr::NonNull,
+};
+use kernel::{
+    bindings, hlist,
+    mm::Mm,
+    page::PAGE_MASK,
+    rbtree::intrusive::{Adapter, Links},
+};
 
 /// Low bits of the unstable tree sequence number kept in the address.
 pub(crate) const SEQNR_MASK: usize = 0x0ff;
@@ -91,20 +100,19 @@ pub(crate) union Info {
 
 /// Linkage into a stable node's list of items.
 #[repr(C)]
-#[derive(Clone, Copy)]
 pub(crate) struct StableLink {
     /// The stable node whose KSM page this item maps.
-    pub(crate) head: *mut StableNode,
-    /// The node's list of items.
-    pub(crate) hlist: HLink<RmapItem>,
+    head: *mut StableNode,
+    /// The node's list of items (accessed by the list only, through [`StableItemLinks`]).
+    hlist: hlist::Links<RmapItem>,
 }
 
 #[repr(C)]
 pub(crate) union Link {
-    /// Node of the unstable tree.
-    pub(crate) node: bindings::rb_node,
+    /// Node of the unstable tree (accessed by the tree only, through [`UnstableLinks`]).
+    node: ManuallyDrop<Links>,
     /// Listed from a stable node.
-    pub(crate) stable: StableLink,
+    stable: ManuallyDrop<StableLink>,
 }
 
 #[repr(C)]
@@ -126,6 +134,25 @@ pub(crate) struct RmapItem {
     pub(crate) address: PackedAddress,
     pub(crate) info: Info,
     pub(crate) link: Link,
+}
+
+/// The links of rmap items in the unstable trees.
+pub(crate) struct UnstableLinks;
+
+// SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `RmapItem`.
+unsafe impl Adapter for UnstableLinks {
+    type Item = RmapItem;
+    const OFFSET: usize = offset_of!(RmapItem, link.node);
+}
+
+/// The links of rmap items in their stable node's list.
+pub(crate) struct StableItemLinks;
+
+// SAFETY: `link.stable` is a transparent `ManuallyDrop<StableLink>` in every `RmapItem`, and
+// `hlist` a `hlist::Links<RmapItem>` in it.
+unsafe impl hlist::Adapter for StableItemLinks {
+    type Item = RmapItem;
+    const OFFSET: usize = offset_of!(RmapItem, link.stable) + offset_of!(StableLink, hlist);
 }
 
 /// `sizeof(struct ksm_rmap_item)`, as counted in `general_profit`.
@@ -150,10 +177,10 @@ impl RmapItem {
                 linear_page_index: 0,
             },
             link: Link {
-                stable: StableLink {
+                stable: ManuallyDrop::new(StableLink {
                     head: core::ptr::null_mut(),
-                    hlist: HLink::new(),
-                },
+                    hlist: hlist::Links::new(),
+                }),
             },
         }
     }
@@ -164,28 +191,42 @@ impl RmapItem {
         unsafe { &*self.mm }
     }
 
+    /// The unstable-state information, read only.
+    pub(crate) fn info_unstable(&self) -> &UnstableInfo {
+        // SAFETY: Both union members are plain data of the same size; any bits are valid.
+        unsafe { &self.info.unstable }
+    }
+
     /// The unstable-state information.
     pub(crate) fn unstable(&mut self) -> &mut UnstableInfo {
         // SAFETY: Both union members are plain data of the same size; any bits are valid.
         unsafe { &mut self.info.unstable }
     }
 
-    /// The item's links in its stable node's list.
-    ///
-    /// # Safety
-    ///
-    /// `this` must be valid.
-    pub(crate) unsafe fn stable_hlist(this: *mut Self) -> *mut HLink<Self> {
-        // SAFETY: A valid item; taking the address of a union field reads nothing.
-        unsafe { &raw mut (*this).link.stable.hlist }
+    /// The stable node whose list the item is on (meaningful for stable items only).
+    pub(crate) fn stable_node(&self) -> *mut StableNode {
+        // SAFETY: Every member of `link` is initialized plain data, and any bits are a valid raw
+        // pointer.
+        unsafe { self.link.stable.head }
+    }
+
+    /// Records the stable node whose list the item is on (or null, when it leaves the list).
+    pub(crate) fn set_stable_node(&mut self, node: *mut StableNode) {
+        // SAFETY: Writing a raw pointer leaves `link` initialized plain data; it is only read as
+        // the stable member while the item is stable.
+        unsafe { (*self.link.stable).head = node };
     }
 
     /// Whether the item is the last one of its stable node's list (for stable items); the
     /// list's last item counts as the shared page, the others as sharing it.
     pub(crate) fn is_last_stable(&self) -> bool {
-        // SAFETY: The stable link is the active member for stable items, and plain pointers
-        // otherwise.
-        unsafe { self.link.stable.hlist.next.is_null() }
+        // C: the callers pass stable items only.
+        if kernel::warn_on!(!self.address.is_stable()) {
+            return true;
+        }
+        // SAFETY: A stable item is on its stable node's list, which the callers hold (the thread
+        // mutex or the KSM folio's lock).
+        unsafe { hlist::Head::<StableItemLinks>::next(NonNull::from(self)) }.is_none()
     }
 
     /// Resets the unstable/stable information (C: `linear_page_index = 0`).

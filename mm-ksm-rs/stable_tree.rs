@@ -35,21 +35,24 @@
 //! and free a node that the new folio's mapping still points to.
 
 use crate::{
-    hlist::{self, HLink},
-    rbtree_raw,
-    rmap_item::{PackedAddress, RmapItem},
+    rmap_item::{PackedAddress, RmapItem, StableItemLinks},
     state::{
         add_mm_counters, MAX_PAGE_SHARING, PAGES_SHARED, PAGES_SHARING, STABLE_NODE_CHAINS,
         STABLE_NODE_CHAINS_PRUNE_MILLISECS, STABLE_NODE_DUPS,
     },
     Ksm,
 };
-use core::cmp::Ordering;
+use core::{
+    cmp::Ordering,
+    mem::{offset_of, ManuallyDrop},
+    ptr::NonNull,
+};
 use kernel::{
-    bindings,
     error::{code::*, Result},
+    hlist,
     kthread::cond_resched,
     mm::folio::{Folio, FolioLockGuard, UnrefFolio, FOLIO_MAPPING_FLAGS, FOLIO_MAPPING_KSM},
+    rbtree::intrusive::{Adapter, Links, Position},
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
@@ -66,20 +69,22 @@ pub(crate) const STABLE_NODE_CHAIN: i32 = -1024;
 /// `head`, `hlist_dup` and `list`). [`StableNode::place`] says which.
 #[repr(C)]
 pub(crate) union Link {
-    /// In a stable tree (a plain node or a chain).
-    pub(crate) node: bindings::rb_node,
-    /// In a chain's list of dups (a dup), or in the migrate list.
-    list: HLink<StableNode>,
+    /// In a stable tree (a plain node or a chain; accessed by the tree only, through
+    /// [`TreeLinks`]).
+    node: ManuallyDrop<Links>,
+    /// In a chain's list of dups (a dup), or in the migrate list (accessed by the lists only,
+    /// through [`ListLinks`]).
+    list: ManuallyDrop<hlist::Links<StableNode>>,
 }
 
 /// The head of a node's list (C: `hlist`, which holds either): the rmap items mapping a KSM
 /// page (plain nodes and dups), or the dups of a chain; `rmap_hlist_len` says which.
 #[repr(C)]
 pub(crate) union Head {
-    /// First rmap item mapping this KSM page (plain nodes and dups).
-    pub(crate) first: *mut RmapItem,
-    /// First dup (chains only).
-    dups: *mut StableNode,
+    /// The rmap items mapping this KSM page (plain nodes and dups).
+    items: ManuallyDrop<hlist::Head<StableItemLinks>>,
+    /// The dups (chains only).
+    dups: ManuallyDrop<hlist::Head<ListLinks>>,
 }
 
 /// Which member of [`Link`] is in use.
@@ -119,6 +124,25 @@ pub(crate) struct StableNode {
     place: Place,
 }
 
+/// The links of stable nodes in the lists of dups and in the migrate list.
+pub(crate) struct ListLinks;
+
+// SAFETY: `link.list` is a transparent `ManuallyDrop<hlist::Links<StableNode>>` in every
+// `StableNode`.
+unsafe impl hlist::Adapter for ListLinks {
+    type Item = StableNode;
+    const OFFSET: usize = offset_of!(StableNode, link.list);
+}
+
+/// The links of stable nodes in the stable trees.
+pub(crate) struct TreeLinks;
+
+// SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `StableNode`.
+unsafe impl Adapter for TreeLinks {
+    type Item = StableNode;
+    const OFFSET: usize = offset_of!(StableNode, link.node);
+}
+
 // As small as C's `struct ksm_stable_node` (64 bytes on 64-bit), the checksum included.
 #[cfg(CONFIG_64BIT)]
 const _: () = assert!(core::mem::size_of::<StableNode>() <= 64);
@@ -130,11 +154,10 @@ impl StableNode {
     fn new(kpfn: usize, rmap_hlist_len: i32, hash: u32) -> Self {
         Self {
             link: Link {
-                // SAFETY: All-zero is a valid unlinked rb_node.
-                node: unsafe { core::mem::zeroed() },
+                node: ManuallyDrop::new(Links::new()),
             },
             head: Head {
-                first: core::ptr::null_mut(),
+                items: ManuallyDrop::new(hlist::Head::new()),
             },
             kpfn: Atomic::new(kpfn),
             chain_prune_time: 0,
@@ -191,33 +214,47 @@ impl StableNode {
     /// `this` must be a live plain node or dup, and the caller must hold a lock that keeps its
     /// list unchanged while the iterator is used (the KSM folio's lock or the thread mutex).
     pub(crate) unsafe fn items(this: *const Self) -> impl Iterator<Item = *mut RmapItem> {
-        // SAFETY: As the caller guarantees; `first` is read through the raw pointer, and is
+        // SAFETY: As the caller guarantees; only the `head` field is borrowed, and `items` is
         // the member of `head` in use for a plain node or dup.
-        unsafe { hlist::iter((*this).head.first, RmapItem::stable_hlist) }
+        unsafe { (*this).head.items.iter() }.map(NonNull::as_ptr)
     }
 
-    /// The dups of a chain (thread mutex held).
-    fn dups(&self) -> impl Iterator<Item = *mut StableNode> {
-        // SAFETY: Dups of a live chain are valid under the thread mutex; `dups` is the member
-        // of `head` in use for a chain (the callers pass chains only).
-        unsafe { hlist::iter(self.head.dups, Self::dup_link) }
+    /// The list of items (plain nodes and dups).
+    fn items_head(&self) -> &hlist::Head<StableItemLinks> {
+        // C: VM_BUG_ON(). The callers pass plain nodes and dups only.
+        kernel::warn_on!(self.is_chain());
+        // SAFETY: Both members of `head` are one initialized pointer in an `UnsafeCell`: any
+        // bits are valid. What the list holds is the business of its `unsafe` functions.
+        unsafe { &self.head.items }
     }
 
+    /// The list of dups (chains).
+    fn dups_head(&self) -> &hlist::Head<ListLinks> {
+        // C: VM_BUG_ON(). The callers pass chains only.
+        kernel::warn_on!(!self.is_chain());
+        // SAFETY: As in `items_head()`.
+        unsafe { &self.head.dups }
+    }
+
+    /// Whether the node has no items (plain nodes and dups) or no dups (chains).
+    pub(crate) fn list_is_empty(&self) -> bool {
+        if self.is_chain() {
+            self.dups_head().is_empty()
+        } else {
+            self.items_head().is_empty()
+        }
+    }
+
+    /// The dups of a chain.
+    ///
     /// # Safety
     ///
-    /// `this` must be valid.
-    unsafe fn dup_link(this: *mut Self) -> *mut HLink<Self> {
-        // SAFETY: A valid node; a dup's `link` is its list link (no value is read here).
-        unsafe { &raw mut (*this).link.list }
-    }
-
-    /// # Safety
-    ///
-    /// `this` must be valid.
-    unsafe fn list_link(this: *mut Self) -> *mut HLink<Self> {
-        // SAFETY: A valid node; that of a node on the migrate list is its list link (no value is
-        // read here).
-        unsafe { &raw mut (*this).link.list }
+    /// While the iterator is used, the thread mutex must be held, and the chain's list may only
+    /// change by the removal (and freeing) of the dup last handed out.
+    unsafe fn dups(&self) -> impl Iterator<Item = *mut StableNode> {
+        // SAFETY: Dups of a live chain are valid under the thread mutex; the list only changes
+        // as the caller promises, and the iterator reads each successor before handing out a dup.
+        unsafe { self.dups_head().iter() }.map(NonNull::as_ptr)
     }
 }
 
@@ -232,9 +269,10 @@ pub(crate) fn folio_stable_node(folio: &Folio) -> *mut StableNode {
 
 /// Links `dup` first into the chain's list of dups (`stable_node_chain_add_dup()`).
 fn chain_add_dup(ksm: &Ksm, dup: *mut StableNode, chain: *mut StableNode) {
-    // SAFETY: Both are live nodes, `dup` in no list; the thread mutex is held.
+    // SAFETY: Both are live nodes, `dup` in no tree or list, and freed only after it leaves the
+    // list; the thread mutex serializes the list's users.
     unsafe {
-        hlist::push_front(&raw mut (*chain).head.dups, dup, StableNode::dup_link);
+        (*chain).dups_head().push_front(NonNull::new_unchecked(dup));
         (*dup).place = Place::Dup;
     }
     STABLE_NODE_DUPS.add(ksm, 1);
@@ -242,9 +280,9 @@ fn chain_add_dup(ksm: &Ksm, dup: *mut StableNode, chain: *mut StableNode) {
 
 /// Unlinks a dup from its chain (`__stable_node_dup_del()`).
 fn dup_unlink(ksm: &Ksm, dup: *mut StableNode) {
-    // SAFETY: `dup` is a live dup in a chain; the thread mutex is held.
+    // SAFETY: `dup` is a live dup in a chain; the thread mutex serializes the list's users.
     unsafe {
-        hlist::unlink(dup, StableNode::dup_link);
+        hlist::Head::<ListLinks>::remove(NonNull::new_unchecked(dup));
         (*dup).place = Place::Tree;
     }
     STABLE_NODE_DUPS.add(ksm, -1);
@@ -256,33 +294,99 @@ fn node_del(ksm: &mut Ksm, node: *mut StableNode) {
     if unsafe { (*node).is_dup() } {
         dup_unlink(ksm, node);
     } else {
-        // SAFETY: A plain node is linked in the stable tree of its nid.
-        unsafe { rbtree_raw::erase(&raw mut (*node).link.node, ksm.stable_root((*node).nid)) };
+        // SAFETY: A plain node is in the stable tree of its nid.
+        unsafe { tree_remove(ksm, node) };
     }
+}
+
+/// Takes a plain node or chain out of the stable tree of its nid.
+///
+/// # Safety
+///
+/// `node` must be a live node in that tree (thread mutex held).
+unsafe fn tree_remove(ksm: &mut Ksm, node: *mut StableNode) {
+    // SAFETY: As the caller guarantees; a live node is not null.
+    unsafe {
+        let nid = (*node).nid;
+        ksm.stable_tree(nid).remove(NonNull::new_unchecked(node));
+    }
+}
+
+/// Puts `new` in the place of `old` in the stable tree of `old`'s nid; `old` leaves the tree.
+///
+/// # Safety
+///
+/// `old` must be a live node in that tree, and `new` a live node in no tree or list, with the
+/// content of `old` (the same checksum and bytes), which stays live until it is taken out of
+/// the tree (thread mutex held).
+unsafe fn tree_replace(ksm: &mut Ksm, old: *mut StableNode, new: *mut StableNode) {
+    // SAFETY: As the caller guarantees; live nodes are not null.
+    unsafe {
+        let nid = (*old).nid;
+        ksm.stable_tree(nid)
+            .replace(NonNull::new_unchecked(old), NonNull::new_unchecked(new));
+    }
+}
+
+/// Links `node` in at the vacant position `pos` of the stable tree of `nid`, which a walk for
+/// its content found; `EAGAIN` if the tree changed since.
+///
+/// # Safety
+///
+/// `node` must be a live node in no tree or list, which stays live until it is taken out of
+/// the tree (thread mutex held).
+unsafe fn tree_insert(
+    ksm: &mut Ksm,
+    nid: i32,
+    pos: &Position<TreeLinks>,
+    node: *mut StableNode,
+) -> Result {
+    // SAFETY: As the caller guarantees; a live node is not null.
+    unsafe {
+        ksm.stable_tree(nid)
+            .insert(pos, NonNull::new_unchecked(node))
+    }?;
+    // SAFETY: A live node.
+    unsafe { (*node).nid = nid };
+    Ok(())
 }
 
 /// Puts a node that is in no tree or chain on the migrate list.
 fn migrate_list_add(ksm: &mut Ksm, node: *mut StableNode) {
-    // SAFETY: A live node in no list; thread mutex held.
+    // There is no KSM page before init allocated the list.
+    let Some(head) = ksm.migrate_nodes() else {
+        kernel::warn_on!(true);
+        return;
+    };
+    // SAFETY: A live node in no tree or list, freed only after it leaves the list; the head
+    // never moves (its own allocation, freed never); the thread mutex serializes the list's
+    // users.
     unsafe {
-        hlist::push_front(&raw mut ksm.migrate_nodes, node, StableNode::list_link);
+        head.push_front(NonNull::new_unchecked(node));
         (*node).place = Place::Migrate;
     }
 }
 
 /// Takes a node off the migrate list.
 fn migrate_list_del(node: *mut StableNode) {
-    // SAFETY: A live node on the list; thread mutex held.
+    // SAFETY: A live node on the list; the thread mutex serializes the list's users.
     unsafe {
-        hlist::unlink(node, StableNode::list_link);
+        hlist::Head::<ListLinks>::remove(NonNull::new_unchecked(node));
         (*node).place = Place::Tree;
     }
 }
 
-/// The nodes on the migrate list; the caller may remove (and free) the node it was given.
-fn migrate_list(ksm: &Ksm) -> impl Iterator<Item = *mut StableNode> {
-    // SAFETY: Listed nodes are valid under the thread mutex.
-    unsafe { hlist::iter(ksm.migrate_nodes, StableNode::list_link) }
+/// The nodes on the migrate list.
+///
+/// # Safety
+///
+/// While the iterator is used, the thread mutex must be held, and the list may only change by
+/// the removal (and freeing) of the node last handed out.
+unsafe fn migrate_list(ksm: &Ksm) -> impl Iterator<Item = *mut StableNode> {
+    // SAFETY: Listed nodes are valid under the thread mutex; the list only changes as the
+    // caller promises, and the iterator reads each successor before handing out a node.
+    let nodes = ksm.migrate_nodes().map(|head| unsafe { head.iter() });
+    nodes.into_iter().flatten().map(NonNull::as_ptr)
 }
 
 /// Moves the node of a KSM page that migrated to another NUMA node out of its tree, to be
@@ -294,7 +398,9 @@ pub(crate) fn move_to_migrate_list(ksm: &mut Ksm, node: *mut StableNode) {
 
 /// Drops the stale nodes of the migrate list, once per full scan: nothing else looks at them.
 pub(crate) fn prune_migrate_list(ksm: &mut Ksm) {
-    for node in migrate_list(ksm) {
+    // SAFETY: Thread mutex held (`&mut Ksm`); a stale node is removed and freed by
+    // ksm_get_folio(), which changes nothing else on the list.
+    for node in unsafe { migrate_list(ksm) } {
         let _ = ksm_get_folio(ksm, node, GetFolio::NoLock);
         cond_resched();
     }
@@ -310,23 +416,22 @@ pub(crate) fn prune_migrate_list(ksm: &mut Ksm) {
 /// C's lookups at every step of every walk, and bounds how long a stale node lives.
 pub(crate) fn prune_stale_nodes(ksm: &mut Ksm) {
     for nid in 0..ksm.nr_trees() {
-        // SAFETY: A valid root under the thread mutex.
-        let mut cur = unsafe { rbtree_raw::first(ksm.stable_root(nid as i32)) };
-        while !cur.is_null() {
-            // Removing `cur` leaves the other nodes in order, so its successor stays valid.
-            // SAFETY: `cur` is linked in the tree.
-            let next = unsafe { rbtree_raw::next(cur) };
-            // SAFETY: Nodes of the stable tree are embedded in `StableNode`s.
-            let node = unsafe { kernel::container_of!(cur, StableNode, link.node) };
+        let nid = nid as i32;
+        let mut cur = ksm.stable_tree(nid).first();
+        while let Some(node) = cur {
+            // Removing `node` leaves the other nodes in the tree, so its successor stays in it.
+            // SAFETY: `node` is in the tree.
+            let next = unsafe { ksm.stable_tree(nid).next(node) };
+            let node = node.as_ptr();
             // SAFETY: A live node of the tree.
             if unsafe { (*node).is_chain() } {
-                // SAFETY: A live chain; the iterator reads each successor before handing out
-                // a dup, which may be removed and freed.
+                // SAFETY: A live chain, thread mutex held; ksm_get_folio() removes and frees at
+                // most the stale dup it is given.
                 for dup in unsafe { (*node).dups() } {
                     let _ = ksm_get_folio(ksm, dup, GetFolio::NoLock);
                 }
                 // SAFETY: The chain is still live: only its dups were removed.
-                if unsafe { (*node).head.dups.is_null() } {
+                if unsafe { (*node).list_is_empty() } {
                     free_chain(ksm, node);
                 }
             } else {
@@ -347,22 +452,17 @@ fn alloc_chain(ksm: &mut Ksm, dup: *mut StableNode) -> Option<*mut StableNode> {
     c.nid = unsafe { (*dup).nid };
     let chain = crate::alloc_stable_node(c).ok()?;
     STABLE_NODE_CHAINS.add(ksm, 1);
-    // SAFETY: `dup` is linked in the tree, `chain` is new.
-    unsafe {
-        rbtree_raw::replace(
-            &raw mut (*dup).link.node,
-            &raw mut (*chain).link.node,
-            ksm.stable_root((*dup).nid),
-        )
-    };
+    // SAFETY: `dup` is a plain node in the tree of its nid; `chain` is new, of its content,
+    // and freed only after it leaves the tree (`free_chain()`).
+    unsafe { tree_replace(ksm, dup, chain) };
     chain_add_dup(ksm, dup, chain);
     Some(chain)
 }
 
 /// Removes an empty chain from the tree and frees it (`free_stable_node_chain()`).
 fn free_chain(ksm: &mut Ksm, chain: *mut StableNode) {
-    // SAFETY: A chain linked in the tree.
-    unsafe { rbtree_raw::erase(&raw mut (*chain).link.node, ksm.stable_root((*chain).nid)) };
+    // SAFETY: A chain in the tree of its nid.
+    unsafe { tree_remove(ksm, chain) };
     free_stable_node(chain);
     STABLE_NODE_CHAINS.add(ksm, -1);
 }
@@ -452,8 +552,9 @@ pub(crate) fn remove_node_from_stable_tree(ksm: &mut Ksm, node: *mut StableNode)
     }
     // SAFETY: As above.
     let kpfn = unsafe { (*node).kpfn.load(Relaxed) };
-    // SAFETY: As above; the iterator reads the list from a copy of its head.
-    let items = unsafe { hlist::iter((*node).head.first, RmapItem::stable_hlist) };
+    // SAFETY: As above; the list does not change while the items are forgotten, and goes with
+    // the node, freed below.
+    let items = unsafe { StableNode::items(node) };
     for item in items {
         // SAFETY: Items listed from the node are valid.
         let item = unsafe { &mut *item };
@@ -494,7 +595,7 @@ pub(crate) fn forget_stable_item(
     // SAFETY: Stable items hold an anon_vma reference.
     unsafe { crate::put_anon_vma(item.anon_vma_or_nid.anon_vma) };
     item.clear_info();
-    item.link.stable.head = core::ptr::null_mut();
+    item.set_stable_node(core::ptr::null_mut());
     item.address = PackedAddress::new(item.address.addr());
 }
 
@@ -535,7 +636,8 @@ fn stable_node_dup(
     let mut found: *mut StableNode = core::ptr::null_mut();
     let mut found_len = 0;
     let mut tree_folio: Option<ARef<Folio>> = None;
-    // SAFETY: A live chain.
+    // SAFETY: A live chain, thread mutex held; ksm_get_folio() removes and frees at most the
+    // stale dup it is given.
     for dup in unsafe { (*c).dups() } {
         cond_resched();
         // A stale dup is removed (and freed) by ksm_get_folio(); `dups()` already moved on.
@@ -565,20 +667,19 @@ fn stable_node_dup(
     }
     // SAFETY: Live chain and dup.
     unsafe {
-        if (*c).head.dups == found && (*found).link.list.next.is_null() {
+        let first = (*c).dups_head().first().map(NonNull::as_ptr);
+        let last = hlist::Head::<ListLinks>::next(NonNull::new_unchecked(found)).is_none();
+        if first == Some(found) && last {
             // One dup left, below the limit: drop the chain and put the dup in its place.
             dup_unlink(ksm, found);
             (*found).nid = (*c).nid;
-            rbtree_raw::replace(
-                &raw mut (*c).link.node,
-                &raw mut (*found).link.node,
-                ksm.stable_root((*c).nid),
-            );
+            // The dup has the chain's content, and is freed only after it leaves the tree.
+            tree_replace(ksm, c, found);
             free_stable_node(c);
             STABLE_NODE_CHAINS.add(ksm, -1);
             // The caller relies on `*chain == found` when the chain collapsed.
             *chain = found;
-        } else if (*c).head.dups != found && (*found).is_sharing_candidate_plus(1) {
+        } else if first != Some(found) && (*found).is_sharing_candidate_plus(1) {
             // Move a dup that can take more than the merge under way to the front, so that
             // the next search without pruning finds it first.
             dup_unlink(ksm, found);
@@ -623,11 +724,8 @@ enum Walk {
         node: *mut StableNode,
         dup: *mut StableNode,
     },
-    /// No node with that content: a new one goes at `*link`, under `parent`.
-    Empty {
-        parent: *mut bindings::rb_node,
-        link: *mut *mut bindings::rb_node,
-    },
+    /// No node with that content: a new one goes at `pos`.
+    Empty { pos: Position<TreeLinks> },
 }
 
 /// Walks the stable tree of `nid` for the key `(hash, bytes)` ([`crate::order`]): nodes with
@@ -645,15 +743,15 @@ fn walk(
     cmp: impl Fn(&Folio) -> Ordering,
 ) -> Walk {
     'again: loop {
-        let root = ksm.stable_root(nid);
-        let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
-        // SAFETY: The root pointer is valid; we hold the thread mutex.
-        let mut link = unsafe { &raw mut (*root).rb_node };
-        // SAFETY: `link` points into the tree.
-        while unsafe { !(*link).is_null() } {
+        let mut pos = ksm.stable_tree(nid).root();
+        // `EAGAIN`: the tree changed under the walk (a stale node was removed, or a chain
+        // collapsed into its dup): start again.
+        while let Ok(at) = ksm.stable_tree(nid).item_at(&pos) {
+            let Some(node) = at else {
+                return Walk::Empty { pos };
+            };
             cond_resched();
-            // SAFETY: Every node of the stable tree is embedded in a `StableNode`.
-            let mut node = unsafe { kernel::container_of!(*link, StableNode, link.node) };
+            let mut node = node.as_ptr();
             // SAFETY: A live node of the tree; its key does not change while it is linked.
             let ord = match crate::order::by_checksum(hash, unsafe { (*node).hash }) {
                 Some(ord) => ord,
@@ -673,17 +771,10 @@ fn walk(
                     ord
                 }
             };
-            // A collapsed chain was replaced in place, so `*link` is the node compared.
-            // SAFETY: `*link` is valid.
-            parent = unsafe { *link };
-            link = match ord {
-                // SAFETY: `parent` is a valid node of the tree.
-                Ordering::Less => unsafe { &raw mut (*parent).rb_left },
-                // SAFETY: `parent` is a valid node of the tree.
-                _ => unsafe { &raw mut (*parent).rb_right },
-            };
+            if ksm.stable_tree(nid).descend(&mut pos, ord).is_err() {
+                continue 'again;
+            }
         }
-        return Walk::Empty { parent, link };
     }
 }
 
@@ -764,24 +855,21 @@ pub(crate) fn search(
                 }
                 return Ok(Some(tree_folio));
             }
-            Walk::Empty { parent, link } => {
+            Walk::Empty { pos } => {
                 if page_node.is_null() {
                     return Ok(None);
                 }
                 // The migrated page has no equal in its new node's tree: it becomes a node
                 // there.
                 migrate_list_del(page_node);
-                let root = ksm.stable_root(nid);
-                // SAFETY: `page_node` is live; `parent`/`link` come from the walk, under the
-                // thread mutex.
-                unsafe {
-                    (*page_node).nid = nid;
-                    rbtree_raw::link_and_insert(
-                        &raw mut (*page_node).link.node,
-                        parent,
-                        link,
-                        root,
-                    );
+                // SAFETY: `page_node` is live and now in no list; it is freed only after it
+                // leaves the tree.
+                let inserted = unsafe { tree_insert(ksm, nid, &pos, page_node) };
+                if kernel::warn_on!(inserted.is_err()) {
+                    // Nothing changed the tree since the walk; if something did, the node
+                    // waits on the migrate list for the next scan.
+                    migrate_list_add(ksm, page_node);
+                    return Ok(None);
                 }
                 return Ok(sharing_candidate(page_node, folio));
             }
@@ -808,21 +896,18 @@ fn replace(
     let mut ret = None;
     if dup == node {
         // No chain.
-        let root = ksm.stable_root(nid);
-        // SAFETY: `dup` is in the tree of `nid`; `page_node` is live and on the migrate list.
-        unsafe {
-            if !page_node.is_null() {
-                migrate_list_del(page_node);
+        if !page_node.is_null() {
+            migrate_list_del(page_node);
+            // SAFETY: `page_node` is live, now in no list, of the same content as `dup`, which
+            // is in the tree of its nid, `nid`; a node is freed only after it leaves the tree.
+            unsafe {
                 (*page_node).nid = nid;
-                rbtree_raw::replace(
-                    &raw mut (*dup).link.node,
-                    &raw mut (*page_node).link.node,
-                    root,
-                );
-                ret = sharing_candidate(page_node, folio);
-            } else {
-                rbtree_raw::erase(&raw mut (*dup).link.node, root);
+                tree_replace(ksm, dup, page_node);
             }
+            ret = sharing_candidate(page_node, folio);
+        } else {
+            // SAFETY: `dup` is a plain node in the tree of its nid.
+            unsafe { tree_remove(ksm, dup) };
         }
     } else {
         dup_unlink(ksm, dup);
@@ -876,11 +961,15 @@ pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut 
     n.nid = nid;
     let new = crate::alloc_stable_node(n).ok()?;
     match found {
-        Walk::Empty { parent, link } => {
-            let root = ksm.stable_root(nid);
-            // SAFETY: `new` is unlinked; `parent`/`link` come from the walk, under the thread
-            // mutex, and nothing changed the tree since.
-            unsafe { rbtree_raw::link_and_insert(&raw mut (*new).link.node, parent, link, root) };
+        Walk::Empty { pos } => {
+            // SAFETY: `new` is a new node in no tree or list, freed only after it leaves the
+            // tree.
+            let inserted = unsafe { tree_insert(ksm, nid, &pos, new) };
+            if kernel::warn_on!(inserted.is_err()) {
+                // Nothing changed the tree since the walk (the allocation does not).
+                free_stable_node(new);
+                return None;
+            }
         }
         Walk::Equal { node, .. } => {
             // SAFETY: `node` is a live plain node or chain.
@@ -917,15 +1006,19 @@ pub(crate) fn append(
     if kernel::warn_on!(node.is_null()) {
         return Err(EINVAL);
     }
-    // SAFETY: `node` is a live plain node or dup; thread mutex and folio lock held, so we
-    // are the only user of its count. A reference to that one field, not to the node:
-    // `folio_migrate_ksm()` may store `kpfn` concurrently, so no `&mut StableNode` may exist.
-    let len = unsafe { &mut (*node).rmap_hlist_len };
-    let old = *len;
-    if kernel::warn_on!(old < 0) {
-        return Err(EINVAL);
-    }
-    *len = old + 1;
+    let old = {
+        // SAFETY: `node` is a live plain node or dup; thread mutex and folio lock held, so we
+        // are the only user of its count. A reference to that one field, not to the node:
+        // `folio_migrate_ksm()` may store `kpfn` concurrently, so no `&mut StableNode` may
+        // exist.
+        let len = unsafe { &mut (*node).rmap_hlist_len };
+        let old = *len;
+        if kernel::warn_on!(old < 0) {
+            return Err(EINVAL);
+        }
+        *len = old + 1;
+        old
+    };
     // C: WARN_ON_ONCE(). Possibly not fatal, but unexpected (a KSM fork may go over the
     // limit, and passes `bypass_limit`).
     static WARNED_OVER_LIMIT: Atomic<i32> = Atomic::new(0);
@@ -935,10 +1028,11 @@ pub(crate) fn append(
     {
         kernel::warn_on!(true);
     }
-    item.link.stable.head = node;
-    // SAFETY: The item is in no list (it was just taken out of the trees); the list head is a
-    // field of the live node.
-    unsafe { hlist::push_front(&raw mut (*node).head.first, item, RmapItem::stable_hlist) };
+    item.set_stable_node(node);
+    // SAFETY: The item is in no tree or list (it was just taken out of the trees), and is taken
+    // off the list before it is freed; the list head is a field of the live node; the thread
+    // mutex and the folio lock serialize the list's users.
+    unsafe { (*node).items_head().push_front(NonNull::from(&mut *item)) };
     item.address = item.address.into_stable();
     if item.is_last_stable() {
         PAGES_SHARED.add(ksm, 1);
@@ -952,8 +1046,8 @@ pub(crate) fn append(
 /// Unlinks `item` from its stable node's list (`hlist_del()`); the caller holds the KSM
 /// folio's lock.
 pub(crate) fn unlink(item: &mut RmapItem) {
-    // SAFETY: The item is listed.
-    unsafe { hlist::unlink(item, RmapItem::stable_hlist) };
+    // SAFETY: The item is on its stable node's list; the caller's locks serialize its users.
+    unsafe { hlist::Head::<StableItemLinks>::remove(NonNull::from(item)) };
 }
 
 /// Tries to free every stable node; true if some KSM page is still mapped
@@ -962,15 +1056,8 @@ pub(crate) fn unlink(item: &mut RmapItem) {
 pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm) -> bool {
     let mut busy = false;
     for nid in 0..ksm.nr_trees() {
-        loop {
-            // SAFETY: Valid root under the thread mutex.
-            let top = unsafe { (*ksm.stable_root(nid as i32)).rb_node };
-            if top.is_null() {
-                break;
-            }
-            // SAFETY: Nodes of the stable tree are embedded in `StableNode`s.
-            let node = unsafe { kernel::container_of!(top, StableNode, link.node) };
-            if remove_stable_node_chain(ksm, node) {
+        while let Some(node) = ksm.stable_tree(nid as i32).first() {
+            if remove_stable_node_chain(ksm, node.as_ptr()) {
                 // Go on with the next node's tree.
                 busy = true;
                 break;
@@ -978,7 +1065,9 @@ pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm) -> bool {
             cond_resched();
         }
     }
-    for node in migrate_list(ksm) {
+    // SAFETY: Thread mutex held (`&mut Ksm`); remove_stable_node() removes and frees at most
+    // the node it is given.
+    for node in unsafe { migrate_list(ksm) } {
         if remove_stable_node(ksm, node) {
             busy = true;
         }
@@ -995,7 +1084,8 @@ fn remove_stable_node_chain(ksm: &mut Ksm, node: *mut StableNode) -> bool {
     if unsafe { !(*node).is_chain() } {
         return remove_stable_node(ksm, node);
     }
-    // SAFETY: A live chain.
+    // SAFETY: A live chain, thread mutex held; remove_stable_node() removes and frees at most
+    // the dup it is given.
     for dup in unsafe { (*node).dups() } {
         if remove_stable_node(ksm, dup) {
             return true;
@@ -1077,13 +1167,13 @@ fn chain_remove_range(
         kernel::warn_on!(unsafe { (*node).is_dup() });
         return dup_remove_range(ksm, node, pfns);
     }
-    // SAFETY: A live chain; the iterator reads each successor before handing out a dup, which
-    // may be freed.
+    // SAFETY: A live chain, thread mutex held; dup_remove_range() removes and frees at most the
+    // dup it is given.
     for dup in unsafe { (*node).dups() } {
         dup_remove_range(ksm, dup, pfns);
     }
     // SAFETY: The chain is still live.
-    if unsafe { (*node).head.dups.is_null() } {
+    if unsafe { (*node).list_is_empty() } {
         free_chain(ksm, node);
         return true;
     }
@@ -1101,23 +1191,20 @@ fn chain_remove_range(
 pub(crate) fn remove_range(ksm: &mut Ksm, pfns: core::ops::Range<usize>) {
     for nid in 0..ksm.nr_trees() {
         let nid = nid as i32;
-        // SAFETY: A valid root under the thread mutex.
-        let mut cur = unsafe { rbtree_raw::first(ksm.stable_root(nid)) };
-        while !cur.is_null() {
-            // SAFETY: Nodes of the stable tree are embedded in `StableNode`s.
-            let node = unsafe { kernel::container_of!(cur, StableNode, link.node) };
-            cur = if chain_remove_range(ksm, node, &pfns) {
+        let mut cur = ksm.stable_tree(nid).first();
+        while let Some(node) = cur {
+            cur = if chain_remove_range(ksm, node.as_ptr(), &pfns) {
                 // The tree was rebalanced: start again from its first node.
-                // SAFETY: As above.
-                unsafe { rbtree_raw::first(ksm.stable_root(nid)) }
+                ksm.stable_tree(nid).first()
             } else {
-                // SAFETY: `node` is still linked in the tree.
-                unsafe { rbtree_raw::next(cur) }
+                // SAFETY: `node` is still in the tree.
+                unsafe { ksm.stable_tree(nid).next(node) }
             };
             cond_resched();
         }
     }
-    for node in migrate_list(ksm) {
+    // SAFETY: Thread mutex held (`&mut Ksm`); only the node handed out is removed and freed.
+    for node in unsafe { migrate_list(ksm) } {
         if kpfn_in(node, &pfns) {
             remove_node_from_stable_tree(ksm, node);
         }

@@ -11,13 +11,13 @@
 
 use crate::{
     merge::{get_mergeable_page, PageRef},
-    rbtree_raw,
     rmap_item::{PackedAddress, RmapItem},
     stable_tree::{self, GetFolio},
     state::{MERGE_ACROSS_NODES, PAGES_UNSHARED},
     Ksm,
 };
-use kernel::{bindings, kthread::cond_resched, sync::atomic::Relaxed};
+use core::ptr::NonNull;
+use kernel::{kthread::cond_resched, sync::atomic::Relaxed};
 
 /// Searches the unstable tree for a page with the same content as `folio`; if none, inserts
 /// `item` (`unstable_tree_search_insert()`).
@@ -29,27 +29,30 @@ pub(crate) fn search_insert(
     page: &PageRef,
 ) -> Option<(*mut RmapItem, PageRef)> {
     let nid = ksm.kpfn_nid(page.folio.pfn() + page.index);
-    let root = ksm.unstable_root(nid);
-    let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
-    // SAFETY: Valid root; thread mutex held.
-    let mut new = unsafe { &raw mut (*root).rb_node };
+    let tree = ksm.unstable_tree(nid);
     // The key: the checksum the item is inserted with, unchanged for a scan (the caller
     // checked), and the bytes.
     let hash = item.unstable().oldchecksum;
-    // SAFETY: `new` points into the tree.
-    while unsafe { !(*new).is_null() } {
+    let mut pos = tree.root();
+    // Nothing changes the tree during the walk (we hold it), so `EAGAIN` cannot happen: give up
+    // if it does.
+    loop {
+        let at = tree.item_at(&pos);
+        if kernel::warn_on!(at.is_err()) {
+            return None;
+        }
+        let Ok(Some(tree_ptr)) = at else {
+            break;
+        };
         cond_resched();
-        // SAFETY: Unstable tree nodes are embedded in rmap items.
-        let tree_item = unsafe { kernel::container_of!(*new, RmapItem, link.node) };
-        // SAFETY: Tree items are valid under the thread mutex, and the unstable information
-        // is the active member of an unstable item's `info`; no one changes it while the
-        // item is in the tree.
-        let tree_hash = unsafe { (*tree_item).info.unstable.oldchecksum };
-        let ord = match crate::order::by_checksum(hash, tree_hash) {
+        // SAFETY: Items of the unstable tree are valid under the thread mutex (they are
+        // removed from it before they are freed), and the unstable information is the active
+        // member of an unstable item's `info`; no one changes it while the item is in the tree.
+        let tree_item = unsafe { tree_ptr.as_ref() };
+        let ord = match crate::order::by_checksum(hash, tree_item.info_unstable().oldchecksum) {
             Some(ord) => ord,
             None => {
-                // SAFETY: Tree items are valid under the thread mutex.
-                let tree_page = get_mergeable_page(unsafe { &*tree_item })?;
+                let tree_page = get_mergeable_page(tree_item)?;
                 // Don't substitute a KSM page for a forked page.
                 if page.same_page(&tree_page) {
                     return None;
@@ -61,25 +64,29 @@ pub(crate) fn search_insert(
                     if MERGE_ACROSS_NODES.load(Relaxed) == 0 && tree_page.folio.nid() != nid {
                         return None;
                     }
-                    return Some((tree_item, tree_page));
+                    return Some((tree_ptr.as_ptr(), tree_page));
                 }
                 ord
             }
         };
-        // SAFETY: `*new` is valid.
-        parent = unsafe { *new };
-        new = match ord {
-            // SAFETY: `parent` is a valid node of the tree.
-            core::cmp::Ordering::Less => unsafe { &raw mut (*parent).rb_left },
-            // SAFETY: `parent` is a valid node of the tree.
-            _ => unsafe { &raw mut (*parent).rb_right },
-        };
+        if kernel::warn_on!(tree.descend(&mut pos, ord).is_err()) {
+            return None;
+        }
     }
     item.address = item.address.into_unstable(ksm.seqnr);
     item.anon_vma_or_nid.nid = nid;
-    // SAFETY: The item is not in any tree (the caller removed it); `parent`/`new` come from the
-    // walk above under the mutex.
-    unsafe { rbtree_raw::link_and_insert(&raw mut item.link.node, parent, new, root) };
+    // SAFETY: The item is in no tree (the caller took it out), and its links are only used by
+    // the tree. It stays valid until it leaves the tree: an item of the current scan is taken out
+    // before it is freed (`remove_rmap_item_from_tree()`), and the trees are emptied when the
+    // scan ends, before its items may be freed without that (`Ksm::reset_unstable_tree()`).
+    let inserted = unsafe {
+        ksm.unstable_tree(nid)
+            .insert(&pos, NonNull::from(&mut *item))
+    };
+    if kernel::warn_on!(inserted.is_err()) {
+        item.address = PackedAddress::new(item.address.addr());
+        return None;
+    }
     PAGES_UNSHARED.add(ksm, 1);
     None
 }
@@ -87,8 +94,8 @@ pub(crate) fn search_insert(
 /// Takes `item` out of the stable or unstable tree it is in (`remove_rmap_item_from_tree()`).
 pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm, item: &mut RmapItem) {
     if item.address.is_stable() {
-        // SAFETY: Stable items point at their live stable node.
-        let node = unsafe { item.link.stable.head };
+        // Stable items point at their live stable node.
+        let node = item.stable_node();
         // Lock the KSM folio: rmap_walk_ksm() walks the list under that lock only. If the
         // page stops being the node's (freed, or migrated) while we wait for the lock, look
         // again: a stale node is removed together with its items, this one included; a
@@ -101,7 +108,7 @@ pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm, item: &mut RmapItem) {
             stable_tree::unlink(item);
             drop(guard);
             // SAFETY: Node still live (its page still points at it).
-            let sharing = unsafe { !(*node).head.first.is_null() };
+            let sharing = unsafe { !(*node).list_is_empty() };
             // The list's last item stands for the shared page: it goes when the list empties.
             stable_tree::forget_stable_item(ksm, node, item, sharing);
             break;
@@ -114,13 +121,10 @@ pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm, item: &mut RmapItem) {
             kernel::pr_err!("unstable rmap item of age {}\n", age);
         }
         if age == 0 {
-            // SAFETY: Inserted during this scan: linked in the current unstable tree.
-            unsafe {
-                rbtree_raw::erase(
-                    &raw mut item.link.node,
-                    ksm.unstable_root(item.anon_vma_or_nid.nid),
-                )
-            };
+            // SAFETY: `nid` is the member of the union in use for an unstable item.
+            let nid = unsafe { item.anon_vma_or_nid.nid };
+            // SAFETY: Inserted during this scan: in the current unstable tree of its nid.
+            unsafe { ksm.unstable_tree(nid).remove(NonNull::from(&mut *item)) };
         }
         PAGES_UNSHARED.add(ksm, -1);
         item.address = PackedAddress::new(item.address.addr());

@@ -35,7 +35,7 @@ use core::{ffi::c_void, ops::ControlFlow, ops::Deref};
 ///
 /// It comes through a constant helper: bindgen cannot evaluate `PMD_SIZE` (a shift of
 /// `_AC(1, UL)`), nor arm64's `PMD_SHIFT` (a function-like macro of the page size).
-pub const PMD_SIZE: usize = bindings::PMD_SIZE as usize;
+pub const PMD_SIZE: usize = bindings::PMD_SIZE;
 
 /// A VMA whose mm's mmap lock is held for read, at least.
 ///

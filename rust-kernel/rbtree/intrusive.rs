@@ -1,0 +1,646 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Intrusive red-black trees, ordered by the caller at each walk.
+//!
+//! C header: [`include/linux/rbtree.h`](srctree/include/linux/rbtree.h)
+//!
+//! [`RBTree`](super::RBTree) owns its nodes and orders them by an [`Ord`] key. Some trees can
+//! do neither: their items are objects that others allocate, free and link into lists, and their
+//! order is only known during a walk, by a comparison that may look at other objects, fail, or
+//! change the tree before the walk can go on (KSM orders its trees by the contents of pages,
+//! and drops a node whose page went away when a walk meets it). [`Tree`] is such a tree:
+//!
+//! - An item embeds [`Links`]; an [`Adapter`] says where.
+//! - The tree does not own its items: linking one in is `unsafe`, and the caller promises that
+//!   the item stays valid, and in no other tree through the same links, until it is taken out.
+//! - A walk is a [`Position`] moved down the tree one comparison at a time. A position does not
+//!   borrow the tree, so that the caller may do anything between two steps, change the tree
+//!   included. Instead it remembers the tree's generation, which every change of the tree's shape
+//!   replaces: a position taken before a change is refused with `EAGAIN`, and the caller starts
+//!   its walk again (C walks do the same with `goto again`).
+//! - Nothing allocates: an item is linked in at the vacant position a walk ended at.
+//!
+//! # Examples
+//!
+//! ```
+//! use core::{cmp::Ordering, mem::offset_of, ptr::NonNull};
+//! use kernel::{prelude::*, rbtree::intrusive::{Adapter, Links, Tree}};
+//!
+//! struct Item {
+//!     key: u32,
+//!     links: Links,
+//! }
+//!
+//! struct ByKey;
+//!
+//! // SAFETY: `links` is a `Links` field of every `Item`.
+//! unsafe impl Adapter for ByKey {
+//!     type Item = Item;
+//!     const OFFSET: usize = offset_of!(Item, links);
+//! }
+//!
+//! /// Links `item` in by its key, unless an equal key is there.
+//! ///
+//! /// # Safety
+//! ///
+//! /// `item` must be valid and in no tree, and stay valid until it is taken out of `tree`.
+//! unsafe fn insert_unique(tree: &mut Tree<ByKey>, item: NonNull<Item>) -> Result<bool> {
+//!     // SAFETY: `item` is valid.
+//!     let key = unsafe { item.as_ref() }.key;
+//!     let mut pos = tree.root();
+//!     while let Some(other) = tree.item_at(&pos)? {
+//!         // SAFETY: Items of the tree are valid (the callers' promise).
+//!         match key.cmp(&unsafe { other.as_ref() }.key) {
+//!             Ordering::Equal => return Ok(false),
+//!             ord => tree.descend(&mut pos, ord)?,
+//!         }
+//!     }
+//!     // SAFETY: As the caller guarantees.
+//!     unsafe { tree.insert(&pos, item) }?;
+//!     Ok(true)
+//! }
+//!
+//! let mut items = [1u32, 5, 3, 5].map(|key| Item { key, links: Links::new() });
+//! let mut tree = Tree::<ByKey>::new();
+//! let mut added = 0;
+//! for item in items.iter_mut() {
+//!     // SAFETY: Every item is in no tree, and outlives the tree.
+//!     added += unsafe { insert_unique(&mut tree, NonNull::from(item)) }? as u32;
+//! }
+//! assert_eq!(added, 3);
+//! let mut keys = KVec::new();
+//! let mut cur = tree.first();
+//! while let Some(item) = cur {
+//!     // SAFETY: Items of the tree are valid.
+//!     keys.push(unsafe { item.as_ref() }.key, GFP_KERNEL)?;
+//!     // SAFETY: `item` is in the tree.
+//!     cur = unsafe { tree.next(item) };
+//! }
+//! assert_eq!(&keys[..], &[1, 3, 5]);
+//! # Ok::<(), Error>(())
+//! ```
+
+use crate::{
+    bindings,
+    error::{code::*, Result},
+    sync::atomic::{Atomic, Relaxed},
+    types::Opaque,
+};
+use core::{cmp::Ordering, marker::PhantomData, ptr::NonNull};
+
+/// The links of an item in a [`Tree`] (C: `struct rb_node`).
+///
+/// While the item is in a tree, the C red-black tree code owns them; otherwise they mean
+/// nothing.
+#[repr(transparent)]
+pub struct Links(Opaque<bindings::rb_node>);
+
+impl Links {
+    /// The links of an item that is in no tree.
+    pub const fn new() -> Self {
+        Self(Opaque::zeroed())
+    }
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where the [`Links`] of a tree's items are.
+///
+/// One item type may have several adapters, for links into different trees; two adapters may
+/// even name the same links (a union of the links of structures that an item is in one at a
+/// time), as long as the item is in one of their trees at a time.
+///
+/// # Safety
+///
+/// Every `Item` has a [`Links`] (or a `ManuallyDrop<Links>`) at byte offset `OFFSET`.
+pub unsafe trait Adapter {
+    /// The items of the tree.
+    type Item;
+    /// The byte offset of the links in an item (`core::mem::offset_of!`).
+    const OFFSET: usize;
+}
+
+/// A source of generations: values that no tree had before.
+///
+/// One counter for all trees, so that a position of one tree is never taken for one of
+/// another. It is 64 bits wide: at one change per nanosecond it would wrap after 584 years.
+/// Every change of every tree updates this one cache line; the changes of a tree are serialized
+/// by its owner's lock anyway, and are rare next to the walks that find where to make them.
+static NEXT_GENERATION: Atomic<u64> = Atomic::new(0);
+
+fn new_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Relaxed)
+}
+
+/// An intrusive red-black tree whose order is the caller's.
+///
+/// # Invariants
+///
+/// - `root` is a valid C red-black tree, whose nodes are the links (at `A::OFFSET`) of valid
+///   `A::Item`s that are linked into no other tree through these links.
+/// - `generation` was never held by another tree or by this one before its last change of shape:
+///   a [`Position`] with this generation was computed on this tree as it is.
+pub struct Tree<A: Adapter> {
+    root: bindings::rb_root,
+    generation: u64,
+    _items: PhantomData<*mut A::Item>,
+}
+
+/// Which child of its parent a vacant [`Position`] is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+}
+
+/// A place in a [`Tree`]: an item, or a vacant child where an item would be linked in.
+///
+/// A position does not borrow its tree; it is refused (with `EAGAIN`) by a tree whose shape
+/// changed since the position was computed, and by any other tree.
+///
+/// # Invariants
+///
+/// If the tree with generation `generation` is unchanged, `parent` is null (the place is the
+/// root) or a node of that tree, and `side` says which of its children the place is.
+pub struct Position<A: Adapter> {
+    generation: u64,
+    parent: *mut bindings::rb_node,
+    side: Side,
+    _tree: PhantomData<*const Tree<A>>,
+}
+
+impl<A: Adapter> Tree<A> {
+    /// An empty tree.
+    pub fn new() -> Self {
+        // INVARIANT: An empty tree; a generation no tree had.
+        Self {
+            root: bindings::rb_root {
+                rb_node: core::ptr::null_mut(),
+            },
+            generation: new_generation(),
+            _items: PhantomData,
+        }
+    }
+
+    /// Whether the tree has no items.
+    pub fn is_empty(&self) -> bool {
+        self.root.rb_node.is_null()
+    }
+
+    /// The links of `item` as a C tree node (no access to the item).
+    fn node_of(item: NonNull<A::Item>) -> *mut bindings::rb_node {
+        // `Links` is a transparent `rb_node` at `OFFSET` in the item (`Adapter`).
+        item.as_ptr()
+            .cast::<u8>()
+            .wrapping_add(A::OFFSET)
+            .cast::<bindings::rb_node>()
+    }
+
+    /// The item whose links are `node`.
+    ///
+    /// # Safety
+    ///
+    /// `node` must be a node of this tree.
+    unsafe fn item_of(node: NonNull<bindings::rb_node>) -> NonNull<A::Item> {
+        let item = node
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_sub(A::OFFSET)
+            .cast::<A::Item>();
+        // SAFETY: `node` is the links of an item of this tree (type invariant), at `A::OFFSET`
+        // in it, so `item` is that item's address, which is not null.
+        unsafe { NonNull::new_unchecked(item) }
+    }
+
+    /// The item whose links are `node`, if not null.
+    ///
+    /// # Safety
+    ///
+    /// `node` must be null or a node of this tree.
+    unsafe fn item_or_none(node: *mut bindings::rb_node) -> Option<NonNull<A::Item>> {
+        // SAFETY: As the caller guarantees.
+        NonNull::new(node).map(|node| unsafe { Self::item_of(node) })
+    }
+
+    /// Gives the tree a new generation: positions taken before are refused.
+    fn changed(&mut self) {
+        // INVARIANT: A generation no tree had (the counter does not wrap in practice).
+        self.generation = new_generation();
+    }
+
+    /// Fails with `EAGAIN` unless `pos` is a position in this tree as it is.
+    fn check(&self, pos: &Position<A>) -> Result {
+        if pos.generation != self.generation {
+            return Err(EAGAIN);
+        }
+        Ok(())
+    }
+
+    /// The child pointer of the tree's C nodes that `pos` is, in the tree whose root is `root`.
+    ///
+    /// # Safety
+    ///
+    /// `root` must be the root of a tree that `pos` is a current position of (`check()`).
+    unsafe fn link(root: *mut bindings::rb_root, pos: &Position<A>) -> *mut *mut bindings::rb_node {
+        if pos.parent.is_null() {
+            // SAFETY: `root` is valid; computing the address of its field reads nothing.
+            return unsafe { &raw mut (*root).rb_node };
+        }
+        // By the invariant of `Position` (a current position), `pos.parent` is a node of the
+        // tree: computing the address of one of its fields reads nothing.
+        match pos.side {
+            // SAFETY: `pos.parent` is valid, as above.
+            Side::Left => unsafe { &raw mut (*pos.parent).rb_left },
+            // SAFETY: `pos.parent` is valid, as above.
+            Side::Right => unsafe { &raw mut (*pos.parent).rb_right },
+        }
+    }
+
+    /// The node at `pos`, or null.
+    fn node_at(&self, pos: &Position<A>) -> Result<*mut bindings::rb_node> {
+        self.check(pos)?;
+        // SAFETY: `pos` is current; the pointer is only read.
+        let link = unsafe { Self::link((&raw const self.root).cast_mut(), pos) };
+        // SAFETY: `link` is the root pointer or a child pointer of a node of this tree, which
+        // is not changing while we hold a shared reference to it.
+        Ok(unsafe { *link })
+    }
+
+    /// The place of the tree's root: where every walk starts.
+    pub fn root(&self) -> Position<A> {
+        // INVARIANT: The root, in this tree as it is.
+        Position {
+            generation: self.generation,
+            parent: core::ptr::null_mut(),
+            side: Side::Left,
+            _tree: PhantomData,
+        }
+    }
+
+    /// The item at `pos`, or `None` if the place is vacant; `EAGAIN` if the tree changed since
+    /// `pos` was computed.
+    ///
+    /// The item is valid while it stays in the tree; what may be done with it is the business
+    /// of whoever owns it.
+    pub fn item_at(&self, pos: &Position<A>) -> Result<Option<NonNull<A::Item>>> {
+        let node = self.node_at(pos)?;
+        // SAFETY: `node_at()` reads a child pointer of this tree: null or a node of it.
+        Ok(unsafe { Self::item_or_none(node) })
+    }
+
+    /// Moves `pos` from an item to its left child if the key looked for is less than the item
+    /// (`ord` is `Less`), or else to its right child; `EAGAIN` if the tree changed since `pos`
+    /// was computed. A vacant position stays where it is.
+    pub fn descend(&self, pos: &mut Position<A>, ord: Ordering) -> Result {
+        let node = self.node_at(pos)?;
+        if !node.is_null() {
+            // INVARIANT: `node` is a node of this tree, which is as it was at `generation`.
+            pos.parent = node;
+            pos.side = if ord == Ordering::Less {
+                Side::Left
+            } else {
+                Side::Right
+            };
+        }
+        Ok(())
+    }
+
+    /// Links `item` in at the vacant position `pos`, and rebalances (`rb_link_node()`,
+    /// `rb_insert_color()`).
+    ///
+    /// Fails with `EAGAIN` if the tree changed since `pos` was computed, and with `EEXIST` if
+    /// the place is not vacant; then nothing changes.
+    ///
+    /// The order is the caller's business: a position found by a walk for the item's key keeps
+    /// the tree in order. A tree out of order (its items' keys changed) is still a valid tree;
+    /// walks just find what they find.
+    ///
+    /// # Safety
+    ///
+    /// `item` must be valid and must not be in a tree through the links `A` names. Until it is
+    /// taken out of this tree (by [`Tree::remove`], [`Tree::replace`] or [`Tree::clear`]) or
+    /// the tree is dropped, the item must stay valid, must not move, and its links must be
+    /// accessed only by this tree.
+    pub unsafe fn insert(&mut self, pos: &Position<A>, item: NonNull<A::Item>) -> Result {
+        if !self.node_at(pos)?.is_null() {
+            return Err(EEXIST);
+        }
+        let node = Self::node_of(item);
+        let root = &raw mut self.root;
+        // SAFETY: `pos` is current (`node_at()` checked), and `root` is this tree's root.
+        let link = unsafe { Self::link(root, pos) };
+        // SAFETY: `link` is a vacant child pointer of `pos.parent` (or the root pointer) in this
+        // tree, which we hold exclusively; `node` is the links of a valid item in no tree, which
+        // stays valid while linked (the caller's promise).
+        unsafe {
+            bindings::rb_link_node(node, pos.parent, link);
+            bindings::rb_insert_color(node, root);
+        }
+        // INVARIANT: The item is valid and linked in this tree only; positions are refused.
+        self.changed();
+        Ok(())
+    }
+
+    /// Takes `item` out of the tree, and rebalances (`rb_erase()`).
+    ///
+    /// # Safety
+    ///
+    /// `item` must be in this tree.
+    pub unsafe fn remove(&mut self, item: NonNull<A::Item>) {
+        // SAFETY: `item` is in this tree, which we hold exclusively.
+        unsafe { bindings::rb_erase(Self::node_of(item), &raw mut self.root) };
+        // INVARIANT: The other items are still linked, and only in this tree; positions are
+        // refused.
+        self.changed();
+    }
+
+    /// Puts `new` in the place of `old`, which leaves the tree (`rb_replace_node()`).
+    ///
+    /// No rebalancing is done: `new` should have the place of `old` in the order.
+    ///
+    /// # Safety
+    ///
+    /// `old` must be in this tree, and `new` as for [`Tree::insert`].
+    pub unsafe fn replace(&mut self, old: NonNull<A::Item>, new: NonNull<A::Item>) {
+        let root = &raw mut self.root;
+        // SAFETY: `old` is in this tree, which we hold exclusively; `new` is a valid item in no
+        // tree, which stays valid and linked through this tree only while in it.
+        unsafe { bindings::rb_replace_node(Self::node_of(old), Self::node_of(new), root) };
+        // INVARIANT: `new` is linked instead of `old`, in this tree only. The shape is the same,
+        // but a position may have `old` as its parent: positions are refused.
+        self.changed();
+    }
+
+    /// Forgets every item: the tree is empty, and its items in no tree, without a look at them
+    /// (their links are left as they were, and mean nothing any more).
+    pub fn clear(&mut self) {
+        // INVARIANT: An empty tree.
+        self.root.rb_node = core::ptr::null_mut();
+        self.changed();
+    }
+
+    /// The first item in order (`rb_first()`).
+    pub fn first(&self) -> Option<NonNull<A::Item>> {
+        // SAFETY: A valid tree (type invariant), not changing while we hold a reference to it;
+        // `rb_first()` returns null or one of its nodes.
+        unsafe { Self::item_or_none(bindings::rb_first(&raw const self.root)) }
+    }
+
+    /// The item after `item` in order (`rb_next()`).
+    ///
+    /// # Safety
+    ///
+    /// `item` must be in this tree.
+    pub unsafe fn next(&self, item: NonNull<A::Item>) -> Option<NonNull<A::Item>> {
+        // SAFETY: `item` is in this tree, which is not changing while we hold a reference to it;
+        // `rb_next()` returns null or one of its nodes.
+        unsafe { Self::item_or_none(bindings::rb_next(Self::node_of(item))) }
+    }
+}
+
+impl<A: Adapter> Default for Tree<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(CONFIG_RUST_RBTREE_INTRUSIVE_KUNIT_TEST)]
+#[macros::kunit_tests(rust_kernel_rbtree_intrusive)]
+mod tests {
+    use super::*;
+    use crate::prelude::*;
+    use core::mem::offset_of;
+
+    struct Item {
+        key: u32,
+        links: Links,
+        other: Links,
+    }
+
+    struct ByKey;
+
+    // SAFETY: `links` is a `Links` field of every `Item`.
+    unsafe impl Adapter for ByKey {
+        type Item = Item;
+        const OFFSET: usize = offset_of!(Item, links);
+    }
+
+    struct Other;
+
+    // SAFETY: `other` is a `Links` field of every `Item`.
+    unsafe impl Adapter for Other {
+        type Item = Item;
+        const OFFSET: usize = offset_of!(Item, other);
+    }
+
+    /// The key of an item of `tree`.
+    ///
+    /// # Safety
+    ///
+    /// `item` must be valid.
+    unsafe fn key<A: Adapter<Item = Item>>(_: &Tree<A>, item: NonNull<Item>) -> u32 {
+        // SAFETY: As the caller guarantees. The tests' items outlive their trees, and are only
+        // read through shared references while in a tree.
+        unsafe { item.as_ref() }.key
+    }
+
+    /// Walks `tree` for `k`: the equal item, or the vacant position for it.
+    fn find<A: Adapter<Item = Item>>(
+        tree: &Tree<A>,
+        k: u32,
+    ) -> Result<core::result::Result<NonNull<Item>, Position<A>>> {
+        let mut pos = tree.root();
+        while let Some(item) = tree.item_at(&pos)? {
+            // SAFETY: An item of the tree; the tests' items outlive their trees.
+            match k.cmp(&unsafe { key(tree, item) }) {
+                Ordering::Equal => return Ok(Ok(item)),
+                ord => tree.descend(&mut pos, ord)?,
+            }
+        }
+        Ok(Err(pos))
+    }
+
+    fn keys<A: Adapter<Item = Item>>(tree: &Tree<A>) -> Result<KVec<u32>> {
+        let mut v = KVec::new();
+        let mut cur = tree.first();
+        while let Some(item) = cur {
+            // SAFETY: An item of the tree; the tests' items outlive their trees.
+            v.push(unsafe { key(tree, item) }, GFP_KERNEL)?;
+            // SAFETY: `item` is in `tree`.
+            cur = unsafe { tree.next(item) };
+        }
+        Ok(v)
+    }
+
+    fn items(n: u32) -> Result<KVec<Item>> {
+        let mut v = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        for i in 0..n {
+            // A permutation of 0..n (n < 7919, a prime).
+            let key = (i * 7919) % n;
+            v.push(
+                Item {
+                    key,
+                    links: Links::new(),
+                    other: Links::new(),
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(v)
+    }
+
+    #[test]
+    fn insert_in_order_and_find() -> Result {
+        const N: u32 = 1000;
+        let mut v = items(N)?;
+        let mut tree = Tree::<ByKey>::new();
+        assert!(tree.is_empty() && tree.first().is_none());
+        for item in v.iter_mut() {
+            let k = item.key;
+            let Err(pos) = find(&tree, k)? else {
+                return Err(EINVAL);
+            };
+            // SAFETY: The item is in no tree and outlives the tree.
+            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+        }
+        let k = keys(&tree)?;
+        assert_eq!(k.len(), N as usize);
+        assert!(k.iter().enumerate().all(|(i, &k)| k == i as u32));
+        for k in 0..N {
+            let found = find(&tree, k)?.map_err(|_| EINVAL)?;
+            // SAFETY: An item of the tree; the tests' items outlive their trees.
+            assert_eq!(unsafe { key(&tree, found) }, k);
+        }
+        assert!(find(&tree, N)?.is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn positions_go_stale() -> Result {
+        let mut v = items(3)?;
+        let (a, rest) = v.split_at_mut(1);
+        let (b, c) = rest.split_at_mut(1);
+        let mut tree = Tree::<ByKey>::new();
+        let Err(pos) = find(&tree, a[0].key)? else {
+            return Err(EINVAL);
+        };
+        // SAFETY: In no tree, outlives the tree.
+        unsafe { tree.insert(&pos, NonNull::from(&mut a[0])) }?;
+        // The position was vacant before the insertion; now it is refused, and nothing changes.
+        // SAFETY: As above.
+        let r = unsafe { tree.insert(&pos, NonNull::from(&mut b[0])) };
+        assert_eq!(r, Err(EAGAIN));
+        assert_eq!(tree.item_at(&pos).err(), Some(EAGAIN));
+        let mut p = pos;
+        assert_eq!(tree.descend(&mut p, Ordering::Less), Err(EAGAIN));
+        assert_eq!(keys(&tree)?.len(), 1);
+        // A current position on an item is not vacant.
+        // SAFETY: As above.
+        let r = unsafe { tree.insert(&tree.root(), NonNull::from(&mut b[0])) };
+        assert_eq!(r, Err(EEXIST));
+        // A position of another tree is refused, even one with the same shape.
+        let other = Tree::<ByKey>::new();
+        assert_eq!(tree.item_at(&other.root()).err(), Some(EAGAIN));
+        // Clearing is a change too.
+        let root = tree.root();
+        assert!(tree.item_at(&root)?.is_some());
+        tree.clear();
+        assert!(tree.is_empty());
+        assert_eq!(tree.item_at(&root).err(), Some(EAGAIN));
+        // The cleared item can go in again.
+        for item in [&mut a[0], &mut b[0], &mut c[0]] {
+            let Err(pos) = find(&tree, item.key)? else {
+                return Err(EINVAL);
+            };
+            // SAFETY: In no tree, outlives the tree.
+            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+        }
+        assert_eq!(&keys(&tree)?[..], &[0, 1, 2]);
+        Ok(())
+    }
+
+    #[test]
+    fn remove_and_replace() -> Result {
+        const N: u32 = 200;
+        let mut v = items(N)?;
+        let mut spare = Item {
+            key: 0,
+            links: Links::new(),
+            other: Links::new(),
+        };
+        let mut tree = Tree::<ByKey>::new();
+        for item in v.iter_mut() {
+            let Err(pos) = find(&tree, item.key)? else {
+                return Err(EINVAL);
+            };
+            // SAFETY: In no tree, outlives the tree.
+            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+        }
+        // Take out the odd keys, walking in order and reading each successor first.
+        let mut cur = tree.first();
+        while let Some(item) = cur {
+            // SAFETY: `item` is in the tree.
+            cur = unsafe { tree.next(item) };
+            // SAFETY: An item of the tree; the tests' items outlive their trees.
+            if unsafe { key(&tree, item) } % 2 == 1 {
+                // SAFETY: `item` is in the tree.
+                unsafe { tree.remove(item) };
+            }
+        }
+        let k = keys(&tree)?;
+        assert_eq!(k.len(), N as usize / 2);
+        assert!(k.iter().enumerate().all(|(i, &k)| k == 2 * i as u32));
+        // Replace the item of key 100 by another of the same key.
+        let old = find(&tree, 100)?.map_err(|_| EINVAL)?;
+        spare.key = 100;
+        let spare = NonNull::from(&mut spare);
+        let pos = tree.root();
+        // SAFETY: `old` is in the tree; `spare` is in none, has its place and outlives the tree.
+        unsafe { tree.replace(old, spare) };
+        assert_eq!(tree.item_at(&pos).err(), Some(EAGAIN));
+        let found = find(&tree, 100)?.map_err(|_| EINVAL)?;
+        assert_eq!(found, spare);
+        assert_eq!(keys(&tree)?.len(), N as usize / 2);
+        // Empty it.
+        while let Some(item) = tree.first() {
+            // SAFETY: `item` is in the tree.
+            unsafe { tree.remove(item) };
+        }
+        assert!(tree.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn two_trees_through_two_links() -> Result {
+        let mut v = items(50)?;
+        let mut by_key = Tree::<ByKey>::new();
+        let mut reversed = Tree::<Other>::new();
+        for item in v.iter_mut() {
+            let k = item.key;
+            let item = NonNull::from(item);
+            let Err(pos) = find(&by_key, k)? else {
+                return Err(EINVAL);
+            };
+            // SAFETY: In no tree through `links`, outlives the tree.
+            unsafe { by_key.insert(&pos, item) }?;
+            // The other tree is in reverse order.
+            let mut pos = reversed.root();
+            while let Some(other) = reversed.item_at(&pos)? {
+                // SAFETY: An item of the tree; the tests' items outlive their trees.
+                let other = unsafe { key(&reversed, other) };
+                reversed.descend(&mut pos, other.cmp(&k))?;
+            }
+            // SAFETY: In no tree through `other`, outlives the tree.
+            unsafe { reversed.insert(&pos, item) }?;
+        }
+        let a = keys(&by_key)?;
+        let b = keys(&reversed)?;
+        assert_eq!(a.len(), 50);
+        assert!(a.iter().zip(b.iter().rev()).all(|(x, y)| x == y));
+        Ok(())
+    }
+}
