@@ -56,6 +56,7 @@ mod ksmd;
 mod merge;
 mod mm_slot;
 mod order;
+mod page;
 mod rmap_item;
 mod stable_tree;
 mod state;
@@ -202,7 +203,7 @@ pub(crate) fn lock_ksm() -> KsmGuard {
 }
 
 /// Checksum of a page of zeroes, to spot zero pages cheaply: computed at init with xxhash, and
-/// again if [`merge::choose_checksum`] chooses CRC-32C.
+/// again if [`page::choose_checksum`] chooses CRC-32C.
 pub(crate) static ZERO_CHECKSUM: Atomic<u32> = Atomic::new(0);
 
 /// The slab caches.
@@ -331,10 +332,10 @@ pub(crate) unsafe fn put_anon_vma(anon_vma: *mut bindings::anon_vma) {
 }
 
 /// Chooses the page checksum at `late_initcall` time (called from glue.c; see
-/// [`merge::choose_checksum`]). An export of the crate root, like the other C entry points.
+/// [`page::choose_checksum`]). An export of the crate root, like the other C entry points.
 #[no_mangle]
 pub extern "C" fn ksm_rs_choose_checksum() {
-    merge::choose_checksum();
+    page::choose_checksum();
 }
 
 /// Sets up KSM at `subsys_initcall` time (called from glue.c).
@@ -356,7 +357,7 @@ fn init() -> Result {
     #[cfg(CONFIG_MEMORY_HOTREMOVE)]
     hotremove::init()?;
     let zeroes = KVec::from_elem(0u8, kernel::page::PAGE_SIZE, GFP_KERNEL)?;
-    ZERO_CHECKSUM.store(merge::page_checksum(&zeroes), Relaxed);
+    ZERO_CHECKSUM.store(page::page_checksum(&zeroes), Relaxed);
     drop(zeroes);
     CACHES.populate(Caches {
         rmap_item: KmemCache::new(c"ksm_rmap_item")?,

@@ -3,8 +3,9 @@
 //! ksmd: the scanning thread, and the scan cursor's walk over all mergeable pages.
 
 use crate::{
-    merge::{cmp_and_merge_page, PageRef},
+    merge::cmp_and_merge_page,
     mm_slot::MmSlot,
+    page::PageRef,
     rmap_item::RmapItem,
     state::{self, ksmd_should_run},
     unmerge::{account_rmap_item, remove_trailing_rmap_items},

@@ -38,7 +38,7 @@ pub(crate) fn by_checksum(hash: u32, tree_hash: u32) -> Option<Ordering> {
 #[kernel::macros::kunit_tests(ksm_rs_order)]
 mod tests {
     use super::*;
-    use crate::merge::page_checksum;
+    use crate::page::page_checksum;
     use kernel::{page::PAGE_SIZE, prelude::*};
 
     /// The full order of two keys, as the walks apply it: the bytes are compared only when

@@ -795,7 +795,7 @@ fn walk(
 /// by the bytes.
 pub(crate) fn search(
     ksm: &mut Ksm,
-    page: &crate::merge::PageRef,
+    page: &crate::page::PageRef,
     checksum: Option<u32>,
     how: Match,
 ) -> Result<Option<ARef<Folio>>> {
@@ -952,7 +952,7 @@ pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut 
     let nid = ksm.kpfn_nid(kfolio.pfn());
     // The key: the checksum of the page now that it is write-protected and cannot change.
     // The one computed when it was scanned may be stale, and a wrong key would hide the node.
-    let hash = crate::merge::PageRef::checksum_of(kfolio, 0);
+    let hash = crate::page::PageRef::checksum_of(kfolio, 0);
     // A new node joins an equal one's chain without another comparison: compare the bytes.
     let found = walk(ksm, nid, hash, Match::Bytes, false, |tree_folio| {
         kfolio.cmp_page_contents(0, tree_folio, 0)

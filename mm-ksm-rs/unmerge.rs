@@ -18,7 +18,7 @@ use kernel::{
 // What only `run = 2` (a sysfs store) needs.
 #[cfg(CONFIG_SYSFS)]
 use {
-    crate::{merge::with_mm, mm_slot::MmSlot, stable_tree, KsmGuard, MMLIST},
+    crate::{mm_slot::MmSlot, page::with_mm, stable_tree, KsmGuard, MMLIST},
     kernel::mm::{pgtable::VmaMmapRead, virt::flags, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY},
 };
 

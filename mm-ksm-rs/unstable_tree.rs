@@ -10,7 +10,7 @@
 //! forgotten lazily as the cursor passes them, never erased from the dead tree.
 
 use crate::{
-    merge::{get_mergeable_page, PageRef},
+    page::{get_mergeable_page, PageRef},
     rmap_item::{PackedAddress, RmapItem},
     stable_tree::{self, GetFolio},
     state::{MERGE_ACROSS_NODES, PAGES_UNSHARED},
@@ -45,14 +45,14 @@ pub(crate) fn search_insert(
             break;
         };
         cond_resched();
-        // SAFETY: Items of the unstable tree are valid under the thread mutex (they are
-        // removed from it before they are freed), and the unstable information is the active
-        // member of an unstable item's `info`; no one changes it while the item is in the tree.
+        // SAFETY: Items of the unstable tree are valid under the thread mutex: they are taken
+        // out of it, or the tree is emptied, before they are freed. Only ksmd changes them, and
+        // not while it walks.
         let tree_item = unsafe { tree_ptr.as_ref() };
         let ord = match crate::order::by_checksum(hash, tree_item.info_unstable().oldchecksum) {
             Some(ord) => ord,
             None => {
-                let tree_page = get_mergeable_page(tree_item)?;
+                let tree_page = get_mergeable_page(tree_item.mm(), tree_item.address.addr())?;
                 // Don't substitute a KSM page for a forked page.
                 if page.same_page(&tree_page) {
                     return None;

@@ -27,7 +27,7 @@
 //! # Examples
 //!
 //! ```
-//! use core::{cell::Cell, mem::offset_of, ptr::NonNull};
+//! use core::ptr::NonNull;
 //! use kernel::{hlist::{Adapter, Head, Links}, prelude::*};
 //!
 //! struct Item {
@@ -36,12 +36,7 @@
 //! }
 //!
 //! struct ItemLinks;
-//!
-//! // SAFETY: `links` is a `Links<Item>` field of every `Item`.
-//! unsafe impl Adapter for ItemLinks {
-//!     type Item = Item;
-//!     const OFFSET: usize = offset_of!(Item, links);
-//! }
+//! kernel::impl_intrusive_adapter!(ItemLinks: Adapter, Links<Item> => Item { links });
 //!
 //! let items = [1u32, 2, 3].map(|value| Item { value, links: Links::new() });
 //! let head = Head::<ItemLinks>::new();
@@ -106,6 +101,9 @@ impl<T> Default for Links<T> {
 /// One item type may have several adapters, for links into different lists; two adapters may
 /// even name the same links (a union of the links of structures that an item is in one at a
 /// time), as long as the item is on one of their lists at a time.
+///
+/// [`impl_intrusive_adapter!`](crate::impl_intrusive_adapter) implements it for a plain field,
+/// without `unsafe`.
 ///
 /// # Safety
 ///
@@ -277,7 +275,6 @@ impl<A: Adapter> Iterator for Iter<A> {
 mod tests {
     use super::*;
     use crate::prelude::*;
-    use core::mem::offset_of;
 
     struct Item {
         value: u32,
@@ -286,20 +283,11 @@ mod tests {
     }
 
     struct ByLinks;
+    crate::impl_intrusive_adapter!(ByLinks: Adapter, Links<Item> => Item { links });
 
-    // SAFETY: `links` is a `Links<Item>` field of every `Item`.
-    unsafe impl Adapter for ByLinks {
-        type Item = Item;
-        const OFFSET: usize = offset_of!(Item, links);
-    }
-
+    // The same items, on another list.
     struct ByOther;
-
-    // SAFETY: `other` is a `Links<Item>` field of every `Item`.
-    unsafe impl Adapter for ByOther {
-        type Item = Item;
-        const OFFSET: usize = offset_of!(Item, other);
-    }
+    crate::impl_intrusive_adapter!(ByOther: Adapter, Links<Item> => Item { other });
 
     fn items(n: u32) -> Result<KVec<Item>> {
         let mut v = KVec::with_capacity(n as usize, GFP_KERNEL)?;

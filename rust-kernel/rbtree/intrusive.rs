@@ -23,7 +23,7 @@
 //! # Examples
 //!
 //! ```
-//! use core::{cmp::Ordering, mem::offset_of, ptr::NonNull};
+//! use core::{cmp::Ordering, ptr::NonNull};
 //! use kernel::{prelude::*, rbtree::intrusive::{Adapter, Links, Tree}};
 //!
 //! struct Item {
@@ -32,12 +32,7 @@
 //! }
 //!
 //! struct ByKey;
-//!
-//! // SAFETY: `links` is a `Links` field of every `Item`.
-//! unsafe impl Adapter for ByKey {
-//!     type Item = Item;
-//!     const OFFSET: usize = offset_of!(Item, links);
-//! }
+//! kernel::impl_intrusive_adapter!(ByKey: Adapter, Links => Item { links });
 //!
 //! /// Links `item` in by its key, unless an equal key is there.
 //! ///
@@ -114,6 +109,9 @@ impl Default for Links {
 /// even name the same links (a union of the links of structures that an item is in one at a
 /// time), as long as the item is in one of their trees at a time.
 ///
+/// [`impl_intrusive_adapter!`](crate::impl_intrusive_adapter) implements it for a plain field,
+/// without `unsafe`.
+///
 /// # Safety
 ///
 /// Every `Item` has a [`Links`] (or a `ManuallyDrop<Links>`) at byte offset `OFFSET`.
@@ -122,6 +120,38 @@ pub unsafe trait Adapter {
     type Item;
     /// The byte offset of the links in an item (`core::mem::offset_of!`).
     const OFFSET: usize;
+}
+
+/// Implements the `Adapter` trait of an intrusive structure ([`Adapter`] here,
+/// [`hlist::Adapter`](crate::hlist::Adapter)) for the links in field `$field` of `$item`,
+/// checking that the field's type is `$links`.
+///
+/// Fields of unions, or nested ones, need a hand-written `unsafe impl`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::rbtree::intrusive::{Adapter, Links};
+///
+/// struct Item {
+///     key: u32,
+///     links: Links,
+/// }
+///
+/// struct ByKey;
+/// kernel::impl_intrusive_adapter!(ByKey: Adapter, Links => Item { links });
+/// ```
+#[macro_export]
+macro_rules! impl_intrusive_adapter {
+    ($adapter:ty: $trait:path, $links:ty => $item:ty { $field:ident }) => {
+        // SAFETY: `$field` is a field of every `$item`, of type `$links` (checked below), at the
+        // offset given.
+        unsafe impl $trait for $adapter {
+            type Item = $item;
+            const OFFSET: usize = ::core::mem::offset_of!($item, $field);
+        }
+        const _: fn(&$item) -> &$links = |item| &item.$field;
+    };
 }
 
 /// A source of generations: values that no tree had before.
@@ -413,7 +443,6 @@ impl<A: Adapter> Default for Tree<A> {
 mod tests {
     use super::*;
     use crate::prelude::*;
-    use core::mem::offset_of;
 
     struct Item {
         key: u32,
@@ -422,20 +451,11 @@ mod tests {
     }
 
     struct ByKey;
+    crate::impl_intrusive_adapter!(ByKey: Adapter, Links => Item { links });
 
-    // SAFETY: `links` is a `Links` field of every `Item`.
-    unsafe impl Adapter for ByKey {
-        type Item = Item;
-        const OFFSET: usize = offset_of!(Item, links);
-    }
-
+    // The same items, in another tree.
     struct Other;
-
-    // SAFETY: `other` is a `Links` field of every `Item`.
-    unsafe impl Adapter for Other {
-        type Item = Item;
-        const OFFSET: usize = offset_of!(Item, other);
-    }
+    crate::impl_intrusive_adapter!(Other: Adapter, Links => Item { other });
 
     /// The key of an item of `tree`.
     ///
