@@ -8,8 +8,7 @@
 
 use crate::{
     ksmd, mm_slot,
-    rmap_item::{RmapItem, RMAP_ITEM_SIZE},
-    stable_tree::{folio_stable_node, StableNode},
+    node::{folio_node_ptr, RmapItem, StableNode, RMAP_ITEM_SIZE},
     state::{self, KSM_RUN_UNMERGE},
     to_errno,
     unmerge::break_ksm,
@@ -62,7 +61,8 @@ fn ksm_enter(mm: &Mm) -> Result {
     let res = match mm_slot::reserve() {
         Ok(r) => r,
         Err(e) => {
-            crate::free_mm_slot(slot);
+            // SAFETY: Allocated above, and never listed.
+            unsafe { crate::free_mm_slot(slot) };
             return Err(e);
         }
     };
@@ -134,7 +134,9 @@ pub unsafe extern "C" fn __ksm_exit(mm: *mut bindings::mm_struct) {
     if !easy.is_null() {
         mm.flags_clear(MMF_VM_MERGE_ANY);
         mm.flags_clear(MMF_VM_MERGEABLE);
-        crate::free_mm_slot(easy);
+        // SAFETY: Taken off the list and the map above, with no items; the scanner did not
+        // have it as its cursor, so nothing else reaches it.
+        unsafe { crate::free_mm_slot(easy) };
     }
     crate::trace::exit(mm);
 }
@@ -403,7 +405,7 @@ pub unsafe extern "C" fn folio_migrate_ksm(
 ) {
     // SAFETY: Both folios are valid and locked by the migration code.
     let (newfolio, folio) = unsafe { (Folio::from_raw(newfolio), Folio::from_raw(folio)) };
-    let node = folio_stable_node(folio);
+    let node = folio_node_ptr(folio);
     if node.is_null() {
         return;
     }
@@ -411,8 +413,9 @@ pub unsafe extern "C" fn folio_migrate_ksm(
     // ksm_get_folio() before it can see the old folio's mapping go stale (or the swap cache
     // flag cleared): smp_wmb() between the two stores, paired with the smp_rmb() there. A
     // release store of kpfn would order only the accesses before it, not the mapping store.
-    // SAFETY: A KSM folio's node is live while the folio is locked.
-    unsafe { (*node).kpfn.store(newfolio.pfn(), Relaxed) };
+    // SAFETY: A KSM folio's node is live while the folio is locked; `newfolio`, locked,
+    // replaces its page.
+    unsafe { StableNode::set_kpfn(node, newfolio.pfn()) };
     smp_mb(Write);
     // SAFETY: The caller holds the folio lock; the guard must not unlock it.
     let g = core::mem::ManuallyDrop::new(unsafe { FolioLockGuard::assume_locked(folio) });
@@ -451,7 +454,7 @@ pub unsafe extern "C" fn rmap_walk_ksm(
 ) {
     // SAFETY: The caller passes a locked KSM folio and a valid control structure.
     let (f, rwc) = unsafe { (Folio::from_raw(folio), &mut *rwc) };
-    let node = folio_stable_node(f);
+    let node = folio_node_ptr(f);
     if node.is_null() {
         return;
     }
@@ -460,7 +463,7 @@ pub unsafe extern "C" fn rmap_walk_ksm(
         for item in unsafe { StableNode::items(node) } {
             // SAFETY: Listed items are valid under the folio lock.
             let item: &RmapItem = unsafe { &*item };
-            let addr = item.address.addr();
+            let addr = item.address().addr();
             // SAFETY: Stable items hold an anon_vma reference and their page index.
             let (av, index) =
                 unsafe { (item.anon_vma_or_nid.anon_vma, item.info.linear_page_index) };
@@ -540,7 +543,7 @@ pub unsafe extern "C" fn collect_procs_ksm(
 ) {
     // SAFETY: The caller passes a locked folio.
     let f = unsafe { Folio::from_raw(folio) };
-    let node = folio_stable_node(f);
+    let node = folio_node_ptr(f);
     if node.is_null() {
         return;
     }
@@ -552,7 +555,7 @@ pub unsafe extern "C" fn collect_procs_ksm(
             ksm_rs_collect_procs(
                 item.anon_vma_or_nid.anon_vma.cast(),
                 item.info.linear_page_index,
-                item.address.addr(),
+                item.address().addr(),
                 page.cast(),
                 to_kill,
                 force_early,
@@ -582,7 +585,7 @@ pub unsafe extern "C" fn ksm_might_need_to_copy(
         return folio;
     }
     if f.is_ksm() {
-        if !folio_stable_node(f).is_null() && state::RUN.load(Relaxed) & KSM_RUN_UNMERGE == 0 {
+        if !folio_node_ptr(f).is_null() && state::RUN.load(Relaxed) & KSM_RUN_UNMERGE == 0 {
             // No need to copy it.
             return folio;
         }

@@ -27,7 +27,7 @@
 //! Like C, ksmd and the sysfs writers sleep uninterruptibly while memory goes offline, which
 //! takes as long as migrating its pages does: a long offline can set off hung task warnings.
 
-use crate::{KsmGuard, KSM_THREAD_MUTEX};
+use crate::{node::locked, KsmGuard};
 use core::ffi::c_ulong;
 use kernel::{
     new_condvar, new_mutex,
@@ -76,7 +76,7 @@ pub(crate) fn init() -> Result {
 /// followed by `wait_while_offlining()`).
 pub(crate) fn lock_online() -> KsmGuard {
     loop {
-        let g = KSM_THREAD_MUTEX.lock();
+        let g = locked::lock();
         if !OFFLINING.load(Relaxed) {
             return g;
         }
@@ -84,7 +84,7 @@ pub(crate) fn lock_online() -> KsmGuard {
         let Some(w) = WAITERS.as_ref() else {
             // init() failed, so KSM did not start and no notifier sets OFFLINING.
             kernel::warn_on!(true);
-            return KSM_THREAD_MUTEX.lock();
+            return locked::lock();
         };
         let mut l = w.lock.lock();
         // Uninterruptible, as C: ksmd and the sysfs writers have nothing to do but wait.
@@ -110,23 +110,28 @@ fn end_offlining(g: KsmGuard) {
 /// `MEM_GOING_OFFLINE`: memory is about to be offlined (called from glue.c's notifier).
 #[no_mangle]
 pub extern "C" fn ksm_rs_memory_going_offline() {
-    let _g = KSM_THREAD_MUTEX.lock();
+    let _g = locked::lock();
     OFFLINING.store(true, Relaxed);
 }
 
 /// `MEM_OFFLINE`: the `nr_pages` pages from `start_pfn` are offline; their stable nodes go
 /// (called from glue.c's notifier).
+///
+/// # Safety
+///
+/// The pages must have gone offline.
 #[no_mangle]
-pub extern "C" fn ksm_rs_memory_offline(start_pfn: c_ulong, nr_pages: c_ulong) {
+pub unsafe extern "C" fn ksm_rs_memory_offline(start_pfn: c_ulong, nr_pages: c_ulong) {
     // `unsigned long` is `usize` on every architecture Rust supports in the kernel.
     let (start, nr) = (start_pfn as usize, nr_pages as usize);
-    let mut g = KSM_THREAD_MUTEX.lock();
-    crate::stable_tree::remove_range(&mut g, start..start.saturating_add(nr));
+    let mut g = locked::lock();
+    // SAFETY: The memory went offline, as the caller guarantees.
+    unsafe { crate::stable_tree::remove_range(&mut g.ksm(), start..start.saturating_add(nr)) };
     end_offlining(g);
 }
 
 /// `MEM_CANCEL_OFFLINE`: offlining failed, the memory stays (called from glue.c's notifier).
 #[no_mangle]
 pub extern "C" fn ksm_rs_memory_cancel_offline() {
-    end_offlining(KSM_THREAD_MUTEX.lock());
+    end_offlining(locked::lock());
 }

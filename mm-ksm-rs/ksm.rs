@@ -8,9 +8,10 @@
 //! content first in the stable tree of KSM pages, then in the unstable tree of candidates of
 //! this scan; identical pages are merged into one write-protected KSM page.
 //!
-//! Modules, one per domain object: [`rmap_item`] (the per-page record and its packed address),
-//! [`stable_tree`], [`unstable_tree`], [`mm_slot`] (registered mms), [`ksmd`] (thread and scan
-//! cursor), [`merge`], [`unmerge`], [`hooks`] (the ksm.h entry points), [`sysfs`], [`advisor`],
+//! Modules, one per domain object: [`node`] (rmap items, one per scanned page, and stable
+//! nodes, one per KSM page: the two types point to each other), [`stable_tree`],
+//! [`unstable_tree`], [`mm_slot`] (registered mms), [`ksmd`] (thread and scan cursor),
+//! [`merge`], [`unmerge`], [`hooks`] (the ksm.h entry points), [`sysfs`], [`advisor`],
 //! `hotremove` (memory going offline).
 //!
 //! # Lock order
@@ -19,11 +20,11 @@
 //!    notifier (`hotremove`) takes the thread mutex under them, so nothing done under the
 //!    thread mutex may take them (`lock_device_hotplug()`, `get_online_mems()`) or wait for
 //!    memory to go offline.
-//! 1. [`KSM_THREAD_MUTEX`] (C: `ksm_thread_mutex`): the trees, the rmap items, the scan
-//!    position; held by ksmd for a batch and by sysfs writes that change the trees. Taken
-//!    through [`lock_ksm`] only, which waits while memory is going offline: code that looks
-//!    pages up by a stable node's pfn relies on that (see `hotremove`). Init and the memory
-//!    notifier are the only exceptions.
+//! 1. The thread mutex (C: `ksm_thread_mutex`, in [`node::locked`]): the trees, the rmap
+//!    items, the scan position; held by ksmd for a batch and by sysfs writes that change the
+//!    trees. Taken through [`lock_ksm`] only, which waits while memory is going offline: code
+//!    that looks pages up by a stable node's pfn relies on that (see `hotremove`). Init and
+//!    the memory notifier are the only exceptions.
 //! 2. mmap lock of one mm (read), taken with `mm_users` held (never for an exiting mm). When
 //!    KSM's `mmput()` is the last (the process exited meanwhile), the mm's teardown runs under
 //!    the thread mutex too: the mmap write lock, the i_mmap and anon_vma locks, page table
@@ -38,9 +39,8 @@
 
 use core::ffi::c_void;
 use kernel::{
-    bindings, hlist,
+    bindings,
     prelude::*,
-    rbtree::intrusive::Tree,
     slab::{CacheBox, KmemCache},
     sync::{
         atomic::{Atomic, Relaxed},
@@ -55,9 +55,9 @@ pub mod hotremove;
 mod ksmd;
 mod merge;
 mod mm_slot;
+mod node;
 mod order;
 mod page;
-mod rmap_item;
 mod stable_tree;
 mod state;
 #[cfg(CONFIG_SYSFS)]
@@ -75,131 +75,22 @@ pub(crate) fn to_errno(r: Result) -> i32 {
 
 /// Prefix of this crate's log messages.
 const __LOG_PREFIX: &[u8] = b"ksm\0";
-use rmap_item::RmapItem;
-use stable_tree::StableNode;
+use node::{RmapItem, StableNode};
 
-/// The scanner's state (C: the trees, `ksm_scan` minus its mm slot, which is in [`MmList`]).
-pub(crate) struct Ksm {
-    /// Stable tree roots, one per NUMA node (only the first is used with
-    /// `merge_across_nodes = 1`).
-    stable_roots: KVec<Tree<stable_tree::TreeLinks>>,
-    /// Unstable tree roots, likewise.
-    unstable_roots: KVec<Tree<rmap_item::UnstableLinks>>,
-    /// Stable nodes whose page migrated to another NUMA node, waiting to be put into that
-    /// node's tree (C: `migrate_nodes`). The head is in an allocation of its own, not in
-    /// `Ksm`: the first node on the list points back at it and writes through that pointer
-    /// when it leaves, while a `&mut Ksm` (which claims every byte of `Ksm`) is live.
-    migrate_nodes: Option<KBox<hlist::Head<stable_tree::ListLinks>>>,
-    /// Next address to scan in the cursor's mm.
-    pub(crate) address: usize,
-    /// Link to the next item to look at in the cursor's mm's list.
-    pub(crate) rmap_list: *mut *mut RmapItem,
-    /// Completed full scans.
-    pub(crate) seqnr: usize,
-}
-
-// SAFETY: Only accessed under KSM_THREAD_MUTEX.
-unsafe impl Send for Ksm {}
-
-impl Ksm {
-    const fn new() -> Self {
-        Self {
-            stable_roots: KVec::new(),
-            unstable_roots: KVec::new(),
-            migrate_nodes: None,
-            address: 0,
-            rmap_list: core::ptr::null_mut(),
-            seqnr: 0,
-        }
-    }
-
-    /// Allocates one tree root per possible NUMA node, and the migrate list.
-    fn alloc_roots(&mut self) -> Result {
-        self.migrate_nodes = Some(KBox::new(hlist::Head::new(), GFP_KERNEL)?);
-        let n = kernel::mm::nr_node_ids().max(1);
-        self.stable_roots = KVec::with_capacity(n, GFP_KERNEL)?;
-        self.unstable_roots = KVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            self.stable_roots.push(Tree::new(), GFP_KERNEL)?;
-            self.unstable_roots.push(Tree::new(), GFP_KERNEL)?;
-        }
-        Ok(())
-    }
-
-    /// The number of trees in use (C: `ksm_nr_node_ids`).
-    pub(crate) fn nr_trees(&self) -> usize {
-        if state::MERGE_ACROSS_NODES.load(Relaxed) != 0 {
-            1
-        } else {
-            self.stable_roots.len()
-        }
-    }
-
-    /// The tree (NUMA node index) for a page frame (`get_kpfn_nid()`).
-    pub(crate) fn kpfn_nid(&self, kpfn: usize) -> i32 {
-        if state::MERGE_ACROSS_NODES.load(Relaxed) != 0 {
-            0
-        } else {
-            // SAFETY: `kpfn` is the pfn of a page we hold or of a KSM page, which stays in the
-            // memory map while we hold the thread mutex through lock_ksm(): that waits while
-            // memory is going offline, and the nodes of offlined memory are removed before
-            // offlining ends (`hotremove`).
-            unsafe { kernel::mm::folio::UnrefFolio::from_pfn(kpfn) }.nid()
-        }
-    }
-
-    /// The migrate list (none before init).
-    pub(crate) fn migrate_nodes(&self) -> Option<&hlist::Head<stable_tree::ListLinks>> {
-        self.migrate_nodes.as_deref()
-    }
-
-    /// The stable tree of `nid`.
-    pub(crate) fn stable_tree(&mut self, nid: i32) -> &mut Tree<stable_tree::TreeLinks> {
-        &mut self.stable_roots[nid as usize]
-    }
-
-    /// The unstable tree of `nid`.
-    pub(crate) fn unstable_tree(&mut self, nid: i32) -> &mut Tree<rmap_item::UnstableLinks> {
-        &mut self.unstable_roots[nid as usize]
-    }
-
-    /// Forgets the unstable trees at the end and at the start of a full scan: their items are
-    /// recognized as stale by their sequence number.
-    ///
-    /// All of them, not only those of the current `merge_across_nodes` mode (C: only
-    /// `ksm_nr_node_ids`): the per-node trees keep what they held while merging across nodes,
-    /// items that may be freed since, and switching back to per-node trees in the middle of a
-    /// scan would walk them (a use-after-free seen under `ksm_stress -f`). Emptied here, a
-    /// tree only ever holds items of the current scan, which unlink themselves when freed.
-    pub(crate) fn reset_unstable_tree(&mut self) {
-        for tree in self.unstable_roots.iter_mut() {
-            tree.clear();
-        }
-    }
-}
-
-kernel::sync::global_lock! {
-    // SAFETY: Initialized in ksm_rs_init() before ksmd, sysfs or any hook can use it.
-    //
-    // Take it with lock_ksm(), never directly: see the lock order above.
-    pub(crate) unsafe(uninit) static KSM_THREAD_MUTEX: Mutex<Ksm> = Ksm::new();
-}
+pub(crate) use node::locked::{Ksm, KsmGuard};
 
 kernel::sync::global_lock! {
     // SAFETY: Initialized in ksm_rs_init() before ksmd, sysfs or any hook can use it.
     pub(crate) unsafe(uninit) static MMLIST: SpinLock<MmList> = MmList::new();
 }
 
-/// A held [`KSM_THREAD_MUTEX`].
-pub(crate) type KsmGuard = kernel::sync::lock::GlobalGuard<KSM_THREAD_MUTEX>;
-
-/// Locks [`KSM_THREAD_MUTEX`] to scan or to change the trees: once no memory is going offline
+/// Locks the thread mutex to scan or to change the trees: once no memory is going offline
 /// (C: `mutex_lock(&ksm_thread_mutex)` and `wait_while_offlining()`, see `hotremove`).
 pub(crate) fn lock_ksm() -> KsmGuard {
     #[cfg(CONFIG_MEMORY_HOTREMOVE)]
     return hotremove::lock_online();
     #[cfg(not(CONFIG_MEMORY_HOTREMOVE))]
-    KSM_THREAD_MUTEX.lock()
+    node::locked::lock()
 }
 
 /// Checksum of a page of zeroes, to spot zero pages cheaply: computed at init with xxhash, and
@@ -232,13 +123,12 @@ fn caches_for_free() -> Option<&'static Caches> {
 /// Allocates a stable node (`alloc_stable_node()`). `__GFP_HIGH`, as in C: with plain
 /// `GFP_KERNEL` the allocation can stall for long under memory pressure, holding the thread
 /// mutex, and set off hung task warnings.
-pub(crate) fn alloc_stable_node(n: StableNode) -> Result<*mut StableNode> {
+fn alloc_stable_node(n: StableNode) -> Result<core::ptr::NonNull<StableNode>> {
     Ok(caches()
         .ok_or(ENOMEM)?
         .stable_node
         .alloc(n, GFP_KERNEL | kernel::alloc::flags::__GFP_HIGH)?
-        .into_raw()
-        .as_ptr())
+        .into_raw())
 }
 
 /// Frees a stable node that is in no tree or list (`free_stable_node()`).
@@ -246,12 +136,12 @@ pub(crate) fn alloc_stable_node(n: StableNode) -> Result<*mut StableNode> {
 /// # Safety
 ///
 /// `p` must come from [`alloc_stable_node`] and not be used afterwards.
-pub(crate) unsafe fn free_stable_node(p: *mut StableNode) {
+unsafe fn free_stable_node(p: core::ptr::NonNull<StableNode>) {
     let Some(c) = caches_for_free() else {
         return;
     };
     // SAFETY: As the caller guarantees.
-    drop(unsafe { CacheBox::from_raw(&c.stable_node, core::ptr::NonNull::new_unchecked(p)) });
+    drop(unsafe { CacheBox::from_raw(&c.stable_node, p) });
 }
 
 /// Allocates an item for `addr` in `mm` (`alloc_rmap_item()`): may fail quietly under memory
@@ -267,12 +157,24 @@ pub(crate) fn alloc_rmap_item(mm: &kernel::mm::Mm, addr: usize) -> Option<*mut R
     Some(b.into_raw().as_ptr())
 }
 
-/// Frees an item no longer in any list or tree (`free_rmap_item()`).
-pub(crate) fn free_rmap_item(ksm: &Ksm, item: *mut RmapItem) {
+/// Frees an item (`free_rmap_item()`).
+///
+/// # Safety
+///
+/// `item` must come from [`alloc_rmap_item`], be in no list or tree, and not be used
+/// afterwards.
+pub(crate) unsafe fn free_rmap_item(ksm: &Ksm<'_>, item: *mut RmapItem) {
+    // SAFETY: A valid item (the caller's promise).
+    let stable = unsafe { (*item).address().is_stable() };
+    // Taking it out of its node's list failed (with a warning): leak it rather than leave the
+    // list pointing at freed memory.
+    if stable {
+        return;
+    }
     let Some(c) = caches_for_free() else {
         return;
     };
-    // SAFETY: `item` comes from alloc_rmap_item() and is unlinked.
+    // SAFETY: As the caller guarantees.
     let b = unsafe { CacheBox::from_raw(&c.rmap_item, core::ptr::NonNull::new_unchecked(item)) };
     unmerge::account_rmap_item(ksm, b.mm(), -1);
     drop(b);
@@ -288,12 +190,17 @@ pub(crate) fn alloc_mm_slot(mm: &kernel::mm::Mm) -> Result<*mut MmSlot> {
         .as_ptr())
 }
 
-/// Frees an unlinked mm slot, dropping its mm reference (`mmdrop()`).
-pub(crate) fn free_mm_slot(slot: *mut MmSlot) {
+/// Frees an mm slot, dropping its mm reference (`mmdrop()`).
+///
+/// # Safety
+///
+/// `slot` must come from [`alloc_mm_slot`], be on no list and in no map, have no items, and
+/// not be used afterwards.
+pub(crate) unsafe fn free_mm_slot(slot: *mut MmSlot) {
     let Some(c) = caches_for_free() else {
         return;
     };
-    // SAFETY: `slot` comes from alloc_mm_slot() and is unlinked.
+    // SAFETY: As the caller guarantees.
     drop(unsafe { CacheBox::from_raw(&c.mm_slot, core::ptr::NonNull::new_unchecked(slot)) });
 }
 
@@ -350,10 +257,9 @@ pub extern "C" fn ksm_rs_init() -> i32 {
 fn init() -> Result {
     // SAFETY: Called once, before anything else uses these locks.
     unsafe {
-        KSM_THREAD_MUTEX.init();
+        node::locked::init()?;
         MMLIST.init();
     }
-    KSM_THREAD_MUTEX.lock().alloc_roots()?;
     #[cfg(CONFIG_MEMORY_HOTREMOVE)]
     hotremove::init()?;
     let zeroes = KVec::from_elem(0u8, kernel::page::PAGE_SIZE, GFP_KERNEL)?;

@@ -5,8 +5,8 @@
 use crate::{
     merge::cmp_and_merge_page,
     mm_slot::MmSlot,
+    node::RmapItem,
     page::PageRef,
-    rmap_item::RmapItem,
     state::{self, ksmd_should_run},
     unmerge::{account_rmap_item, remove_trailing_rmap_items},
     unstable_tree::remove_rmap_item_from_tree,
@@ -120,7 +120,7 @@ fn should_run() -> bool {
 
 /// Scans up to `n` pages (`ksm_do_scan()`).
 fn ksm_do_scan(g: &mut KsmGuard, n: u32) {
-    let ksm: &mut Ksm = g;
+    let ksm = &mut g.ksm();
     for _ in 0..n {
         if kthread::freezing() {
             return;
@@ -138,19 +138,20 @@ fn ksm_do_scan(g: &mut KsmGuard, n: u32) {
 /// Finds the item for `addr` in the list at `*list`, dropping items of addresses that are
 /// no longer mapped, or allocates one (`get_next_rmap_item()`).
 fn get_next_rmap_item(
-    ksm: &mut Ksm,
+    ksm: &mut Ksm<'_>,
     mm: &Mm,
     list: *mut *mut RmapItem,
     addr: usize,
 ) -> Option<*mut RmapItem> {
-    // SAFETY: The list belongs to the slot being scanned; the thread mutex is held.
+    // SAFETY: The list belongs to the slot being scanned; the thread mutex is held. An item
+    // unlinked from it and taken out of the trees is in no list or tree, and is freed.
     unsafe {
         while !(*list).is_null() {
             let item = *list;
-            if (*item).address.addr() == addr {
+            if (*item).address().addr() == addr {
                 return Some(item);
             }
-            if (*item).address.addr() > addr {
+            if (*item).address().addr() > addr {
                 break;
             }
             *list = (*item).rmap_list;
@@ -179,12 +180,12 @@ fn skip_age(age: u8) -> u8 {
 }
 
 /// Smart scan: whether to skip a page that keeps failing to merge (`should_skip_rmap_item()`).
-fn should_skip_rmap_item(ksm: &mut Ksm, folio: &Folio, item: &mut RmapItem) -> bool {
+fn should_skip_rmap_item(ksm: &mut Ksm<'_>, folio: &Folio, item: &mut RmapItem) -> bool {
     if !state::SMART_SCAN.load(Relaxed) {
         return false;
     }
     // Never skip KSM pages, nor stable items (they carry no age).
-    if folio.is_ksm() || item.address.is_stable() {
+    if folio.is_ksm() || item.address().is_stable() {
         return false;
     }
     let info = item.unstable();
@@ -209,7 +210,7 @@ fn should_skip_rmap_item(ksm: &mut Ksm, folio: &Folio, item: &mut RmapItem) -> b
 /// Advances the cursor to the next anonymous page of a mergeable area and returns its item
 /// and page (`scan_get_next_rmap_item()`); `None` at the end of a full scan or when there is
 /// nothing to scan.
-fn scan_get_next_rmap_item(ksm: &mut Ksm) -> Option<(*mut RmapItem, PageRef)> {
+fn scan_get_next_rmap_item(ksm: &mut Ksm<'_>) -> Option<(*mut RmapItem, PageRef)> {
     let mut slot = {
         let l = MMLIST.lock();
         if l.is_empty() {
@@ -362,7 +363,7 @@ enum Outcome {
 /// Ends the walk of one mm: frees the items above the cursor (their areas are gone), moves
 /// the cursor on, and unregisters the mm if the walk found nothing mergeable (or the mm
 /// exited), as ksm_exit() would. Returns the next slot, null at the end of the list.
-fn finish_mm(ksm: &mut Ksm, slot: *mut MmSlot) -> *mut MmSlot {
+fn finish_mm(ksm: &mut Ksm<'_>, slot: *mut MmSlot) -> *mut MmSlot {
     remove_trailing_rmap_items(ksm, ksm.rmap_list);
     let mut l = MMLIST.lock();
     let next = l.next_of(slot);
@@ -372,9 +373,12 @@ fn finish_mm(ksm: &mut Ksm, slot: *mut MmSlot) -> *mut MmSlot {
         drop(l);
         // Only MMF_VM_MERGEABLE: an mm with MMF_VM_MERGE_ANY may just not have mapped
         // anything yet, and keeps that setting.
-        // SAFETY: The slot is valid until freed just below.
-        unsafe { (*slot).mm.flags_clear(MMF_VM_MERGEABLE) };
-        crate::free_mm_slot(slot);
+        // SAFETY: The slot is valid, off the list and the map, and without items (all went
+        // above); it is freed here.
+        unsafe {
+            (*slot).mm.flags_clear(MMF_VM_MERGEABLE);
+            crate::free_mm_slot(slot);
+        }
     }
     next
 }

@@ -9,8 +9,8 @@
 //! notifier invalidation, exactly as mm/ksm.c.
 
 use crate::{
+    node::{self, RmapItem},
     page::{find_mergeable_vma, with_mm, PageRef},
-    rmap_item::RmapItem,
     stable_tree::{self, folio_stable_node, Match},
     state::USE_ZERO_PAGES,
     unmerge::break_ksm,
@@ -198,11 +198,12 @@ fn try_to_merge_with_zero_page(item: &mut RmapItem, page: &mut PageRef) -> Resul
     if !zero_page_candidate(item) {
         return Err(EFAULT);
     }
-    let addr = item.address.addr();
+    let addr = item.address().addr();
     with_mm(item.mm(), |g| match find_mergeable_vma(g, addr) {
         Some(vma) => {
             let r = try_to_merge_one_page(vma, page, addr, KPage::Zero);
-            crate::trace::merge_one_page(pgtable::zero_page_pfn(addr), item, crate::to_errno(r));
+            let zero_pfn = pgtable::zero_page_pfn(addr);
+            crate::trace::merge_one_page(zero_pfn, item, item.mm(), crate::to_errno(r));
             r
         }
         // The area is gone: nothing left to do.
@@ -214,12 +215,12 @@ fn try_to_merge_with_zero_page(item: &mut RmapItem, page: &mut PageRef) -> Resul
 /// Merges the item's page with the KSM page `kpage` (or makes it one) and prepares the item
 /// for the stable tree (`try_to_merge_with_ksm_page()`).
 fn try_to_merge_with_ksm_page(
-    ksm: &mut Ksm,
+    ksm: &mut Ksm<'_>,
     item: &mut RmapItem,
     page: &mut PageRef,
     kpage: Option<&Folio>,
 ) -> Result {
-    let addr = item.address.addr();
+    let addr = item.address().addr();
     let mm: *const kernel::mm::Mm = item.mm;
     // SAFETY: The mm slot keeps the mm alive (mmgrab) while the item exists.
     let res = with_mm(unsafe { &*mm }, |g| {
@@ -242,7 +243,7 @@ fn try_to_merge_with_ksm_page(
         Some(k) => (k.first_page().cast(), k.pfn()),
         None => (core::ptr::null_mut(), page.folio.pfn() + page.index),
     };
-    crate::trace::merge_with_ksm_page(kp, pfn, item, crate::to_errno(res));
+    crate::trace::merge_with_ksm_page(kp, pfn, item, item.mm(), crate::to_errno(res));
     res
 }
 
@@ -253,7 +254,7 @@ pub(crate) fn break_cow(item: &mut RmapItem) {
     // SAFETY: Set by try_to_merge_with_ksm_page().
     unsafe { crate::put_anon_vma(item.anon_vma_or_nid.anon_vma) };
     item.clear_info();
-    let addr = item.address.addr();
+    let addr = item.address().addr();
     with_mm(item.mm(), |g| {
         if let Some(vma) = find_mergeable_vma(g, addr) {
             let _ = break_ksm(vma, addr, addr + PAGE_SIZE);
@@ -263,28 +264,28 @@ pub(crate) fn break_cow(item: &mut RmapItem) {
 
 /// Compares the page with the stable tree, then the unstable tree, and merges what can be
 /// merged (`cmp_and_merge_page()`).
-pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut RmapItem) {
-    let node = folio_stable_node(&page.folio);
+pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm<'_>, mut page: PageRef, item: &mut RmapItem) {
+    let node = folio_stable_node(ksm, &page.folio);
     let mut bypass = false;
     let mut checksum = None;
-    if !node.is_null() {
-        // SAFETY: The folio is KSM and pinned by our reference: its node is live.
-        let n = unsafe { &*node };
-        if !n.on_migrate_list() && ksm.kpfn_nid(n.kpfn.load(Relaxed)) != n.nid {
+    if let Some(n) = node {
+        if !n.on_migrate_list() && ksm.node_nid(n) != n.nid() {
             // The page migrated to another NUMA node: its node moves to the right tree
             // through the migrate list (see stable_tree::search()).
-            stable_tree::move_to_migrate_list(ksm, node);
+            stable_tree::move_to_migrate_list(ksm, n);
         }
-        // SAFETY: The node is live, as above.
-        if unsafe { !(*node).on_migrate_list() }
-            && item.address.is_stable()
-            && item.stable_node() == node
-        {
+        let item_node = node::item_stable_node(ksm, item);
+        if !n.on_migrate_list() && item_node == Some(n) {
             return;
         }
+        if item_node.is_some_and(|m| m != n) {
+            // The item maps another KSM page now: take it off that page's node before the
+            // search, which may find that node stale and walk its items (C leaves it there
+            // until after the search).
+            remove_rmap_item_from_tree(ksm, item);
+        }
         // A KSM fork may go over the sharing limit.
-        // SAFETY: The folio is KSM and pinned by our reference: its node is live.
-        if unsafe { !(*node).is_sharing_candidate() } {
+        if !n.is_sharing_candidate() {
             bypass = true;
         }
     } else {
@@ -321,8 +322,8 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
         };
         if let Some(k) = &kfolio {
             if core::ptr::eq(k.as_raw(), page.folio.as_raw())
-                && item.address.is_stable()
-                && item.stable_node() == node
+                && node.is_some()
+                && node::item_stable_node(ksm, item) == node
             {
                 return;
             }
@@ -335,7 +336,7 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
         if try_to_merge_with_ksm_page(ksm, item, &mut page, Some(&k)).is_ok() {
             // Merged: list the item from the KSM page's stable node.
             let g = k.lock();
-            let listed = stable_tree::append(ksm, item, folio_stable_node(&g), bypass);
+            let listed = stable_tree::append(ksm, &g, item, folio_stable_node(ksm, &g), bypass);
             drop(g);
             if listed.is_err() {
                 // The reverse map could not find this mapping: undo the merge.
@@ -361,7 +362,8 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
         // C tries the merge anyway, which fails (and is traced as failed), then splits as
         // here. Split it now and merge on a later scan.
         let pfn = page.folio.pfn() + page.index;
-        crate::trace::merge_with_ksm_page(core::ptr::null_mut(), pfn, item, EFAULT.to_errno());
+        let err = EFAULT.to_errno();
+        crate::trace::merge_with_ksm_page(core::ptr::null_mut(), pfn, item, item.mm(), err);
         drop(tree_page);
         let _ = page.split();
         return;
@@ -387,8 +389,8 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm, mut page: PageRef, item: &mut Rm
     let node = stable_tree::insert(ksm, &g);
     let (tree_listed, listed) = match node {
         Some(node) => (
-            stable_tree::append(ksm, tree_item, node, false).is_ok(),
-            stable_tree::append(ksm, item, node, false).is_ok(),
+            stable_tree::append(ksm, &g, tree_item, Some(node), false).is_ok(),
+            stable_tree::append(ksm, &g, item, Some(node), false).is_ok(),
         ),
         None => (false, false),
     };

@@ -5,13 +5,13 @@
 //! Each mm that has (or had) mergeable areas has an [`MmSlot`], found by mm in a map and
 //! linked in a list that the scan cursor walks. Both live in [`MmList`] under
 //! [`crate::MMLIST`], a spinlock (C: `ksm_mmlist_lock`); the slot's `rmap_list` belongs to the
-//! scanner and is protected by [`crate::KSM_THREAD_MUTEX`].
+//! scanner and is protected by the thread mutex ([`crate::lock_ksm`]).
 //!
 //! A slot holds an `mmgrab()` reference on its mm, so the `mm_struct` outlives the slot; the
 //! address space itself may be gone (`mm_users == 0`), which the scanner notices and then frees
 //! the slot.
 
-use crate::rmap_item::RmapItem;
+use crate::node::RmapItem;
 use core::cell::UnsafeCell;
 use kernel::{
     alloc::flags::GFP_KERNEL,

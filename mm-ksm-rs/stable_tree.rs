@@ -20,9 +20,14 @@
 //! to another NUMA node waits on the migrate list until its page is next scanned and the node
 //! is put into the right tree ([`search`]).
 //!
-//! Tree structure and the item lists are changed under [`crate::KSM_THREAD_MUTEX`]; adding to
-//! or removing from a node's item list also holds the KSM folio's lock, because
-//! `rmap_walk_ksm()` walks the list under that lock only.
+//! Tree structure and the item lists are changed under the thread mutex
+//! ([`crate::lock_ksm`]); adding to or removing from a node's item list also holds the KSM
+//! folio's lock, because `rmap_walk_ksm()` walks the list under that lock only.
+//!
+//! Nodes are handled as [`NodeRef`]s, which stay valid while the thread mutex is held: a node
+//! freed meanwhile is only freed when the mutex is released. So the walks below may remove
+//! and free stale nodes on their way without `unsafe`; [`crate::node`] refuses to take out of
+//! a tree or list a node that is not in it.
 //!
 //! # Memory ordering with migration
 //!
@@ -35,24 +40,24 @@
 //! and free a node that the new folio's mapping still points to.
 
 use crate::{
-    rmap_item::{PackedAddress, RmapItem, StableItemLinks},
+    node::{
+        self, add_item, chain_add_dup, dup_unlink, dups, is_first_dup, is_only_dup, migrate_list,
+        migrate_list_add, migrate_list_del, take_item_unmapped, tree_descend, tree_first,
+        tree_insert, tree_next, tree_node_at, tree_remove, tree_replace, NodeRef, RmapItem,
+        StableNode,
+    },
     state::{
-        add_mm_counters, MAX_PAGE_SHARING, PAGES_SHARED, PAGES_SHARING, STABLE_NODE_CHAINS,
-        STABLE_NODE_CHAINS_PRUNE_MILLISECS, STABLE_NODE_DUPS,
+        add_mm_counters, MAX_PAGE_SHARING, PAGES_SHARED, PAGES_SHARING,
+        STABLE_NODE_CHAINS_PRUNE_MILLISECS,
     },
     Ksm,
 };
-use core::{
-    cmp::Ordering,
-    mem::{offset_of, ManuallyDrop},
-    ptr::NonNull,
-};
+use core::cmp::Ordering;
 use kernel::{
     error::{code::*, Result},
-    hlist,
     kthread::cond_resched,
-    mm::folio::{Folio, FolioLockGuard, UnrefFolio, FOLIO_MAPPING_FLAGS, FOLIO_MAPPING_KSM},
-    rbtree::intrusive::{Adapter, Links, Position},
+    mm::folio::{Folio, FolioLockGuard, UnrefFolio, FOLIO_MAPPING_KSM},
+    rbtree::intrusive::Position,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
@@ -61,346 +66,29 @@ use kernel::{
     time::{jiffies, msecs_to_jiffies},
 };
 
-/// `rmap_hlist_len` of a chain node. Any negative number would do; not -1, so that an underflow
-/// of a real count is still recognizable.
-pub(crate) const STABLE_NODE_CHAIN: i32 = -1024;
-
-/// Where a node is linked: in a stable tree, or in a list (C: the union of `node` with
-/// `head`, `hlist_dup` and `list`). [`StableNode::place`] says which.
-#[repr(C)]
-pub(crate) union Link {
-    /// In a stable tree (a plain node or a chain; accessed by the tree only, through
-    /// [`TreeLinks`]).
-    node: ManuallyDrop<Links>,
-    /// In a chain's list of dups (a dup), or in the migrate list (accessed by the lists only,
-    /// through [`ListLinks`]).
-    list: ManuallyDrop<hlist::Links<StableNode>>,
-}
-
-/// The head of a node's list (C: `hlist`, which holds either): the rmap items mapping a KSM
-/// page (plain nodes and dups), or the dups of a chain; `rmap_hlist_len` says which.
-#[repr(C)]
-pub(crate) union Head {
-    /// The rmap items mapping this KSM page (plain nodes and dups).
-    items: ManuallyDrop<hlist::Head<StableItemLinks>>,
-    /// The dups (chains only).
-    dups: ManuallyDrop<hlist::Head<ListLinks>>,
-}
-
-/// Which member of [`Link`] is in use.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Place {
-    /// In a stable tree, or being put into one (`link.node`).
-    Tree,
-    /// A dup in a chain (`link.list`; C: `head == STABLE_NODE_DUP_HEAD`).
-    Dup,
-    /// On the migrate list, out of any tree (`link.list`; C: `head == &migrate_nodes`).
-    Migrate,
-}
-
-/// A node of the stable tree (`struct ksm_stable_node`): a KSM page, or a chain of them.
-///
-/// At most 64 bytes on 64-bit, as C's (checked at build time): what a node can be linked into
-/// shares one [`Link`], and its list one [`Head`].
-#[repr(C)]
-pub(crate) struct StableNode {
-    /// Where the node is linked, as `place` says.
-    pub(crate) link: Link,
-    /// Its list, as `rmap_hlist_len` says.
-    pub(crate) head: Head,
-    /// Page frame number of the KSM page (plain nodes and dups).
-    pub(crate) kpfn: Atomic<usize>,
-    /// When the chain was last pruned of stale dups (chains only).
-    chain_prune_time: usize,
-    /// Number of items in the list, or [`STABLE_NODE_CHAIN`].
-    pub(crate) rmap_hlist_len: i32,
-    /// NUMA node of the tree holding this node.
-    pub(crate) nid: i32,
-    /// Checksum of the KSM page (of its dups' pages for a chain), the first part of the
-    /// node's key in the tree ([`crate::order`]). Fixed while the node is in a tree or chain.
-    pub(crate) hash: u32,
-    /// Which member of `link` is in use.
-    place: Place,
-}
-
-/// The links of stable nodes in the lists of dups and in the migrate list.
-pub(crate) struct ListLinks;
-
-// SAFETY: `link.list` is a transparent `ManuallyDrop<hlist::Links<StableNode>>` in every
-// `StableNode`.
-unsafe impl hlist::Adapter for ListLinks {
-    type Item = StableNode;
-    const OFFSET: usize = offset_of!(StableNode, link.list);
-}
-
-/// The links of stable nodes in the stable trees.
-pub(crate) struct TreeLinks;
-
-// SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `StableNode`.
-unsafe impl Adapter for TreeLinks {
-    type Item = StableNode;
-    const OFFSET: usize = offset_of!(StableNode, link.node);
-}
-
-// As small as C's `struct ksm_stable_node` (64 bytes on 64-bit), the checksum included.
-#[cfg(CONFIG_64BIT)]
-const _: () = assert!(core::mem::size_of::<StableNode>() <= 64);
-
-// SAFETY: Only used under KSM's locks.
-unsafe impl Send for StableNode {}
-
-impl StableNode {
-    fn new(kpfn: usize, rmap_hlist_len: i32, hash: u32) -> Self {
-        Self {
-            link: Link {
-                node: ManuallyDrop::new(Links::new()),
-            },
-            head: Head {
-                items: ManuallyDrop::new(hlist::Head::new()),
-            },
-            kpfn: Atomic::new(kpfn),
-            chain_prune_time: 0,
-            rmap_hlist_len,
-            nid: 0,
-            hash,
-            place: Place::Tree,
-        }
-    }
-
-    /// Whether the node is on the migrate list, out of any tree.
-    pub(crate) fn on_migrate_list(&self) -> bool {
-        self.place == Place::Migrate
-    }
-
-    /// Whether the node is a dup in a chain.
-    fn is_dup(&self) -> bool {
-        self.place == Place::Dup
-    }
-
-    /// The `folio->mapping` value of this node's KSM page.
-    pub(crate) fn expected_mapping(this: *const StableNode) -> usize {
-        this as usize | FOLIO_MAPPING_KSM
-    }
-
-    /// Whether this is a chain of dups.
-    pub(crate) fn is_chain(&self) -> bool {
-        self.rmap_hlist_len == STABLE_NODE_CHAIN
-    }
-
-    /// Whether `extra` more mappings may share this node's page
-    /// (`__is_page_sharing_candidate()`): it still has a mapping (else its page is going away)
-    /// and stays below `max_page_sharing`.
-    fn is_sharing_candidate_plus(&self, extra: i32) -> bool {
-        // C: VM_BUG_ON(). A chain or an underflowed count: refuse to share.
-        if kernel::warn_on!(self.rmap_hlist_len < 0) {
-            return false;
-        }
-        self.rmap_hlist_len != 0 && self.rmap_hlist_len + extra < MAX_PAGE_SHARING.load(Relaxed)
-    }
-
-    /// Whether another mapping may share this node's page (`is_page_sharing_candidate()`).
-    pub(crate) fn is_sharing_candidate(&self) -> bool {
-        self.is_sharing_candidate_plus(0)
-    }
-
-    /// Iterates over the items listed from the node at `this`.
-    ///
-    /// The node is not borrowed: rmap walks call this under the KSM folio's lock only, while
-    /// ksmd may change other fields of the node (its count, its tree or migrate links).
-    ///
-    /// # Safety
-    ///
-    /// `this` must be a live plain node or dup, and the caller must hold a lock that keeps its
-    /// list unchanged while the iterator is used (the KSM folio's lock or the thread mutex).
-    pub(crate) unsafe fn items(this: *const Self) -> impl Iterator<Item = *mut RmapItem> {
-        // SAFETY: As the caller guarantees; only the `head` field is borrowed, and `items` is
-        // the member of `head` in use for a plain node or dup.
-        unsafe { (*this).head.items.iter() }.map(NonNull::as_ptr)
-    }
-
-    /// The list of items (plain nodes and dups).
-    fn items_head(&self) -> &hlist::Head<StableItemLinks> {
-        // C: VM_BUG_ON(). The callers pass plain nodes and dups only.
-        kernel::warn_on!(self.is_chain());
-        // SAFETY: Both members of `head` are one initialized pointer in an `UnsafeCell`: any
-        // bits are valid. What the list holds is the business of its `unsafe` functions.
-        unsafe { &self.head.items }
-    }
-
-    /// The list of dups (chains).
-    fn dups_head(&self) -> &hlist::Head<ListLinks> {
-        // C: VM_BUG_ON(). The callers pass chains only.
-        kernel::warn_on!(!self.is_chain());
-        // SAFETY: As in `items_head()`.
-        unsafe { &self.head.dups }
-    }
-
-    /// Whether the node has no items (plain nodes and dups) or no dups (chains).
-    pub(crate) fn list_is_empty(&self) -> bool {
-        if self.is_chain() {
-            self.dups_head().is_empty()
-        } else {
-            self.items_head().is_empty()
-        }
-    }
-
-    /// The dups of a chain.
-    ///
-    /// # Safety
-    ///
-    /// While the iterator is used, the thread mutex must be held, and the chain's list may only
-    /// change by the removal (and freeing) of the dup last handed out.
-    unsafe fn dups(&self) -> impl Iterator<Item = *mut StableNode> {
-        // SAFETY: Dups of a live chain are valid under the thread mutex; the list only changes
-        // as the caller promises, and the iterator reads each successor before handing out a dup.
-        unsafe { self.dups_head().iter() }.map(NonNull::as_ptr)
-    }
-}
-
-/// The stable node of a KSM folio, or null (`folio_stable_node()`).
-pub(crate) fn folio_stable_node(folio: &Folio) -> *mut StableNode {
-    if folio.is_ksm() {
-        (folio.raw_mapping() & !FOLIO_MAPPING_FLAGS) as *mut StableNode
-    } else {
-        core::ptr::null_mut()
-    }
-}
-
-/// Links `dup` first into the chain's list of dups (`stable_node_chain_add_dup()`).
-fn chain_add_dup(ksm: &Ksm, dup: *mut StableNode, chain: *mut StableNode) {
-    // SAFETY: Both are live nodes, `dup` in no tree or list, and freed only after it leaves the
-    // list; the thread mutex serializes the list's users.
-    unsafe {
-        (*chain).dups_head().push_front(NonNull::new_unchecked(dup));
-        (*dup).place = Place::Dup;
-    }
-    STABLE_NODE_DUPS.add(ksm, 1);
-}
-
-/// Unlinks a dup from its chain (`__stable_node_dup_del()`).
-fn dup_unlink(ksm: &Ksm, dup: *mut StableNode) {
-    // SAFETY: `dup` is a live dup in a chain; the thread mutex serializes the list's users.
-    unsafe {
-        hlist::Head::<ListLinks>::remove(NonNull::new_unchecked(dup));
-        (*dup).place = Place::Tree;
-    }
-    STABLE_NODE_DUPS.add(ksm, -1);
-}
+pub(crate) use crate::node::folio_stable_node;
 
 /// Takes a plain node or dup out of the tree or its chain (`stable_node_dup_del()`).
-fn node_del(ksm: &mut Ksm, node: *mut StableNode) {
-    // SAFETY: A live node under the thread mutex.
-    if unsafe { (*node).is_dup() } {
+fn node_del<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>) {
+    if node.is_dup() {
         dup_unlink(ksm, node);
     } else {
-        // SAFETY: A plain node is in the stable tree of its nid.
-        unsafe { tree_remove(ksm, node) };
+        tree_remove(ksm, node);
     }
-}
-
-/// Takes a plain node or chain out of the stable tree of its nid.
-///
-/// # Safety
-///
-/// `node` must be a live node in that tree (thread mutex held).
-unsafe fn tree_remove(ksm: &mut Ksm, node: *mut StableNode) {
-    // SAFETY: As the caller guarantees; a live node is not null.
-    unsafe {
-        let nid = (*node).nid;
-        ksm.stable_tree(nid).remove(NonNull::new_unchecked(node));
-    }
-}
-
-/// Puts `new` in the place of `old` in the stable tree of `old`'s nid; `old` leaves the tree.
-///
-/// # Safety
-///
-/// `old` must be a live node in that tree, and `new` a live node in no tree or list, with the
-/// content of `old` (the same checksum and bytes), which stays live until it is taken out of
-/// the tree (thread mutex held).
-unsafe fn tree_replace(ksm: &mut Ksm, old: *mut StableNode, new: *mut StableNode) {
-    // SAFETY: As the caller guarantees; live nodes are not null.
-    unsafe {
-        let nid = (*old).nid;
-        ksm.stable_tree(nid)
-            .replace(NonNull::new_unchecked(old), NonNull::new_unchecked(new));
-    }
-}
-
-/// Links `node` in at the vacant position `pos` of the stable tree of `nid`, which a walk for
-/// its content found; `EAGAIN` if the tree changed since.
-///
-/// # Safety
-///
-/// `node` must be a live node in no tree or list, which stays live until it is taken out of
-/// the tree (thread mutex held).
-unsafe fn tree_insert(
-    ksm: &mut Ksm,
-    nid: i32,
-    pos: &Position<TreeLinks>,
-    node: *mut StableNode,
-) -> Result {
-    // SAFETY: As the caller guarantees; a live node is not null.
-    unsafe {
-        ksm.stable_tree(nid)
-            .insert(pos, NonNull::new_unchecked(node))
-    }?;
-    // SAFETY: A live node.
-    unsafe { (*node).nid = nid };
-    Ok(())
-}
-
-/// Puts a node that is in no tree or chain on the migrate list.
-fn migrate_list_add(ksm: &mut Ksm, node: *mut StableNode) {
-    // There is no KSM page before init allocated the list.
-    let Some(head) = ksm.migrate_nodes() else {
-        kernel::warn_on!(true);
-        return;
-    };
-    // SAFETY: A live node in no tree or list, freed only after it leaves the list; the head
-    // never moves (its own allocation, freed never); the thread mutex serializes the list's
-    // users.
-    unsafe {
-        head.push_front(NonNull::new_unchecked(node));
-        (*node).place = Place::Migrate;
-    }
-}
-
-/// Takes a node off the migrate list.
-fn migrate_list_del(node: *mut StableNode) {
-    // SAFETY: A live node on the list; the thread mutex serializes the list's users.
-    unsafe {
-        hlist::Head::<ListLinks>::remove(NonNull::new_unchecked(node));
-        (*node).place = Place::Tree;
-    }
-}
-
-/// The nodes on the migrate list.
-///
-/// # Safety
-///
-/// While the iterator is used, the thread mutex must be held, and the list may only change by
-/// the removal (and freeing) of the node last handed out.
-unsafe fn migrate_list(ksm: &Ksm) -> impl Iterator<Item = *mut StableNode> {
-    // SAFETY: Listed nodes are valid under the thread mutex; the list only changes as the
-    // caller promises, and the iterator reads each successor before handing out a node.
-    let nodes = ksm.migrate_nodes().map(|head| unsafe { head.iter() });
-    nodes.into_iter().flatten().map(NonNull::as_ptr)
 }
 
 /// Moves the node of a KSM page that migrated to another NUMA node out of its tree, to be
 /// put into the right tree when its page is next scanned.
-pub(crate) fn move_to_migrate_list(ksm: &mut Ksm, node: *mut StableNode) {
+pub(crate) fn move_to_migrate_list<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>) {
     node_del(ksm, node);
     migrate_list_add(ksm, node);
 }
 
 /// Drops the stale nodes of the migrate list, once per full scan: nothing else looks at them.
-pub(crate) fn prune_migrate_list(ksm: &mut Ksm) {
-    // SAFETY: Thread mutex held (`&mut Ksm`); a stale node is removed and freed by
-    // ksm_get_folio(), which changes nothing else on the list.
-    for node in unsafe { migrate_list(ksm) } {
+pub(crate) fn prune_migrate_list(ksm: &mut Ksm<'_>) {
+    // A stale node is removed and freed by ksm_get_folio(), which changes nothing else on the
+    // list.
+    for node in migrate_list(ksm) {
         let _ = ksm_get_folio(ksm, node, GetFolio::NoLock);
         cond_resched();
     }
@@ -414,24 +102,18 @@ pub(crate) fn prune_migrate_list(ksm: &mut Ksm) {
 /// the same checksum, so a node whose page was freed after its last item went (its mms
 /// exited, say) would stay: look at every node once a scan instead. That is cheaper than
 /// C's lookups at every step of every walk, and bounds how long a stale node lives.
-pub(crate) fn prune_stale_nodes(ksm: &mut Ksm) {
+pub(crate) fn prune_stale_nodes(ksm: &mut Ksm<'_>) {
     for nid in 0..ksm.nr_trees() {
-        let nid = nid as i32;
-        let mut cur = ksm.stable_tree(nid).first();
+        let mut cur = tree_first(ksm, nid as i32);
         while let Some(node) = cur {
             // Removing `node` leaves the other nodes in the tree, so its successor stays in it.
-            // SAFETY: `node` is in the tree.
-            let next = unsafe { ksm.stable_tree(nid).next(node) };
-            let node = node.as_ptr();
-            // SAFETY: A live node of the tree.
-            if unsafe { (*node).is_chain() } {
-                // SAFETY: A live chain, thread mutex held; ksm_get_folio() removes and frees at
-                // most the stale dup it is given.
-                for dup in unsafe { (*node).dups() } {
+            let next = tree_next(ksm, node);
+            if node.is_chain() {
+                // ksm_get_folio() removes and frees at most the stale dup it is given.
+                for dup in dups(node) {
                     let _ = ksm_get_folio(ksm, dup, GetFolio::NoLock);
                 }
-                // SAFETY: The chain is still live: only its dups were removed.
-                if unsafe { (*node).list_is_empty() } {
+                if node.list_is_empty() {
                     free_chain(ksm, node);
                 }
             } else {
@@ -444,27 +126,23 @@ pub(crate) fn prune_stale_nodes(ksm: &mut Ksm) {
 }
 
 /// Replaces plain node `dup` in the tree by a new chain holding it (`alloc_stable_node_chain()`).
-fn alloc_chain(ksm: &mut Ksm, dup: *mut StableNode) -> Option<*mut StableNode> {
-    // SAFETY: A live node.
-    let mut c = StableNode::new(0, STABLE_NODE_CHAIN, unsafe { (*dup).hash });
-    c.chain_prune_time = jiffies() as usize;
-    // SAFETY: A live node.
-    c.nid = unsafe { (*dup).nid };
-    let chain = crate::alloc_stable_node(c).ok()?;
-    STABLE_NODE_CHAINS.add(ksm, 1);
-    // SAFETY: `dup` is a plain node in the tree of its nid; `chain` is new, of its content,
-    // and freed only after it leaves the tree (`free_chain()`).
-    unsafe { tree_replace(ksm, dup, chain) };
-    chain_add_dup(ksm, dup, chain);
+fn alloc_chain<'g>(ksm: &mut Ksm<'g>, dup: NodeRef<'g>) -> Option<NodeRef<'g>> {
+    let chain = node::alloc_chain(ksm, dup.hash())?;
+    chain.set_chain_prune_time(jiffies() as usize);
+    // The chain has the content of `dup`.
+    if tree_replace(ksm, dup, chain).is_err() {
+        node::free_chain(ksm, chain);
+        return None;
+    }
+    // Cannot fail: `dup` just left the tree, and `chain` is in it.
+    chain_add_dup(ksm, dup, chain).ok()?;
     Some(chain)
 }
 
 /// Removes an empty chain from the tree and frees it (`free_stable_node_chain()`).
-fn free_chain(ksm: &mut Ksm, chain: *mut StableNode) {
-    // SAFETY: A chain in the tree of its nid.
-    unsafe { tree_remove(ksm, chain) };
-    free_stable_node(chain);
-    STABLE_NODE_CHAINS.add(ksm, -1);
+fn free_chain<'g>(ksm: &mut Ksm<'g>, chain: NodeRef<'g>) {
+    tree_remove(ksm, chain);
+    node::free_chain(ksm, chain);
 }
 
 /// How [`ksm_get_folio`] locks the folio.
@@ -477,22 +155,44 @@ pub(crate) enum GetFolio {
     TryLock,
 }
 
+/// What [`lookup_folio`] found.
+pub(crate) enum Lookup {
+    /// The node's KSM folio, with a reference.
+    Folio(ARef<Folio>),
+    /// The node is stale: no folio points at it.
+    Stale,
+}
+
 /// Returns the KSM folio of `node` with a reference, if the page still is that node's page;
 /// otherwise the node is stale and is removed from the stable tree (`ksm_get_folio()`).
-pub(crate) fn ksm_get_folio(
-    ksm: &mut Ksm,
-    node: *mut StableNode,
+pub(crate) fn ksm_get_folio<'g>(
+    ksm: &mut Ksm<'g>,
+    node: NodeRef<'g>,
     how: GetFolio,
 ) -> Result<Option<ARef<Folio>>> {
-    let expected = StableNode::expected_mapping(node);
+    match lookup_folio(node, how)? {
+        Lookup::Folio(f) => Ok(Some(f)),
+        Lookup::Stale => {
+            // SAFETY: A stale node: no folio points at it.
+            unsafe { remove_node_from_stable_tree(ksm, node) };
+            Ok(None)
+        }
+    }
+}
+
+/// Looks up the KSM folio of `node`, as [`ksm_get_folio`], but leaves a stale node to the
+/// caller.
+pub(crate) fn lookup_folio(node: NodeRef<'_>, how: GetFolio) -> Result<Lookup> {
+    // C: VM_BUG_ON(). A chain has no page (its `kpfn` is 0).
+    if kernel::warn_on!(node.is_chain()) {
+        return Err(EINVAL);
+    }
+    let expected = node.expected_mapping();
     loop {
-        // SAFETY: `node` is a live node of the stable tree (we hold the thread mutex). C:
-        // READ_ONCE(), an address dependency orders it before the reads of the folio.
-        let kpfn = unsafe { (*node).kpfn.load(Relaxed) };
-        // SAFETY: `kpfn` was a KSM page's pfn; its `struct page` stays in the memory map
-        // while we hold the thread mutex through lock_ksm(): that waits while memory is going
-        // offline, and the nodes of offlined memory are removed before offlining ends
-        // (`hotremove`).
+        // C: READ_ONCE(), an address dependency orders it before the reads of the folio.
+        let kpfn = node.kpfn();
+        // SAFETY: A plain node's `kpfn` is in the memory map while the thread mutex is held, as
+        // it is for a `NodeRef` (see `StableNode::page_nid()`).
         let folio = unsafe { UnrefFolio::from_pfn(kpfn) };
         'stale: {
             if folio.raw_mapping() != expected {
@@ -522,87 +222,82 @@ pub(crate) fn ksm_get_folio(
                     break 'stale;
                 }
             }
-            return Ok(Some(f));
+            return Ok(Lookup::Folio(f));
         }
         // The node looks stale (by the mapping or the swap cache flag), but the page may be
         // migrating: `folio_migrate_ksm()` stores the new kpfn, smp_wmb(), then clears the old
         // folio's mapping. Order the reads that saw it stale before the new read of kpfn.
         smp_mb(Read);
-        // SAFETY: As above.
-        if unsafe { (*node).kpfn.load(Relaxed) } != kpfn {
+        if node.kpfn() != kpfn {
             continue;
         }
-        remove_node_from_stable_tree(ksm, node);
-        return Ok(None);
+        // The page at `kpfn` no longer points at the node or is being freed, and `kpfn` did
+        // not change (no migration moved the node to another page): the node is stale.
+        return Ok(Lookup::Stale);
     }
 }
 
 /// Removes a stale node (plain or dup) and forgets all its items
 /// (`remove_node_from_stable_tree()`).
-pub(crate) fn remove_node_from_stable_tree(ksm: &mut Ksm, node: *mut StableNode) {
-    // `node` is a live plain node or dup and we hold the thread mutex. It is only read through
-    // short-lived shared references: `folio_migrate_ksm()` may store `kpfn` concurrently (an
-    // atomic), and forget_stable_item() changes the count through `node`.
-    // C: BUG_ON(). A chain's dups are not in its item list: freeing it here would leave them
-    // pointing at freed memory. Callers never pass one; leak it rather than corrupt memory.
-    // SAFETY: As above.
-    let is_chain = unsafe { (*node).is_chain() };
-    if kernel::warn_on!(is_chain) {
+///
+/// # Safety
+///
+/// No folio's mapping may point at the node (see [`node::free`]).
+pub(crate) unsafe fn remove_node_from_stable_tree<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>) {
+    // C: BUG_ON(). A chain's dups are not in its item list: callers never pass one.
+    if kernel::warn_on!(node.is_chain()) {
         return;
     }
-    // SAFETY: As above.
-    let kpfn = unsafe { (*node).kpfn.load(Relaxed) };
-    // SAFETY: As above; the list does not change while the items are forgotten, and goes with
-    // the node, freed below.
-    let items = unsafe { StableNode::items(node) };
+    let kpfn = node.kpfn();
+    // SAFETY: A plain node or dup, thread mutex held: no folio points at the node (the
+    // caller's promise), so no rmap walk reaches its list and only we change it, only by
+    // taking off the item handed out. Items are freed only after they left the list.
+    let items = unsafe { StableNode::items(node.as_ptr()) };
     for item in items {
-        // SAFETY: Items listed from the node are valid.
+        // SAFETY: Items listed from the node are valid. No other reference to this one is in
+        // use: callers that hold an item take it off its node's list before any lookup that
+        // may remove that node (`remove_rmap_item_from_tree()`, `cmp_and_merge_page()`).
         let item = unsafe { &mut *item };
         let sharing = !item.is_last_stable();
         if sharing {
-            crate::trace::remove_rmap_item(kpfn, item);
+            crate::trace::remove_rmap_item(kpfn, item, item.mm());
         }
-        forget_stable_item(ksm, node, item, sharing);
+        // SAFETY: No folio points at the node (the caller's promise). It was the item's node,
+        // and the item held an anon_vma reference as a stable item.
+        unsafe {
+            let taken = take_item_unmapped(ksm, item);
+            kernel::warn_on!(taken != Some(node));
+            forget_stable_item(ksm, item, sharing);
+        }
         cond_resched();
     }
     crate::trace::remove_ksm_page(kpfn);
-    // SAFETY: As above.
-    if unsafe { (*node).on_migrate_list() } {
+    if node.on_migrate_list() {
         migrate_list_del(node);
     } else {
         node_del(ksm, node);
     }
-    free_stable_node(node);
+    // SAFETY: No folio points at the node, as the caller guarantees.
+    unsafe { node::free(ksm, node) };
 }
 
-/// Accounts for `item` leaving the list of `node` (it was a sharing mapping or the shared
-/// page), drops its anon_vma reference and makes it a plain item again; the caller unlinks it
-/// or frees the whole list. The thread mutex is held and `node` is live.
-pub(crate) fn forget_stable_item(
-    ksm: &Ksm,
-    node: *mut StableNode,
-    item: &mut RmapItem,
-    sharing: bool,
-) {
+/// Accounts for `item`, just taken off its stable node's list, leaving it (it was a sharing
+/// mapping or the shared page), and drops its anon_vma reference.
+///
+/// # Safety
+///
+/// `item` must have just been taken off a stable node's list, and hold the reference on the
+/// anon_vma in `anon_vma_or_nid` that it took when it was listed.
+pub(crate) unsafe fn forget_stable_item(ksm: &Ksm<'_>, item: &mut RmapItem, sharing: bool) {
     if sharing {
         PAGES_SHARING.add(ksm, -1);
     } else {
         PAGES_SHARED.add(ksm, -1);
     }
     add_mm_counters(ksm, item.mm(), -1, 0);
-    // SAFETY: A live node; its count is only changed under the thread mutex.
-    unsafe { (*node).rmap_hlist_len -= 1 };
-    // SAFETY: Stable items hold an anon_vma reference.
+    // SAFETY: The item holds this reference (the caller's promise).
     unsafe { crate::put_anon_vma(item.anon_vma_or_nid.anon_vma) };
     item.clear_info();
-    item.set_stable_node(core::ptr::null_mut());
-    item.address = PackedAddress::new(item.address.addr());
-}
-
-/// Frees a stable node that is in no tree, chain or list.
-pub(crate) fn free_stable_node(node: *mut StableNode) {
-    // SAFETY: `node` was allocated with `alloc_stable_node()`; the caller unlinked it.
-    unsafe { crate::free_stable_node(node) };
 }
 
 /// Picks the best dup of `*chain` to merge with and returns its page (`stable_node_dup()`):
@@ -610,95 +305,87 @@ pub(crate) fn free_stable_node(node: *mut StableNode) {
 /// `stable_node_chains_prune_millisecs`, walks all dups to drop stale ones. Collapses the
 /// chain (and updates `*chain` to the remaining dup) when one dup is left, and frees it when
 /// none is.
-fn stable_node_dup(
-    ksm: &mut Ksm,
-    chain: &mut *mut StableNode,
+fn stable_node_dup<'g>(
+    ksm: &mut Ksm<'g>,
+    chain: &mut NodeRef<'g>,
     prune: bool,
-) -> (Option<ARef<Folio>>, *mut StableNode) {
+) -> (Option<ARef<Folio>>, Option<NodeRef<'g>>) {
     let c = *chain;
     let now = jiffies() as usize;
     let prune_ms = STABLE_NODE_CHAINS_PRUNE_MILLISECS.load(Relaxed);
-    // SAFETY: A live chain under the thread mutex.
-    let prune = prune
-        && unsafe {
-            let due = (*c)
-                .chain_prune_time
-                .wrapping_add(msecs_to_jiffies(prune_ms) as usize);
-            // time_before(now, due) is false: prune, and restart the interval.
-            if (now.wrapping_sub(due) as isize) >= 0 {
-                (*c).chain_prune_time = now;
-                true
-            } else {
-                false
-            }
-        };
+    let prune = prune && {
+        let due = c
+            .chain_prune_time()
+            .wrapping_add(msecs_to_jiffies(prune_ms) as usize);
+        // time_before(now, due) is false: prune, and restart the interval.
+        if (now.wrapping_sub(due) as isize) >= 0 {
+            c.set_chain_prune_time(now);
+            true
+        } else {
+            false
+        }
+    };
 
-    let mut found: *mut StableNode = core::ptr::null_mut();
-    let mut found_len = 0;
+    let mut found: Option<NodeRef<'g>> = None;
     let mut tree_folio: Option<ARef<Folio>> = None;
-    // SAFETY: A live chain, thread mutex held; ksm_get_folio() removes and frees at most the
-    // stale dup it is given.
-    for dup in unsafe { (*c).dups() } {
+    for dup in dups(c) {
         cond_resched();
         // A stale dup is removed (and freed) by ksm_get_folio(); `dups()` already moved on.
         let Ok(Some(folio)) = ksm_get_folio(ksm, dup, GetFolio::NoLock) else {
             continue;
         };
-        // SAFETY: `dup` is live (its page still points at it).
-        let d = unsafe { &*dup };
-        // SAFETY: `found` is live when non-null.
-        let better = found.is_null()
-            || (d.is_sharing_candidate()
-                && (unsafe { !(*found).is_sharing_candidate() } || d.rmap_hlist_len > found_len));
+        let better = match found {
+            None => true,
+            Some(f) => {
+                dup.is_sharing_candidate()
+                    && (!f.is_sharing_candidate() || dup.rmap_hlist_len() > f.rmap_hlist_len())
+            }
+        };
         if better {
-            found = dup;
-            found_len = d.rmap_hlist_len;
+            found = Some(dup);
             tree_folio = Some(folio);
-            if !prune && d.is_sharing_candidate() {
+            if !prune && dup.is_sharing_candidate() {
                 break;
             }
         }
     }
 
-    if found.is_null() {
+    let Some(found) = found else {
         // No dup left: the chain is empty.
         free_chain(ksm, c);
-        return (None, core::ptr::null_mut());
-    }
-    // SAFETY: Live chain and dup.
-    unsafe {
-        let first = (*c).dups_head().first().map(NonNull::as_ptr);
-        let last = hlist::Head::<ListLinks>::next(NonNull::new_unchecked(found)).is_none();
-        if first == Some(found) && last {
-            // One dup left, below the limit: drop the chain and put the dup in its place.
-            dup_unlink(ksm, found);
-            (*found).nid = (*c).nid;
-            // The dup has the chain's content, and is freed only after it leaves the tree.
-            tree_replace(ksm, c, found);
-            free_stable_node(c);
-            STABLE_NODE_CHAINS.add(ksm, -1);
+        return (None, None);
+    };
+    if is_only_dup(c, found) {
+        // One dup left, below the limit: drop the chain and put the dup in its place, which
+        // has the chain's content.
+        dup_unlink(ksm, found);
+        if tree_replace(ksm, c, found).is_ok() {
+            node::free_chain(ksm, c);
             // The caller relies on `*chain == found` when the chain collapsed.
             *chain = found;
-        } else if first != Some(found) && (*found).is_sharing_candidate_plus(1) {
-            // Move a dup that can take more than the merge under way to the front, so that
-            // the next search without pruning finds it first.
-            dup_unlink(ksm, found);
-            chain_add_dup(ksm, found, c);
         }
+    } else if !is_first_dup(c, found) && found.is_sharing_candidate_plus(1) {
+        // Move a dup that can take more than the merge under way to the front, so that the
+        // next search without pruning finds it first.
+        dup_unlink(ksm, found);
+        // Cannot fail: `found` just left the chain, which is in the tree.
+        let _ = chain_add_dup(ksm, found, c);
     }
-    (tree_folio, found)
+    (tree_folio, Some(found))
 }
 
 /// The page of a plain node, or of the best dup of a chain (`__stable_node_chain()`).
-fn node_folio(
-    ksm: &mut Ksm,
-    node: &mut *mut StableNode,
+fn node_folio<'g>(
+    ksm: &mut Ksm<'g>,
+    node: &mut NodeRef<'g>,
     prune: bool,
-) -> (Option<ARef<Folio>>, *mut StableNode) {
-    // SAFETY: A live node.
-    if unsafe { !(**node).is_chain() } {
+) -> (Option<ARef<Folio>>, Option<NodeRef<'g>>) {
+    if !node.is_chain() {
         let n = *node;
-        return (ksm_get_folio(ksm, n, GetFolio::NoLock).ok().flatten(), n);
+        return (
+            ksm_get_folio(ksm, n, GetFolio::NoLock).ok().flatten(),
+            Some(n),
+        );
     }
     stable_node_dup(ksm, node, prune)
 }
@@ -716,16 +403,15 @@ pub(crate) enum Match {
 }
 
 /// Where a walk of a stable tree by content ended.
-enum Walk {
+enum Walk<'g> {
     /// A node with the same content: `node` is the tree node (a chain, or a plain node, also
     /// when a chain was just collapsed into it), `dup` the node of the page compared (a dup of
     /// the chain, or `node` itself).
-    Equal {
-        node: *mut StableNode,
-        dup: *mut StableNode,
-    },
+    Equal { node: NodeRef<'g>, dup: NodeRef<'g> },
     /// No node with that content: a new one goes at `pos`.
-    Empty { pos: Position<TreeLinks> },
+    Empty { pos: Position<node::TreeLinks> },
+    /// The tree of `nid` does not exist (a warning was given).
+    NoTree,
 }
 
 /// Walks the stable tree of `nid` for the key `(hash, bytes)` ([`crate::order`]): nodes with
@@ -734,30 +420,31 @@ enum Walk {
 /// `Match::Checksum` takes the first live one as equal. Stale nodes met on the way are removed,
 /// which rebalances the tree: the walk then starts again (giving up would be safe too, but
 /// would insert duplicates needlessly). `prune` lets chains drop their stale dups on the way.
-fn walk(
-    ksm: &mut Ksm,
+fn walk<'g>(
+    ksm: &mut Ksm<'g>,
     nid: i32,
     hash: u32,
     how: Match,
     prune: bool,
     cmp: impl Fn(&Folio) -> Ordering,
-) -> Walk {
+) -> Walk<'g> {
     'again: loop {
-        let mut pos = ksm.stable_tree(nid).root();
+        let Ok(mut pos) = node::tree_root(ksm, nid) else {
+            return Walk::NoTree;
+        };
         // `EAGAIN`: the tree changed under the walk (a stale node was removed, or a chain
         // collapsed into its dup): start again.
-        while let Ok(at) = ksm.stable_tree(nid).item_at(&pos) {
-            let Some(node) = at else {
+        while let Ok(at) = tree_node_at(ksm, nid, &pos) {
+            let Some(mut node) = at else {
                 return Walk::Empty { pos };
             };
             cond_resched();
-            let mut node = node.as_ptr();
-            // SAFETY: A live node of the tree; its key does not change while it is linked.
-            let ord = match crate::order::by_checksum(hash, unsafe { (*node).hash }) {
+            // The key of a node does not change.
+            let ord = match crate::order::by_checksum(hash, node.hash()) {
                 Some(ord) => ord,
                 None => {
                     let (tree_folio, dup) = node_folio(ksm, &mut node, prune);
-                    let Some(tree_folio) = tree_folio else {
+                    let (Some(tree_folio), Some(dup)) = (tree_folio, dup) else {
                         continue 'again;
                     };
                     let ord = match how {
@@ -771,7 +458,7 @@ fn walk(
                     ord
                 }
             };
-            if ksm.stable_tree(nid).descend(&mut pos, ord).is_err() {
+            if tree_descend(ksm, nid, &mut pos, ord).is_err() {
                 continue 'again;
             }
         }
@@ -794,39 +481,38 @@ fn walk(
 /// search itself would act on its match (a full node, a node whose page migrated), it decides
 /// by the bytes.
 pub(crate) fn search(
-    ksm: &mut Ksm,
+    ksm: &mut Ksm<'_>,
     page: &crate::page::PageRef,
     checksum: Option<u32>,
     how: Match,
 ) -> Result<Option<ARef<Folio>>> {
     let folio = &page.folio;
-    let page_node = folio_stable_node(folio);
-    // SAFETY: The node of a KSM folio we hold is live.
-    if !page_node.is_null() && unsafe { !(*page_node).on_migrate_list() } {
+    let page_node = folio_stable_node(ksm, folio);
+    if page_node.is_some_and(|n| !n.on_migrate_list()) {
         // A KSM page that was forked: it is already in the tree.
         return Ok(Some(folio.clone()));
     }
-    let (hash, mut how) = if !page_node.is_null() {
+    let (hash, mut how) = match page_node {
         // A migrated KSM page joins a chain or takes a node's place without another
-        // comparison: compare the bytes here.
-        // SAFETY: As above. Its key, computed when the page became KSM.
-        (unsafe { (*page_node).hash }, Match::Bytes)
-    } else {
-        (checksum.unwrap_or_else(|| page.checksum()), how)
+        // comparison: compare the bytes here. Its key, computed when the page became KSM.
+        Some(n) => (n.hash(), Match::Bytes),
+        None => (checksum.unwrap_or_else(|| page.checksum()), how),
     };
-    let nid = ksm.kpfn_nid(folio.pfn());
+    let nid = ksm.folio_nid(folio);
     loop {
         match walk(ksm, nid, hash, how, true, |tree_folio| {
             page.cmp_folio(tree_folio)
         }) {
+            Walk::NoTree => return Ok(None),
             Walk::Equal { node, dup } => {
                 // A migrated KSM page mapped more than once joins the equal pages as a dup: it
                 // cannot be merged into one of them.
-                if !page_node.is_null() && folio.mapcount() > 1 {
-                    return Ok(chain_append(ksm, node, dup, page_node, nid, folio));
+                if let Some(page_node) = page_node {
+                    if folio.mapcount() > 1 {
+                        return Ok(chain_append(ksm, node, dup, page_node, folio));
+                    }
                 }
-                // SAFETY: Valid dup or plain node.
-                if unsafe { !(*dup).is_sharing_candidate() } {
+                if !dup.is_sharing_candidate() {
                     if how == Match::Checksum {
                         // Matched by checksum only: a node of other bytes may hide one of
                         // these bytes with room. Decide by the bytes, as C does.
@@ -842,8 +528,7 @@ pub(crate) fn search(
                     // It went stale: the tree changed, walk again.
                     continue;
                 };
-                // SAFETY: `dup` is live (its page was just checked).
-                if unsafe { ksm.kpfn_nid((*dup).kpfn.load(Relaxed)) != (*dup).nid } {
+                if ksm.node_nid(dup) != dup.nid() {
                     drop(tree_folio);
                     if how == Match::Checksum {
                         // As above: only a page of these bytes takes the place of the node.
@@ -851,21 +536,18 @@ pub(crate) fn search(
                         continue;
                     }
                     // The tree's page itself migrated to another node.
-                    return Ok(replace(ksm, node, dup, page_node, nid, folio));
+                    return Ok(replace(ksm, node, dup, page_node, folio));
                 }
                 return Ok(Some(tree_folio));
             }
             Walk::Empty { pos } => {
-                if page_node.is_null() {
+                let Some(page_node) = page_node else {
                     return Ok(None);
-                }
+                };
                 // The migrated page has no equal in its new node's tree: it becomes a node
                 // there.
                 migrate_list_del(page_node);
-                // SAFETY: `page_node` is live and now in no list; it is freed only after it
-                // leaves the tree.
-                let inserted = unsafe { tree_insert(ksm, nid, &pos, page_node) };
-                if kernel::warn_on!(inserted.is_err()) {
+                if kernel::warn_on!(tree_insert(ksm, nid, &pos, page_node).is_err()) {
                     // Nothing changed the tree since the walk; if something did, the node
                     // waits on the migrate list for the next scan.
                     migrate_list_add(ksm, page_node);
@@ -878,59 +560,56 @@ pub(crate) fn search(
 }
 
 /// The migrated page itself, if it may take another mapping.
-fn sharing_candidate(page_node: *mut StableNode, folio: &ARef<Folio>) -> Option<ARef<Folio>> {
-    // SAFETY: A live node.
-    unsafe { (*page_node).is_sharing_candidate() }.then(|| folio.clone())
+fn sharing_candidate(page_node: NodeRef<'_>, folio: &ARef<Folio>) -> Option<ARef<Folio>> {
+    page_node.is_sharing_candidate().then(|| folio.clone())
 }
 
-/// Puts the migrated `page_node` into the tree of `nid` in the place of `dup`, whose page
-/// migrated away; `dup` goes to the migrate list.
-fn replace(
-    ksm: &mut Ksm,
-    node: *mut StableNode,
-    dup: *mut StableNode,
-    page_node: *mut StableNode,
-    nid: i32,
+/// Puts the migrated `page_node` into the tree in the place of `dup`, whose page migrated
+/// away; `dup` goes to the migrate list.
+fn replace<'g>(
+    ksm: &mut Ksm<'g>,
+    node: NodeRef<'g>,
+    dup: NodeRef<'g>,
+    page_node: Option<NodeRef<'g>>,
     folio: &ARef<Folio>,
 ) -> Option<ARef<Folio>> {
     let mut ret = None;
     if dup == node {
         // No chain.
-        if !page_node.is_null() {
+        if let Some(page_node) = page_node {
             migrate_list_del(page_node);
-            // SAFETY: `page_node` is live, now in no list, of the same content as `dup`, which
-            // is in the tree of its nid, `nid`; a node is freed only after it leaves the tree.
-            unsafe {
-                (*page_node).nid = nid;
-                tree_replace(ksm, dup, page_node);
+            // Of the same content as `dup`.
+            if tree_replace(ksm, dup, page_node).is_err() {
+                // Warned; nothing changed: the page waits on the migrate list.
+                migrate_list_add(ksm, page_node);
+                return None;
             }
             ret = sharing_candidate(page_node, folio);
         } else {
-            // SAFETY: `dup` is a plain node in the tree of its nid.
-            unsafe { tree_remove(ksm, dup) };
+            tree_remove(ksm, dup);
         }
     } else {
         dup_unlink(ksm, dup);
-        if !page_node.is_null() {
+        if let Some(page_node) = page_node {
             migrate_list_del(page_node);
-            // SAFETY: A live node.
-            unsafe { (*page_node).nid = nid };
-            chain_add_dup(ksm, page_node, node);
-            ret = sharing_candidate(page_node, folio);
+            if chain_add_dup(ksm, page_node, node).is_ok() {
+                ret = sharing_candidate(page_node, folio);
+            } else {
+                migrate_list_add(ksm, page_node);
+            }
         }
     }
     migrate_list_add(ksm, dup);
     ret
 }
 
-/// Adds the migrated `page_node` as a dup next to the equal `dup` in the tree of `nid`,
-/// making a chain if there is none.
-fn chain_append(
-    ksm: &mut Ksm,
-    node: *mut StableNode,
-    dup: *mut StableNode,
-    page_node: *mut StableNode,
-    nid: i32,
+/// Adds the migrated `page_node` as a dup next to the equal `dup`, making a chain if there is
+/// none.
+fn chain_append<'g>(
+    ksm: &mut Ksm<'g>,
+    node: NodeRef<'g>,
+    dup: NodeRef<'g>,
+    page_node: NodeRef<'g>,
     folio: &ARef<Folio>,
 ) -> Option<ARef<Folio>> {
     let chain = if dup == node {
@@ -939,17 +618,18 @@ fn chain_append(
         node
     };
     migrate_list_del(page_node);
-    // SAFETY: A live node.
-    unsafe { (*page_node).nid = nid };
-    chain_add_dup(ksm, page_node, chain);
+    if chain_add_dup(ksm, page_node, chain).is_err() {
+        migrate_list_add(ksm, page_node);
+        return None;
+    }
     sharing_candidate(page_node, folio)
 }
 
 /// Inserts a node for the new KSM folio `kfolio` (locked by the caller) into the stable tree,
 /// as a dup of a chain if a full page of the same content is there already, and points the
 /// folio at it (`stable_tree_insert()`).
-pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut StableNode> {
-    let nid = ksm.kpfn_nid(kfolio.pfn());
+pub(crate) fn insert<'g>(ksm: &mut Ksm<'g>, kfolio: &FolioLockGuard<'_>) -> Option<NodeRef<'g>> {
+    let nid = ksm.folio_nid(kfolio);
     // The key: the checksum of the page now that it is write-protected and cannot change.
     // The one computed when it was scanned may be stale, and a wrong key would hide the node.
     let hash = crate::page::PageRef::checksum_of(kfolio, 0);
@@ -957,83 +637,65 @@ pub(crate) fn insert(ksm: &mut Ksm, kfolio: &FolioLockGuard<'_>) -> Option<*mut 
     let found = walk(ksm, nid, hash, Match::Bytes, false, |tree_folio| {
         kfolio.cmp_page_contents(0, tree_folio, 0)
     });
-    let mut n = StableNode::new(kfolio.pfn(), 0, hash);
-    n.nid = nid;
-    let new = crate::alloc_stable_node(n).ok()?;
-    match found {
-        Walk::Empty { pos } => {
-            // SAFETY: `new` is a new node in no tree or list, freed only after it leaves the
-            // tree.
-            let inserted = unsafe { tree_insert(ksm, nid, &pos, new) };
-            if kernel::warn_on!(inserted.is_err()) {
-                // Nothing changed the tree since the walk (the allocation does not).
-                free_stable_node(new);
-                return None;
-            }
-        }
-        Walk::Equal { node, .. } => {
-            // SAFETY: `node` is a live plain node or chain.
-            let chain = if unsafe { (*node).is_chain() } {
-                node
-            } else {
-                let Some(chain) = alloc_chain(ksm, node) else {
-                    free_stable_node(new);
-                    return None;
-                };
-                chain
-            };
-            chain_add_dup(ksm, new, chain);
-        }
+    let new = node::alloc(ksm, kfolio, hash)?;
+    if link_new(ksm, nid, found, new).is_none() {
+        // SAFETY: No folio points at `new`: its folio is pointed at it below only.
+        unsafe { node::free(ksm, new) };
+        return None;
     }
     // SAFETY: The folio is locked, anonymous and no longer exclusive (write_protect_page
     // shared it): it may become KSM.
-    unsafe { kfolio.set_raw_mapping(StableNode::expected_mapping(new)) };
+    unsafe { kfolio.set_raw_mapping(new.expected_mapping()) };
     Some(new)
 }
 
-/// Adds `item` to the list of `node`, whose KSM folio the caller has locked
-/// (`stable_tree_append()`).
+/// Links the new node `new` in where a walk for its content ended: at the vacant position, or
+/// as a dup of the equal node (making it a chain if it is not one).
+fn link_new<'g>(ksm: &mut Ksm<'g>, nid: i32, found: Walk<'g>, new: NodeRef<'g>) -> Option<()> {
+    match found {
+        Walk::NoTree => None,
+        Walk::Empty { pos } => {
+            // Nothing changed the tree since the walk (the allocation does not).
+            (!kernel::warn_on!(tree_insert(ksm, nid, &pos, new).is_err())).then_some(())
+        }
+        Walk::Equal { node, .. } => {
+            let chain = if node.is_chain() {
+                node
+            } else {
+                alloc_chain(ksm, node)?
+            };
+            chain_add_dup(ksm, new, chain).ok()
+        }
+    }
+}
+
+/// Adds `item` to the list of `node`, whose KSM folio `kfolio` the caller has locked
+/// (`stable_tree_append()`). The caller took the item's anon_vma reference.
 ///
-/// Fails only if `node` is a chain or its count underflowed (C: `BUG_ON()`): then the item is
-/// left out, and the caller must undo the merge (`break_cow()`), since the reverse map could
-/// not find the mapping.
-pub(crate) fn append(
-    ksm: &Ksm,
+/// Fails only if there is no node, or it is not the node of `kfolio`, or it is a chain or its
+/// count is out of range (C: `BUG_ON()`): then the item is left out, and the caller must undo
+/// the merge (`break_cow()`), since the reverse map could not find the mapping.
+pub(crate) fn append<'g>(
+    ksm: &Ksm<'g>,
+    kfolio: &FolioLockGuard<'_>,
     item: &mut RmapItem,
-    node: *mut StableNode,
+    node: Option<NodeRef<'g>>,
     bypass_limit: bool,
 ) -> Result {
-    if kernel::warn_on!(node.is_null()) {
+    let Some(node) = node else {
+        kernel::warn_on!(true);
         return Err(EINVAL);
-    }
-    let old = {
-        // SAFETY: `node` is a live plain node or dup; thread mutex and folio lock held, so we
-        // are the only user of its count. A reference to that one field, not to the node:
-        // `folio_migrate_ksm()` may store `kpfn` concurrently, so no `&mut StableNode` may
-        // exist.
-        let len = unsafe { &mut (*node).rmap_hlist_len };
-        let old = *len;
-        if kernel::warn_on!(old < 0) {
-            return Err(EINVAL);
-        }
-        *len = old + 1;
-        old
     };
+    add_item(node, kfolio, item)?;
     // C: WARN_ON_ONCE(). Possibly not fatal, but unexpected (a KSM fork may go over the
     // limit, and passes `bypass_limit`).
     static WARNED_OVER_LIMIT: Atomic<i32> = Atomic::new(0);
     if !bypass_limit
-        && old + 1 > MAX_PAGE_SHARING.load(Relaxed)
+        && node.rmap_hlist_len() > MAX_PAGE_SHARING.load(Relaxed)
         && WARNED_OVER_LIMIT.xchg(1, Relaxed) == 0
     {
         kernel::warn_on!(true);
     }
-    item.set_stable_node(node);
-    // SAFETY: The item is in no tree or list (it was just taken out of the trees), and is taken
-    // off the list before it is freed; the list head is a field of the live node; the thread
-    // mutex and the folio lock serialize the list's users.
-    unsafe { (*node).items_head().push_front(NonNull::from(&mut *item)) };
-    item.address = item.address.into_stable();
     if item.is_last_stable() {
         PAGES_SHARED.add(ksm, 1);
     } else {
@@ -1043,21 +705,14 @@ pub(crate) fn append(
     Ok(())
 }
 
-/// Unlinks `item` from its stable node's list (`hlist_del()`); the caller holds the KSM
-/// folio's lock.
-pub(crate) fn unlink(item: &mut RmapItem) {
-    // SAFETY: The item is on its stable node's list; the caller's locks serialize its users.
-    unsafe { hlist::Head::<StableItemLinks>::remove(NonNull::from(item)) };
-}
-
 /// Tries to free every stable node; true if some KSM page is still mapped
 /// (`remove_all_stable_nodes()` returning nonzero).
 #[cfg(CONFIG_SYSFS)]
-pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm) -> bool {
+pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm<'_>) -> bool {
     let mut busy = false;
     for nid in 0..ksm.nr_trees() {
-        while let Some(node) = ksm.stable_tree(nid as i32).first() {
-            if remove_stable_node_chain(ksm, node.as_ptr()) {
+        while let Some(node) = tree_first(ksm, nid as i32) {
+            if remove_stable_node_chain(ksm, node) {
                 // Go on with the next node's tree.
                 busy = true;
                 break;
@@ -1065,9 +720,8 @@ pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm) -> bool {
             cond_resched();
         }
     }
-    // SAFETY: Thread mutex held (`&mut Ksm`); remove_stable_node() removes and frees at most
-    // the node it is given.
-    for node in unsafe { migrate_list(ksm) } {
+    // remove_stable_node() removes and frees at most the node it is given.
+    for node in migrate_list(ksm) {
         if remove_stable_node(ksm, node) {
             busy = true;
         }
@@ -1079,14 +733,12 @@ pub(crate) fn remove_all_stable_nodes(ksm: &mut Ksm) -> bool {
 /// Frees a plain node, or all dups and then the chain (`remove_stable_node_chain()`);
 /// true if busy.
 #[cfg(CONFIG_SYSFS)]
-fn remove_stable_node_chain(ksm: &mut Ksm, node: *mut StableNode) -> bool {
-    // SAFETY: A live node.
-    if unsafe { !(*node).is_chain() } {
+fn remove_stable_node_chain<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>) -> bool {
+    if !node.is_chain() {
         return remove_stable_node(ksm, node);
     }
-    // SAFETY: A live chain, thread mutex held; remove_stable_node() removes and frees at most
-    // the dup it is given.
-    for dup in unsafe { (*node).dups() } {
+    // remove_stable_node() removes and frees at most the dup it is given.
+    for dup in dups(node) {
         if remove_stable_node(ksm, dup) {
             return true;
         }
@@ -1097,7 +749,7 @@ fn remove_stable_node_chain(ksm: &mut Ksm, node: *mut StableNode) -> bool {
 
 /// Frees `node` if its page is no longer mapped (`remove_stable_node()`); true if busy.
 #[cfg(CONFIG_SYSFS)]
-fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
+fn remove_stable_node<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>) -> bool {
     loop {
         let folio = match ksm_get_folio(ksm, node, GetFolio::NoLock) {
             Ok(Some(f)) => f,
@@ -1105,7 +757,7 @@ fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
             _ => return false,
         };
         let guard = folio.lock();
-        if guard.raw_mapping() != StableNode::expected_mapping(node) {
+        if guard.raw_mapping() != node.expected_mapping() {
             // The page stopped being the node's while we waited for its lock: it was freed,
             // or it migrated. Look again (C: ksm_get_folio(KSM_GET_FOLIO_LOCK) goes back to
             // its start): a stale node is removed there, a migrated page is found at its new
@@ -1121,7 +773,8 @@ fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
         // SAFETY: We hold the folio lock; the page stops being KSM: an anonymous page with no
         // mapping left, about to be freed or swapped (C: folio_set_stable_node(folio, NULL)).
         unsafe { guard.set_raw_mapping(FOLIO_MAPPING_KSM) };
-        remove_node_from_stable_tree(ksm, node);
+        // SAFETY: The node's page was its only folio, and no longer points at it.
+        unsafe { remove_node_from_stable_tree(ksm, node) };
         return false;
     }
 }
@@ -1129,51 +782,57 @@ fn remove_stable_node(ksm: &mut Ksm, node: *mut StableNode) -> bool {
 /// Switches between one tree for all nodes and one per NUMA node; the caller has emptied
 /// the stable trees. The roots for every node exist from init on, so nothing can fail.
 #[cfg(all(CONFIG_NUMA, CONFIG_SYSFS))]
-pub(crate) fn set_merge_across_nodes(_ksm: &mut Ksm, _knob: bool) -> Result {
+pub(crate) fn set_merge_across_nodes(_ksm: &mut Ksm<'_>, _knob: bool) -> Result {
     Ok(())
-}
-
-/// Whether a plain node or dup has its page in `pfns`.
-#[cfg(CONFIG_MEMORY_HOTREMOVE)]
-fn kpfn_in(node: *mut StableNode, pfns: &core::ops::Range<usize>) -> bool {
-    // SAFETY: A live node (thread mutex held); `kpfn` is atomic.
-    pfns.contains(&unsafe { (*node).kpfn.load(Relaxed) })
 }
 
 /// Removes a plain node or dup whose page is in `pfns` (`stable_node_dup_remove_range()`);
 /// true if removed. The page is not looked at (no `ksm_get_folio()`): it is already gone, which
 /// is why a node keeps a pfn and not a page pointer.
+///
+/// # Safety
+///
+/// As for [`remove_range`].
 #[cfg(CONFIG_MEMORY_HOTREMOVE)]
-fn dup_remove_range(ksm: &mut Ksm, node: *mut StableNode, pfns: &core::ops::Range<usize>) -> bool {
-    if !kpfn_in(node, pfns) {
+unsafe fn dup_remove_range<'g>(
+    ksm: &mut Ksm<'g>,
+    node: NodeRef<'g>,
+    pfns: &core::ops::Range<usize>,
+) -> bool {
+    if !pfns.contains(&node.kpfn()) {
         return false;
     }
-    remove_node_from_stable_tree(ksm, node);
+    // SAFETY: The memory at `pfns` is offline (the caller's promise): every page still mapped
+    // was migrated out of it (and its node's `kpfn` changed), so this node is stale.
+    unsafe { remove_node_from_stable_tree(ksm, node) };
     true
 }
 
 /// Removes the dups of a chain whose page is in `pfns`, and the chain if that empties it, or a
 /// plain node whose page is there (`stable_node_chain_remove_range()`); true if a node left the
 /// tree (which rebalanced it).
+///
+/// # Safety
+///
+/// As for [`remove_range`].
 #[cfg(CONFIG_MEMORY_HOTREMOVE)]
-fn chain_remove_range(
-    ksm: &mut Ksm,
-    node: *mut StableNode,
+unsafe fn chain_remove_range<'g>(
+    ksm: &mut Ksm<'g>,
+    node: NodeRef<'g>,
     pfns: &core::ops::Range<usize>,
 ) -> bool {
-    // SAFETY: A live node of the tree.
-    if unsafe { !(*node).is_chain() } {
-        // SAFETY: As above. C: VM_BUG_ON(); the tree holds plain nodes and chains only.
-        kernel::warn_on!(unsafe { (*node).is_dup() });
-        return dup_remove_range(ksm, node, pfns);
+    if !node.is_chain() {
+        // C: VM_BUG_ON(); the tree holds plain nodes and chains only.
+        kernel::warn_on!(node.is_dup());
+        // SAFETY: As the caller guarantees.
+        return unsafe { dup_remove_range(ksm, node, pfns) };
     }
-    // SAFETY: A live chain, thread mutex held; dup_remove_range() removes and frees at most the
-    // dup it is given.
-    for dup in unsafe { (*node).dups() } {
-        dup_remove_range(ksm, dup, pfns);
+    // dup_remove_range() removes and frees at most the dup it is given.
+    for dup in dups(node) {
+        // SAFETY: As the caller guarantees.
+        unsafe { dup_remove_range(ksm, dup, pfns) };
     }
-    // SAFETY: The chain is still live.
-    if unsafe { (*node).list_is_empty() } {
+    if node.list_is_empty() {
         free_chain(ksm, node);
         return true;
     }
@@ -1187,26 +846,32 @@ fn chain_remove_range(
 /// nodes' `kpfn`), so what is left are stale nodes of pages that were freed. A later lookup
 /// would find them stale through their `struct page`, which is about to be removed: drop them
 /// now, and their items with them.
+///
+/// # Safety
+///
+/// The memory of `pfns` must have gone offline (`MEM_OFFLINE`): no page still mapped is there.
 #[cfg(CONFIG_MEMORY_HOTREMOVE)]
-pub(crate) fn remove_range(ksm: &mut Ksm, pfns: core::ops::Range<usize>) {
+pub(crate) unsafe fn remove_range(ksm: &mut Ksm<'_>, pfns: core::ops::Range<usize>) {
     for nid in 0..ksm.nr_trees() {
         let nid = nid as i32;
-        let mut cur = ksm.stable_tree(nid).first();
+        let mut cur = tree_first(ksm, nid);
         while let Some(node) = cur {
-            cur = if chain_remove_range(ksm, node.as_ptr(), &pfns) {
+            // SAFETY: As the caller guarantees.
+            cur = if unsafe { chain_remove_range(ksm, node, &pfns) } {
                 // The tree was rebalanced: start again from its first node.
-                ksm.stable_tree(nid).first()
+                tree_first(ksm, nid)
             } else {
-                // SAFETY: `node` is still in the tree.
-                unsafe { ksm.stable_tree(nid).next(node) }
+                // `node` is still in the tree.
+                tree_next(ksm, node)
             };
             cond_resched();
         }
     }
-    // SAFETY: Thread mutex held (`&mut Ksm`); only the node handed out is removed and freed.
-    for node in unsafe { migrate_list(ksm) } {
-        if kpfn_in(node, &pfns) {
-            remove_node_from_stable_tree(ksm, node);
+    // Only the node handed out is removed and freed.
+    for node in migrate_list(ksm) {
+        if pfns.contains(&node.kpfn()) {
+            // SAFETY: As in `dup_remove_range()`, as the caller guarantees.
+            unsafe { remove_node_from_stable_tree(ksm, node) };
         }
         cond_resched();
     }

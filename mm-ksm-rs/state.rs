@@ -3,7 +3,8 @@
 //! Tunables and statistics: the values behind `/sys/kernel/mm/ksm`.
 //!
 //! Tunables are read locklessly by ksmd (as C reads its plain globals) and written by sysfs;
-//! changes that must not race with a scan batch are made under [`crate::KSM_THREAD_MUTEX`].
+//! changes that must not race with a scan batch are made under the thread mutex
+//! ([`crate::lock_ksm`]).
 //! The page counters are only changed by ksmd or by `run=2` with that mutex held, and are read
 //! locklessly by sysfs and `/proc/<pid>/ksm_stat`, like C's `unsigned long` counters: they are
 //! [`Counter`]s, which take the proof that the mutex is held to change them.
@@ -11,8 +12,9 @@
 use crate::Ksm;
 use kernel::sync::atomic::{Atomic, Relaxed};
 
-/// A statistics counter that only the holder of [`crate::KSM_THREAD_MUTEX`] changes, and that
-/// anyone may read without a lock (C: an `unsigned long` changed under `ksm_thread_mutex`).
+/// A statistics counter that only the holder of the thread mutex ([`crate::lock_ksm`])
+/// changes, and that anyone may read without a lock (C: an `unsigned long` changed under
+/// `ksm_thread_mutex`).
 ///
 /// Changing it takes a `&Ksm`, which only the mutex guard hands out: writers are serialized,
 /// so a load and a store update it (no atomic read-modify-write needed); both are atomic only
@@ -31,12 +33,12 @@ impl Counter {
     }
 
     /// Adds `n`, which may be negative (wrapping, as C's unsigned arithmetic).
-    pub(crate) fn add(&self, _mutex_held: &Ksm, n: isize) {
+    pub(crate) fn add(&self, _mutex_held: &Ksm<'_>, n: isize) {
         self.0.store(self.get().wrapping_add_signed(n), Relaxed);
     }
 
     /// Sets the value.
-    pub(crate) fn set(&self, _mutex_held: &Ksm, v: usize) {
+    pub(crate) fn set(&self, _mutex_held: &Ksm<'_>, v: usize) {
         self.0.store(v, Relaxed);
     }
 }
@@ -44,7 +46,7 @@ impl Counter {
 /// Adds to the per-mm counters of `/proc/<pid>/ksm_stat`: `ksm_merging_pages` and
 /// `ksm_rmap_items`, changed, like the global counters, only under the thread mutex.
 pub(crate) fn add_mm_counters(
-    _mutex_held: &Ksm,
+    _mutex_held: &Ksm<'_>,
     mm: &kernel::mm::Mm,
     merging_pages: isize,
     rmap_items: isize,

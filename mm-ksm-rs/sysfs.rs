@@ -9,7 +9,7 @@
 
 use crate::{
     advisor, ksmd,
-    rmap_item::RMAP_ITEM_SIZE,
+    node::RMAP_ITEM_SIZE,
     stable_tree,
     state::{self, *},
     unmerge,
@@ -140,10 +140,10 @@ fn merge_across_nodes_store(input: Input<'_>) -> Result {
 
     let mut g = crate::lock_ksm();
     if MERGE_ACROSS_NODES.load(Relaxed) as usize != knob {
-        if PAGES_SHARED.get() != 0 || stable_tree::remove_all_stable_nodes(&mut g) {
+        if PAGES_SHARED.get() != 0 || stable_tree::remove_all_stable_nodes(&mut g.ksm()) {
             return Err(EBUSY);
         }
-        stable_tree::set_merge_across_nodes(&mut g, knob != 0)?;
+        stable_tree::set_merge_across_nodes(&mut g.ksm(), knob != 0)?;
         // `knob` is 0 or 1.
         MERGE_ACROSS_NODES.store(knob as u32, Relaxed);
     }
@@ -194,7 +194,7 @@ fn max_page_sharing_store(input: Input<'_>) -> Result {
 
     let mut g = crate::lock_ksm();
     if MAX_PAGE_SHARING.load(Relaxed) != knob {
-        if PAGES_SHARED.get() != 0 || stable_tree::remove_all_stable_nodes(&mut g) {
+        if PAGES_SHARED.get() != 0 || stable_tree::remove_all_stable_nodes(&mut g.ksm()) {
             return Err(EBUSY);
         }
         MAX_PAGE_SHARING.store(knob, Relaxed);

@@ -10,7 +10,6 @@
 //! The events record the pointers they are given (`mm`, `rmap_item`, the KSM page) and print
 //! them with `%p`; they never dereference them, so any pointer is fine to pass.
 
-use crate::rmap_item::RmapItem;
 use kernel::{
     ffi::{c_int, c_ulong, c_void},
     mm::Mm,
@@ -39,7 +38,8 @@ fn mm_ptr(mm: &Mm) -> *mut c_void {
     mm.as_raw().cast()
 }
 
-fn item_ptr(item: &RmapItem) -> *mut c_void {
+/// The address of an rmap item, which the events print as its identity.
+fn item_ptr<T>(item: &T) -> *mut c_void {
     core::ptr::from_ref(item).cast_mut().cast()
 }
 
@@ -67,17 +67,18 @@ pub(crate) fn exit(mm: &Mm) {
     unsafe { ksm_exit(mm_ptr(mm)) };
 }
 
-/// A page of `item` was (or, with an error, was not) merged with the zero page at `zero_pfn`.
-pub(crate) fn merge_one_page(zero_pfn: usize, item: &RmapItem, err: i32) {
+/// A page of `item`, in `mm`, was (or, with an error, was not) merged with the zero page at
+/// `zero_pfn`.
+pub(crate) fn merge_one_page<T>(zero_pfn: usize, item: &T, mm: &Mm, err: i32) {
     // SAFETY: The event only records its arguments.
-    unsafe { ksm_merge_one_page(zero_pfn, item_ptr(item), mm_ptr(item.mm()), err) };
+    unsafe { ksm_merge_one_page(zero_pfn, item_ptr(item), mm_ptr(mm), err) };
 }
 
-/// A page of `item`, at `pfn`, was (or was not) merged with the KSM page `kpage` (null: the
-/// page itself was to become a KSM page).
-pub(crate) fn merge_with_ksm_page(kpage: *mut c_void, pfn: usize, item: &RmapItem, err: i32) {
+/// A page of `item`, in `mm` at `pfn`, was (or was not) merged with the KSM page `kpage`
+/// (null: the page itself was to become a KSM page).
+pub(crate) fn merge_with_ksm_page<T>(kpage: *mut c_void, pfn: usize, item: &T, mm: &Mm, err: i32) {
     // SAFETY: The event only records its arguments.
-    unsafe { ksm_merge_with_ksm_page(kpage, pfn, item_ptr(item), mm_ptr(item.mm()), err) };
+    unsafe { ksm_merge_with_ksm_page(kpage, pfn, item_ptr(item), mm_ptr(mm), err) };
 }
 
 /// The stable node of the KSM page at `kpfn` is removed.
@@ -86,10 +87,11 @@ pub(crate) fn remove_ksm_page(kpfn: usize) {
     unsafe { ksm_remove_ksm_page(kpfn) };
 }
 
-/// A sharing mapping (`item`) of the KSM page at `kpfn` is forgotten with its stable node.
-pub(crate) fn remove_rmap_item(kpfn: usize, item: &RmapItem) {
+/// A sharing mapping (`item`, in `mm`) of the KSM page at `kpfn` is forgotten with its stable
+/// node.
+pub(crate) fn remove_rmap_item<T>(kpfn: usize, item: &T, mm: &Mm) {
     // SAFETY: The event only records its arguments.
-    unsafe { ksm_remove_rmap_item(kpfn, item_ptr(item), mm_ptr(item.mm())) };
+    unsafe { ksm_remove_rmap_item(kpfn, item_ptr(item), mm_ptr(mm)) };
 }
 
 /// The scan-time advisor set `pages_to_scan` after a scan of `scan_time` seconds that used

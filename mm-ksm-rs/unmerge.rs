@@ -106,7 +106,7 @@ pub(crate) fn break_ksm<V: MmapLockedVma>(vma: &V, start: usize, end: usize) -> 
 /// (`run = 2`; `unmerge_and_remove_all_rmap_items()`).
 #[cfg(CONFIG_SYSFS)]
 pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
-    let ksm: &mut Ksm = g;
+    let ksm = &mut g.ksm();
     let mut slot = {
         let mut l = MMLIST.lock();
         l.cursor = l.next_of(core::ptr::null_mut());
@@ -142,7 +142,8 @@ pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
             drop(l);
             s.mm.flags_clear(MMF_VM_MERGEABLE);
             s.mm.flags_clear(MMF_VM_MERGE_ANY);
-            crate::free_mm_slot(slot);
+            // SAFETY: Off the list and the map, with no items left (above); not used again.
+            unsafe { crate::free_mm_slot(slot) };
         } else {
             drop(l);
         }
@@ -156,11 +157,9 @@ pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
 }
 
 /// Frees the items from `*list` on (`remove_trailing_rmap_items()`).
-pub(crate) fn remove_trailing_rmap_items(
-    ksm: &mut Ksm,
-    list: *mut *mut crate::rmap_item::RmapItem,
-) {
-    // SAFETY: `list` points into an mm slot's item list, owned by the scanner (mutex held).
+pub(crate) fn remove_trailing_rmap_items(ksm: &mut Ksm<'_>, list: *mut *mut crate::node::RmapItem) {
+    // SAFETY: `list` points into an mm slot's item list, owned by the scanner (mutex held). An
+    // item unlinked from it and taken out of the trees is in no list or tree, and is freed.
     unsafe {
         while !(*list).is_null() {
             let item = *list;
@@ -172,7 +171,7 @@ pub(crate) fn remove_trailing_rmap_items(
 }
 
 /// Accounting helper shared with the scanner.
-pub(crate) fn account_rmap_item(ksm: &Ksm, mm: &kernel::mm::Mm, n: isize) {
+pub(crate) fn account_rmap_item(ksm: &Ksm<'_>, mm: &kernel::mm::Mm, n: isize) {
     state::RMAP_ITEMS.add(ksm, n);
     state::add_mm_counters(ksm, mm, 0, n);
 }

@@ -10,9 +10,9 @@
 //! forgotten lazily as the cursor passes them, never erased from the dead tree.
 
 use crate::{
+    node::{self, RmapItem},
     page::{get_mergeable_page, PageRef},
-    rmap_item::{PackedAddress, RmapItem},
-    stable_tree::{self, GetFolio},
+    stable_tree::{self, GetFolio, Lookup},
     state::{MERGE_ACROSS_NODES, PAGES_UNSHARED},
     Ksm,
 };
@@ -24,11 +24,12 @@ use kernel::{kthread::cond_resched, sync::atomic::Relaxed};
 ///
 /// Returns the matching tree item and its page, with a reference.
 pub(crate) fn search_insert(
-    ksm: &mut Ksm,
+    ksm: &mut Ksm<'_>,
     item: &mut RmapItem,
     page: &PageRef,
 ) -> Option<(*mut RmapItem, PageRef)> {
-    let nid = ksm.kpfn_nid(page.folio.pfn() + page.index);
+    // The pages of a folio are on its NUMA node.
+    let nid = ksm.folio_nid(&page.folio);
     let tree = ksm.unstable_tree(nid);
     // The key: the checksum the item is inserted with, unchanged for a scan (the caller
     // checked), and the bytes.
@@ -52,7 +53,7 @@ pub(crate) fn search_insert(
         let ord = match crate::order::by_checksum(hash, tree_item.info_unstable().oldchecksum) {
             Some(ord) => ord,
             None => {
-                let tree_page = get_mergeable_page(tree_item.mm(), tree_item.address.addr())?;
+                let tree_page = get_mergeable_page(tree_item.mm(), tree_item.address().addr())?;
                 // Don't substitute a KSM page for a forked page.
                 if page.same_page(&tree_page) {
                     return None;
@@ -73,7 +74,7 @@ pub(crate) fn search_insert(
             return None;
         }
     }
-    item.address = item.address.into_unstable(ksm.seqnr);
+    item.set_unstable(ksm.seqnr);
     item.anon_vma_or_nid.nid = nid;
     // SAFETY: The item is in no tree (the caller took it out), and its links are only used by
     // the tree. It stays valid until it leaves the tree: an item of the current scan is taken out
@@ -84,7 +85,7 @@ pub(crate) fn search_insert(
             .insert(&pos, NonNull::from(&mut *item))
     };
     if kernel::warn_on!(inserted.is_err()) {
-        item.address = PackedAddress::new(item.address.addr());
+        item.clear_unstable();
         return None;
     }
     PAGES_UNSHARED.add(ksm, 1);
@@ -92,31 +93,54 @@ pub(crate) fn search_insert(
 }
 
 /// Takes `item` out of the stable or unstable tree it is in (`remove_rmap_item_from_tree()`).
-pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm, item: &mut RmapItem) {
-    if item.address.is_stable() {
-        // Stable items point at their live stable node.
-        let node = item.stable_node();
+pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm<'_>, item: &mut RmapItem) {
+    if let Some(node) = node::item_stable_node(ksm, item) {
         // Lock the KSM folio: rmap_walk_ksm() walks the list under that lock only. If the
         // page stops being the node's (freed, or migrated) while we wait for the lock, look
-        // again: a stale node is removed together with its items, this one included; a
-        // migrated page is found at its new pfn.
-        while let Ok(Some(folio)) = stable_tree::ksm_get_folio(ksm, node, GetFolio::NoLock) {
-            let guard = folio.lock();
-            if guard.raw_mapping() != stable_tree::StableNode::expected_mapping(node) {
-                continue;
+        // again: a migrated page is found at its new pfn. A stale node is removed with its
+        // other items once this one is off its list (the list must not be walked while we
+        // hold a reference to one of its items).
+        loop {
+            match stable_tree::lookup_folio(node, GetFolio::NoLock) {
+                Ok(Lookup::Folio(folio)) => {
+                    let guard = folio.lock();
+                    if guard.raw_mapping() != node.expected_mapping() {
+                        continue;
+                    }
+                    let taken = node::take_item(ksm, &guard, item);
+                    drop(guard);
+                    if kernel::warn_on!(taken != Some(node)) {
+                        break;
+                    }
+                    // The list's last item stands for the shared page: it goes when the list
+                    // empties.
+                    let sharing = !node.list_is_empty();
+                    // SAFETY: Just taken off the list; it held its anon_vma reference.
+                    unsafe { stable_tree::forget_stable_item(ksm, item, sharing) };
+                }
+                Ok(Lookup::Stale) => {
+                    // SAFETY: A stale node: no folio points at it. The item was on its list,
+                    // with its anon_vma reference. As above, the item that leaves the list
+                    // last stands for the shared page: one of the others, if any.
+                    unsafe {
+                        node::take_item_unmapped(ksm, item);
+                        let sharing = !node.list_is_empty();
+                        if sharing {
+                            crate::trace::remove_rmap_item(node.kpfn(), item, item.mm());
+                        }
+                        stable_tree::forget_stable_item(ksm, item, sharing);
+                        stable_tree::remove_node_from_stable_tree(ksm, node);
+                    }
+                }
+                // NoLock does not fail; a chain is never an item's node.
+                Err(_) => {}
             }
-            stable_tree::unlink(item);
-            drop(guard);
-            // SAFETY: Node still live (its page still points at it).
-            let sharing = unsafe { !(*node).list_is_empty() };
-            // The list's last item stands for the shared page: it goes when the list empties.
-            stable_tree::forget_stable_item(ksm, node, item, sharing);
             break;
         }
-    } else if item.address.is_unstable() {
+    } else if item.address().is_unstable() {
         // Usually the item is in an unstable tree of an earlier scan, already discarded; but
         // one inserted during this scan must be erased (an mm exiting, say).
-        let age = item.address.unstable_age(ksm.seqnr);
+        let age = item.address().unstable_age(ksm.seqnr);
         if age > 1 {
             kernel::pr_err!("unstable rmap item of age {}\n", age);
         }
@@ -127,7 +151,7 @@ pub(crate) fn remove_rmap_item_from_tree(ksm: &mut Ksm, item: &mut RmapItem) {
             unsafe { ksm.unstable_tree(nid).remove(NonNull::from(&mut *item)) };
         }
         PAGES_UNSHARED.add(ksm, -1);
-        item.address = PackedAddress::new(item.address.addr());
+        item.clear_unstable();
     }
     cond_resched();
 }

@@ -1,0 +1,1303 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The nodes of KSM's trees and lists: rmap items and stable nodes. An item of a KSM page
+//! points to the page's stable node, and the node lists its items, so the two types are
+//! defined together, with the links that put them in trees and lists; what is done with them
+//! is in [`crate::unstable_tree`], [`crate::stable_tree`] and [`crate::mm_slot`].
+//!
+//! An [`RmapItem`] (one per scanned page of a mergeable area) records where a page lives (mm
+//! and address), whether it is in the unstable tree, listed from a stable node, or neither,
+//! and its last checksum. The flags and the low bits of the scan sequence number are packed
+//! into the low bits of the page-aligned address ([`PackedAddress`]), which keeps the item at
+//! one cache line (64 bytes on 64-bit), exactly as in mm/ksm.c: users see
+//! `sizeof(struct ksm_rmap_item)` through `general_profit`.
+//!
+//! A [`StableNode`] (one per KSM page, or per chain of KSM pages of the same content) is
+//! described in [`crate::stable_tree`]. Stable nodes are handled as [`NodeRef`]s, which stay
+//! valid for as long as the thread mutex is held ([`Graveyard`]); this module links them into
+//! the stable trees, the lists of dups and the migrate list, and takes them out, checking
+//! first that each is where it should be. [`locked`] holds the mutex's data and hands it out.
+
+use crate::{
+    state::{MAX_PAGE_SHARING, STABLE_NODE_CHAINS, STABLE_NODE_DUPS},
+    Ksm,
+};
+use core::{
+    cell::Cell,
+    cmp::Ordering,
+    marker::PhantomData,
+    mem::{offset_of, ManuallyDrop},
+    ops::Deref,
+    ptr::NonNull,
+};
+use kernel::{
+    bindings,
+    error::{code::*, Result},
+    hlist,
+    kthread::cond_resched,
+    mm::{
+        folio::{Folio, FolioLockGuard, UnrefFolio, FOLIO_MAPPING_FLAGS, FOLIO_MAPPING_KSM},
+        Mm,
+    },
+    page::PAGE_MASK,
+    prelude::*,
+    rbtree::intrusive::{Adapter, Links, Position, Tree},
+    sync::atomic::{Atomic, Relaxed},
+};
+
+/// Low bits of the unstable tree sequence number kept in the address.
+pub(crate) const SEQNR_MASK: usize = 0x0ff;
+/// The item is a node of the unstable tree.
+pub(crate) const UNSTABLE_FLAG: usize = 0x100;
+/// The item is listed from a stable node.
+pub(crate) const STABLE_FLAG: usize = 0x200;
+
+/// A page-aligned user address with the KSM flags and sequence number in its low bits.
+///
+/// # Invariants
+///
+/// At most one of [`UNSTABLE_FLAG`] and [`STABLE_FLAG`] is set; the sequence number bits are
+/// only meaningful with [`UNSTABLE_FLAG`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(transparent)]
+pub(crate) struct PackedAddress(usize);
+
+impl PackedAddress {
+    /// A plain address with no flags.
+    pub(crate) const fn new(addr: usize) -> Self {
+        // INVARIANT: No flag set.
+        Self(addr & PAGE_MASK)
+    }
+
+    /// The page-aligned address.
+    pub(crate) const fn addr(self) -> usize {
+        self.0 & PAGE_MASK
+    }
+
+    /// Whether the item is in the unstable tree.
+    pub(crate) const fn is_unstable(self) -> bool {
+        self.0 & UNSTABLE_FLAG != 0
+    }
+
+    /// Whether the item is listed from a stable node.
+    pub(crate) const fn is_stable(self) -> bool {
+        self.0 & STABLE_FLAG != 0
+    }
+
+    /// Marks the item as inserted in the unstable tree during scan `seqnr`.
+    pub(crate) const fn into_unstable(self, seqnr: usize) -> Self {
+        // INVARIANT: Only the unstable flag is set.
+        Self(self.addr() | UNSTABLE_FLAG | (seqnr & SEQNR_MASK))
+    }
+
+    /// Marks the item as listed from a stable node.
+    pub(crate) const fn into_stable(self) -> Self {
+        // INVARIANT: Only the stable flag is set.
+        Self(self.addr() | STABLE_FLAG)
+    }
+
+    /// How many scans ago (modulo 256) the item was put in the unstable tree: 0 if during the
+    /// scan `seqnr`, 1 if during the previous one. The unstable tree is rebuilt every scan, so
+    /// only an age of 0 means the item is still linked into the current tree.
+    pub(crate) const fn unstable_age(self, seqnr: usize) -> u8 {
+        (seqnr.wrapping_sub(self.0) & SEQNR_MASK) as u8
+    }
+}
+
+/// The per-item information that depends on the tree the item is in.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct UnstableInfo {
+    /// Checksum of the page at the previous scan.
+    pub(crate) oldchecksum: u32,
+    /// Scans since the item was created (smart scan).
+    pub(crate) age: u8,
+    /// Scans left to skip (smart scan).
+    pub(crate) remaining_skips: u8,
+}
+
+#[repr(C)]
+pub(crate) union Info {
+    pub(crate) unstable: UnstableInfo,
+    /// The page's index in its anon_vma, for the reverse map (when stable).
+    pub(crate) linear_page_index: usize,
+}
+
+/// Linkage into a stable node's list of items.
+#[repr(C)]
+pub(crate) struct StableLink {
+    /// The stable node whose KSM page this item maps.
+    head: *mut StableNode,
+    /// The node's list of items (accessed by the list only, through [`StableItemLinks`]).
+    hlist: hlist::Links<RmapItem>,
+}
+
+#[repr(C)]
+pub(crate) union ItemLink {
+    /// Node of the unstable tree (accessed by the tree only, through [`UnstableLinks`]).
+    node: ManuallyDrop<Links>,
+    /// Listed from a stable node.
+    stable: ManuallyDrop<StableLink>,
+}
+
+#[repr(C)]
+pub(crate) union AnonVmaOrNid {
+    /// Reference to the anon_vma of the mapping, when stable.
+    pub(crate) anon_vma: *mut bindings::anon_vma,
+    /// NUMA node of the unstable tree holding the item.
+    pub(crate) nid: i32,
+}
+
+/// Reverse mapping item for one virtual page (`struct ksm_rmap_item`).
+///
+/// # Invariants
+///
+/// `address` is stable if and only if the item is on the item list of the stable node that
+/// `link.stable.head` points at; only this module makes it stable or plain again.
+#[repr(C)]
+pub(crate) struct RmapItem {
+    /// Next item of the same mm slot, in address order.
+    pub(crate) rmap_list: *mut RmapItem,
+    pub(crate) anon_vma_or_nid: AnonVmaOrNid,
+    /// The mm, kept alive by the mm slot's `mmgrab()`.
+    pub(crate) mm: *const Mm,
+    /// The address with the flags and sequence number.
+    address: PackedAddress,
+    pub(crate) info: Info,
+    /// Where the item is linked (the unstable tree or a stable node's list; accessed through
+    /// [`UnstableLinks`] and [`StableItemLinks`] only).
+    link: ItemLink,
+}
+
+/// The links of rmap items in the unstable trees.
+pub(crate) struct UnstableLinks;
+
+// SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `RmapItem`.
+unsafe impl Adapter for UnstableLinks {
+    type Item = RmapItem;
+    const OFFSET: usize = offset_of!(RmapItem, link.node);
+}
+
+/// The links of rmap items in their stable node's list.
+pub(crate) struct StableItemLinks;
+
+// SAFETY: `link.stable` is a transparent `ManuallyDrop<StableLink>` in every `RmapItem`, and
+// `hlist` a `hlist::Links<RmapItem>` in it.
+unsafe impl hlist::Adapter for StableItemLinks {
+    type Item = RmapItem;
+    const OFFSET: usize = offset_of!(RmapItem, link.stable) + offset_of!(StableLink, hlist);
+}
+
+/// `sizeof(struct ksm_rmap_item)`, as counted in `general_profit`.
+pub(crate) const RMAP_ITEM_SIZE: usize = core::mem::size_of::<RmapItem>();
+
+// One cache line, as in C (users see the size through general_profit).
+#[cfg(CONFIG_64BIT)]
+const _: () = assert!(RMAP_ITEM_SIZE == 64);
+
+// SAFETY: The raw pointers are only used under KSM's locks.
+unsafe impl Send for RmapItem {}
+
+impl RmapItem {
+    /// A fresh item for `addr` in `mm`.
+    pub(crate) fn new(mm: *const Mm, addr: usize) -> Self {
+        Self {
+            rmap_list: core::ptr::null_mut(),
+            anon_vma_or_nid: AnonVmaOrNid { nid: 0 },
+            mm,
+            address: PackedAddress::new(addr),
+            info: Info {
+                linear_page_index: 0,
+            },
+            link: ItemLink {
+                stable: ManuallyDrop::new(StableLink {
+                    head: core::ptr::null_mut(),
+                    hlist: hlist::Links::new(),
+                }),
+            },
+        }
+    }
+
+    /// The mm of the item.
+    pub(crate) fn mm(&self) -> &Mm {
+        // SAFETY: The mm slot holds a `mmgrab()` reference for as long as items exist.
+        unsafe { &*self.mm }
+    }
+
+    /// The unstable-state information, read only.
+    pub(crate) fn info_unstable(&self) -> &UnstableInfo {
+        // SAFETY: Both union members are plain data of the same size; any bits are valid.
+        unsafe { &self.info.unstable }
+    }
+
+    /// The unstable-state information.
+    pub(crate) fn unstable(&mut self) -> &mut UnstableInfo {
+        // SAFETY: Both union members are plain data of the same size; any bits are valid.
+        unsafe { &mut self.info.unstable }
+    }
+
+    /// The page-aligned address, with the flags and sequence number.
+    pub(crate) fn address(&self) -> PackedAddress {
+        self.address
+    }
+
+    /// Marks a plain item as inserted in the unstable tree during scan `seqnr`; warns and does
+    /// nothing for a stable item.
+    pub(crate) fn set_unstable(&mut self, seqnr: usize) {
+        if !kernel::warn_on!(self.address.is_stable()) {
+            self.address = self.address.into_unstable(seqnr);
+        }
+    }
+
+    /// Makes an unstable item plain again; warns and does nothing for a stable item.
+    pub(crate) fn clear_unstable(&mut self) {
+        if !kernel::warn_on!(self.address.is_stable()) {
+            self.address = PackedAddress::new(self.address.addr());
+        }
+    }
+
+    /// Records the stable node whose list the item is on (or null, when it leaves the list).
+    fn set_stable_node(&mut self, node: *mut StableNode) {
+        // SAFETY: Writing a raw pointer leaves `link` initialized plain data; it is only read as
+        // the stable member while the item is stable.
+        unsafe { (*self.link.stable).head = node };
+    }
+
+    /// Whether the item is the last one of its stable node's list (for stable items); the
+    /// list's last item counts as the shared page, the others as sharing it.
+    pub(crate) fn is_last_stable(&self) -> bool {
+        // C: the callers pass stable items only.
+        if kernel::warn_on!(!self.address.is_stable()) {
+            return true;
+        }
+        // SAFETY: A stable item is on its stable node's list, which the callers hold (the thread
+        // mutex or the KSM folio's lock).
+        unsafe { hlist::Head::<StableItemLinks>::next(NonNull::from(self)) }.is_none()
+    }
+
+    /// Resets the unstable/stable information (C: `linear_page_index = 0`).
+    pub(crate) fn clear_info(&mut self) {
+        self.info = Info {
+            linear_page_index: 0,
+        };
+    }
+}
+
+pub(crate) mod locked;
+
+/// Proof that a constructor is called from this module or [`locked`]: [`StableTrees`] and
+/// [`Graveyard`] are made there, once, for the thread mutex.
+pub(crate) struct Seal(());
+
+// Stable nodes.
+
+/// `rmap_hlist_len` of a chain node. Any negative number would do; not -1, so that an underflow
+/// of a real count is still recognizable.
+pub(crate) const STABLE_NODE_CHAIN: i32 = -1024;
+
+/// Where a node is linked: in a stable tree, or in a list (C: the union of `node` with
+/// `head`, `hlist_dup` and `list`). [`StableNode::place`] says which.
+#[repr(C)]
+union NodeLink {
+    /// In a stable tree (a plain node or a chain; accessed by the tree only, through
+    /// [`TreeLinks`]).
+    node: ManuallyDrop<Links>,
+    /// In a chain's list of dups (a dup), on the migrate list or in the graveyard (accessed by
+    /// the lists only, through [`ListLinks`]).
+    list: ManuallyDrop<hlist::Links<StableNode>>,
+}
+
+/// The head of a node's list (C: `hlist`, which holds either): the rmap items mapping a KSM
+/// page (plain nodes and dups), or the dups of a chain; whether the node is a chain says
+/// which.
+#[repr(C)]
+union NodeHead {
+    /// The rmap items mapping this KSM page (plain nodes and dups).
+    items: ManuallyDrop<hlist::Head<StableItemLinks>>,
+    /// The dups (chains only).
+    dups: ManuallyDrop<hlist::Head<ListLinks>>,
+}
+
+/// Where a node is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Place {
+    /// In no tree or list (`link` unused): new, or taken out.
+    Unlinked,
+    /// In the stable tree of `nid` (`link.node`): a plain node or a chain.
+    Tree,
+    /// A dup in a chain's list (`link.list`; C: `head == STABLE_NODE_DUP_HEAD`).
+    Dup,
+    /// On the migrate list, out of any tree (`link.list`; C: `head == &migrate_nodes`).
+    Migrate,
+    /// Freed: in the graveyard (`link.list`), to be freed when the thread mutex is released.
+    Dead,
+}
+
+/// A node of the stable tree (`struct ksm_stable_node`): a KSM page, or a chain of them.
+///
+/// At most 64 bytes on 64-bit, as C's (checked at build time): what a node can be linked into
+/// shares one [`NodeLink`], and its list one [`NodeHead`].
+///
+/// Only the thread mutex's holder changes a node, except `kpfn` (stored by
+/// `folio_migrate_ksm()` under the folio lock) and the item list (changed under the thread
+/// mutex and the KSM folio's lock, walked by `rmap_walk_ksm()` under the folio lock alone).
+/// Other CPUs reach a node through raw pointers only, and access only those two fields, so
+/// its other fields are `Cell`s: a node is not `Sync`, and a [`NodeRef`] not `Send`.
+///
+/// # Invariants
+///
+/// - `place` says which member of `link` is in use, and the tree or list the node is in
+///   (the stable tree of `nid` for [`Place::Tree`]). The links are used by this module only.
+/// - Whether the node is a chain (`rmap_hlist_len == STABLE_NODE_CHAIN`) never changes: a
+///   chain's `head` holds its dups, which are nodes with [`Place::Dup`]; any other node's
+///   `head` holds rmap items, whose `address` is stable and whose `head` points back at it.
+/// - A [`Place::Dead`] node has an empty list; it is freed only when the thread mutex is
+///   released (the [`Graveyard`]). No other node is ever freed.
+#[repr(C)]
+pub(crate) struct StableNode {
+    /// Where the node is linked, as `place` says.
+    link: NodeLink,
+    /// Its list, as `rmap_hlist_len` says.
+    head: NodeHead,
+    /// Page frame number of the KSM page (plain nodes and dups), in the memory map while the
+    /// thread mutex is held (see [`StableNode::page_nid`]).
+    kpfn: Atomic<usize>,
+    /// When the chain was last pruned of stale dups (chains only).
+    chain_prune_time: Cell<usize>,
+    /// Number of items in the list, or [`STABLE_NODE_CHAIN`].
+    rmap_hlist_len: Cell<i32>,
+    /// NUMA node of the tree holding this node.
+    nid: Cell<i32>,
+    /// Checksum of the KSM page (of its dups' pages for a chain), the first part of the
+    /// node's key in the tree ([`crate::order`]). Fixed for the node's life.
+    hash: u32,
+    /// Where the node is.
+    place: Cell<Place>,
+}
+
+/// The links of stable nodes in the lists of dups, the migrate list and the graveyard.
+pub(crate) struct ListLinks;
+
+// SAFETY: `link.list` is a transparent `ManuallyDrop<hlist::Links<StableNode>>` in every
+// `StableNode`.
+unsafe impl hlist::Adapter for ListLinks {
+    type Item = StableNode;
+    const OFFSET: usize = offset_of!(StableNode, link.list);
+}
+
+/// The links of stable nodes in the stable trees.
+pub(crate) struct TreeLinks;
+
+// SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `StableNode`.
+unsafe impl Adapter for TreeLinks {
+    type Item = StableNode;
+    const OFFSET: usize = offset_of!(StableNode, link.node);
+}
+
+// As small as C's `struct ksm_stable_node` (64 bytes on 64-bit), the checksum included.
+#[cfg(CONFIG_64BIT)]
+const _: () = assert!(core::mem::size_of::<StableNode>() <= 64);
+
+// SAFETY: A node is allocated and freed under the thread mutex, and may be freed by a thread
+// other than the one that allocated it; nothing in it is tied to a thread.
+unsafe impl Send for StableNode {}
+
+impl StableNode {
+    /// Whether the node is on the migrate list, out of any tree.
+    pub(crate) fn on_migrate_list(&self) -> bool {
+        self.place.get() == Place::Migrate
+    }
+
+    /// Whether the node is a dup in a chain.
+    pub(crate) fn is_dup(&self) -> bool {
+        self.place.get() == Place::Dup
+    }
+
+    /// The page frame number of the KSM page (C: `READ_ONCE()`: `folio_migrate_ksm()` may
+    /// store it concurrently).
+    pub(crate) fn kpfn(&self) -> usize {
+        self.kpfn.load(Relaxed)
+    }
+
+    /// Records that the node's page moved to the page frame `pfn` (`folio_migrate_ksm()`).
+    ///
+    /// # Safety
+    ///
+    /// `this` must be a live plain node or dup, and `pfn` the page frame of the folio that
+    /// replaces its page, locked by the caller.
+    pub(crate) unsafe fn set_kpfn(this: *const Self, pfn: usize) {
+        // SAFETY: A live node (the caller's promise); `kpfn` is atomic, and no reference to
+        // the whole node is made.
+        unsafe { (*this).kpfn.store(pfn, Relaxed) };
+    }
+
+    /// The NUMA node of the node's page (plain nodes and dups).
+    fn page_nid(&self) -> i32 {
+        // SAFETY: `kpfn` was the pfn of a folio when the node was made or its page migrated
+        // (`alloc()`, `set_kpfn()`). Its `struct page` stays in the memory map while the thread
+        // mutex is held, as it is for any `NodeRef`: memory goes offline only while the mutex
+        // is not held (`crate::lock_ksm()` waits for that), and the nodes of offlined memory are
+        // removed before it ends (`hotremove`).
+        unsafe { UnrefFolio::from_pfn(self.kpfn()) }.nid()
+    }
+
+    /// The checksum of the node's page(s).
+    pub(crate) fn hash(&self) -> u32 {
+        self.hash
+    }
+
+    /// The NUMA node of the tree holding this node (or that held it, on the migrate list).
+    pub(crate) fn nid(&self) -> i32 {
+        self.nid.get()
+    }
+
+    /// The number of mappings of the node's page (plain nodes and dups).
+    pub(crate) fn rmap_hlist_len(&self) -> i32 {
+        self.rmap_hlist_len.get()
+    }
+
+    /// When the chain was last pruned.
+    pub(crate) fn chain_prune_time(&self) -> usize {
+        self.chain_prune_time.get()
+    }
+
+    /// Records when the chain was last pruned.
+    pub(crate) fn set_chain_prune_time(&self, t: usize) {
+        self.chain_prune_time.set(t);
+    }
+
+    /// The `folio->mapping` value of the KSM page of the node at `this`.
+    pub(crate) fn expected_mapping(this: *const StableNode) -> usize {
+        this as usize | FOLIO_MAPPING_KSM
+    }
+
+    /// Whether this is a chain of dups.
+    pub(crate) fn is_chain(&self) -> bool {
+        self.rmap_hlist_len.get() == STABLE_NODE_CHAIN
+    }
+
+    /// Whether `extra` more mappings may share this node's page
+    /// (`__is_page_sharing_candidate()`): it still has a mapping (else its page is going away)
+    /// and stays below `max_page_sharing`.
+    pub(crate) fn is_sharing_candidate_plus(&self, extra: i32) -> bool {
+        let len = self.rmap_hlist_len.get();
+        // C: VM_BUG_ON(). A chain or an underflowed count: refuse to share.
+        if kernel::warn_on!(len < 0) {
+            return false;
+        }
+        len != 0 && len + extra < MAX_PAGE_SHARING.load(Relaxed)
+    }
+
+    /// Whether another mapping may share this node's page (`is_page_sharing_candidate()`).
+    pub(crate) fn is_sharing_candidate(&self) -> bool {
+        self.is_sharing_candidate_plus(0)
+    }
+
+    /// Iterates over the items listed from the node at `this`.
+    ///
+    /// The node is not borrowed: rmap walks call this under the KSM folio's lock only, while
+    /// ksmd may change other fields of the node (its count, its tree or migrate links).
+    ///
+    /// # Safety
+    ///
+    /// `this` must be a live plain node or dup, and the caller must hold a lock that keeps its
+    /// list unchanged while the iterator is used (the KSM folio's lock or the thread mutex).
+    pub(crate) unsafe fn items(this: *const Self) -> impl Iterator<Item = *mut RmapItem> {
+        // SAFETY: As the caller guarantees; only the `head` field is borrowed, and `items` is
+        // the member of `head` in use for a plain node or dup.
+        unsafe { (*this).head.items.iter() }.map(NonNull::as_ptr)
+    }
+
+    /// The list of items, if this is a plain node or dup.
+    fn items_head(&self) -> Option<&hlist::Head<StableItemLinks>> {
+        // SAFETY: `items` is the member in use for a node that is no chain (type invariant).
+        (!self.is_chain()).then(|| unsafe { &*self.head.items })
+    }
+
+    /// The list of dups, if this is a chain.
+    fn dups_head(&self) -> Option<&hlist::Head<ListLinks>> {
+        // SAFETY: `dups` is the member in use for a chain (type invariant).
+        self.is_chain().then(|| unsafe { &*self.head.dups })
+    }
+
+    /// Whether the node has no items (plain nodes and dups) or no dups (chains).
+    pub(crate) fn list_is_empty(&self) -> bool {
+        match (self.items_head(), self.dups_head()) {
+            (Some(items), _) => items.is_empty(),
+            (_, Some(dups)) => dups.is_empty(),
+            _ => true,
+        }
+    }
+
+    /// Whether the node is in the stable tree of its nid.
+    fn in_tree(&self) -> bool {
+        self.place.get() == Place::Tree
+    }
+}
+
+/// A stable node that stays allocated for `'g`, the borrow of the held thread mutex
+/// ([`Ksm`]`<'g>`) it was found through.
+///
+/// A node is freed only when the thread mutex is released, after every `Ksm<'g>` borrowed from
+/// the guard, and so every `NodeRef<'g>`, is gone ([`Graveyard`]). Functions that take the node
+/// out of a tree or list, or free it, check where it is and refuse (with a warning) what would
+/// corrupt a tree or list, so a `NodeRef` may be kept across any of them.
+///
+/// # Invariants
+///
+/// `ptr` points to a [`StableNode`] allocated by [`alloc`] that is not freed before `'g` ends.
+#[derive(Clone, Copy)]
+pub(crate) struct NodeRef<'g> {
+    ptr: NonNull<StableNode>,
+    _node: PhantomData<&'g StableNode>,
+}
+
+impl PartialEq for NodeRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.ptr == other.ptr
+    }
+}
+
+impl Eq for NodeRef<'_> {}
+
+impl Deref for NodeRef<'_> {
+    type Target = StableNode;
+
+    fn deref(&self) -> &StableNode {
+        // SAFETY: The node is allocated for `'g` (type invariant). Only this thread, which holds
+        // the thread mutex, changes the fields that are not `Cell`s, atomics or behind
+        // `UnsafeCell`s (in `link` and `head`): none, after initialization.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<'g> NodeRef<'g> {
+    /// A reference to the node at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a node allocated by [`alloc`] that is not freed before `'g` ends: a
+    /// node found, during `'g`, in a tree, a list, or through a live item or a KSM folio.
+    unsafe fn new(ptr: NonNull<StableNode>) -> Self {
+        // INVARIANT: As the caller guarantees.
+        Self {
+            ptr,
+            _node: PhantomData,
+        }
+    }
+
+    /// The node's address, as rmap items and folios record it.
+    pub(crate) fn as_ptr(self) -> *mut StableNode {
+        self.ptr.as_ptr()
+    }
+
+    /// The `folio->mapping` value of the node's KSM page.
+    pub(crate) fn expected_mapping(self) -> usize {
+        StableNode::expected_mapping(self.as_ptr())
+    }
+
+    /// The node after this one on its list of `place` (dups, migrate list), if it is on one.
+    fn list_next(self, place: Place) -> Option<NodeRef<'g>> {
+        if self.place.get() != place {
+            return None;
+        }
+        // SAFETY: The node is on a list through `link.list` (type invariant of `StableNode`),
+        // which only this thread changes. The next node, if any, is a node on a list, which is
+        // freed only after `'g` ends.
+        unsafe { hlist::Head::<ListLinks>::next(self.ptr) }.map(|p| unsafe { NodeRef::new(p) })
+    }
+}
+
+/// The nodes of a list (a chain's dups, the migrate list), from the first.
+///
+/// Each node's successor is read before the node is handed out, so the caller may take that
+/// node off the list or free it. If other nodes of the list change places meanwhile, the
+/// iteration may end early or go on along another list; it never reaches freed memory.
+pub(crate) struct NodeIter<'g> {
+    next: Option<NodeRef<'g>>,
+    place: Place,
+}
+
+impl<'g> Iterator for NodeIter<'g> {
+    type Item = NodeRef<'g>;
+
+    fn next(&mut self) -> Option<NodeRef<'g>> {
+        let cur = self.next?;
+        self.next = cur.list_next(self.place);
+        Some(cur)
+    }
+}
+
+/// Allocates a node for the KSM page `kfolio`, whose checksum is `hash`, in no tree or list
+/// (`alloc_stable_node()`).
+pub(crate) fn alloc<'g>(ksm: &Ksm<'g>, kfolio: &Folio, hash: u32) -> Option<NodeRef<'g>> {
+    // A folio's pfn is in the memory map.
+    new_node(ksm, kfolio.pfn(), hash, false)
+}
+
+/// Allocates an empty chain for pages of checksum `hash` (`alloc_stable_node_chain()`).
+pub(crate) fn alloc_chain<'g>(ksm: &Ksm<'g>, hash: u32) -> Option<NodeRef<'g>> {
+    // A chain has no page: its `kpfn` is never looked at.
+    new_node(ksm, 0, hash, true)
+}
+
+/// Allocates a plain node or dup for the page at `kpfn`, or with `chain`, an empty chain.
+/// `kpfn` must be in the memory map (see [`StableNode::page_nid`]) unless for a chain.
+fn new_node<'g>(ksm: &Ksm<'g>, kpfn: usize, hash: u32, chain: bool) -> Option<NodeRef<'g>> {
+    // INVARIANT: In no tree or list, with an empty list of the kind it keeps for its life.
+    let node = StableNode {
+        link: NodeLink {
+            list: ManuallyDrop::new(hlist::Links::new()),
+        },
+        head: if chain {
+            NodeHead {
+                dups: ManuallyDrop::new(hlist::Head::new()),
+            }
+        } else {
+            NodeHead {
+                items: ManuallyDrop::new(hlist::Head::new()),
+            }
+        },
+        // INVARIANT: In the memory map, as the callers pass it.
+        kpfn: Atomic::new(kpfn),
+        chain_prune_time: Cell::new(0),
+        rmap_hlist_len: Cell::new(if chain { STABLE_NODE_CHAIN } else { 0 }),
+        nid: Cell::new(0),
+        hash,
+        place: Cell::new(Place::Unlinked),
+    };
+    let ptr = crate::alloc_stable_node(node).ok()?;
+    if chain {
+        STABLE_NODE_CHAINS.add(ksm, 1);
+    }
+    // SAFETY: Just allocated; it is freed only through the graveyard, after `'g` ended.
+    Some(unsafe { NodeRef::new(ptr) })
+}
+
+/// Frees a plain node or dup that is in no tree or list and has no items
+/// (`free_stable_node()`): it goes to the graveyard, to be freed when the thread mutex is
+/// released. Refuses (and leaks the node) otherwise, and for a chain ([`free_chain`]).
+///
+/// # Safety
+///
+/// No folio that can still be referenced or walked by the reverse map may point at the node:
+/// it is stale (its page no longer points at it, or is being freed), its page's mapping was
+/// reset under the folio lock, or no page was ever pointed at it.
+pub(crate) unsafe fn free(ksm: &Ksm<'_>, node: NodeRef<'_>) {
+    if kernel::warn_on!(node.is_chain()) {
+        return;
+    }
+    // No folio points at the node, as the caller guarantees.
+    bury(ksm, node);
+}
+
+/// Frees a chain that is in no tree and has no dups (`free_stable_node()`); refuses (and
+/// leaks the node) otherwise. No folio points at a chain: only plain nodes and dups have a
+/// page.
+pub(crate) fn free_chain(ksm: &Ksm<'_>, chain: NodeRef<'_>) {
+    if kernel::warn_on!(!chain.is_chain()) {
+        return;
+    }
+    bury(ksm, chain);
+}
+
+/// Puts a node that no folio points at into the graveyard, if it is in no tree or list and
+/// its list is empty; warns and leaks it otherwise.
+fn bury(ksm: &Ksm<'_>, node: NodeRef<'_>) {
+    if kernel::warn_on!(node.place.get() != Place::Unlinked || !node.list_is_empty()) {
+        return;
+    }
+    if node.is_chain() {
+        STABLE_NODE_CHAINS.add(ksm, -1);
+    }
+    ksm.graveyard().bury(node);
+}
+
+/// The address of the stable node of a KSM folio, or null (`folio_stable_node()`): for the
+/// C entry points, which reach the node through a locked folio without the thread mutex.
+pub(crate) fn folio_node_ptr(folio: &Folio) -> *mut StableNode {
+    // One read: the mapping may change under a reader without the folio lock.
+    let mapping = folio.raw_mapping();
+    if mapping & FOLIO_MAPPING_FLAGS == FOLIO_MAPPING_KSM {
+        (mapping & !FOLIO_MAPPING_FLAGS) as *mut StableNode
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+/// The stable node of a KSM folio, if the folio is KSM (`folio_stable_node()`).
+pub(crate) fn folio_stable_node<'g>(_ksm: &Ksm<'g>, folio: &Folio) -> Option<NodeRef<'g>> {
+    let ptr = NonNull::new(folio_node_ptr(folio))?;
+    // SAFETY: The "keyhole": a KSM folio's mapping points at a node that is not freed. A node
+    // is freed only once no folio points at it (`free()`): when its page is found stale (no
+    // longer pointing at it, see `ksm_get_folio()`), or after its folio's mapping was reset
+    // under the folio lock (`remove_stable_node()`); `folio_migrate_ksm()` points the new
+    // folio at the node before the old one stops. Freed nodes wait in the graveyard until the
+    // thread mutex, which we hold for `'g`, is released.
+    Some(unsafe { NodeRef::new(ptr) })
+}
+
+/// The stable node whose list a stable item is on.
+pub(crate) fn item_stable_node<'g>(_ksm: &Ksm<'g>, item: &RmapItem) -> Option<NodeRef<'g>> {
+    if !item.address.is_stable() {
+        return None;
+    }
+    // SAFETY: `link.stable` is in use for a stable item (type invariant of `RmapItem`).
+    let ptr = NonNull::new(unsafe { item.link.stable.head })?;
+    // SAFETY: A stable item is on the list of the node it points at (type invariant of
+    // `RmapItem`), and a node with items is not freed (type invariant of `StableNode`).
+    Some(unsafe { NodeRef::new(ptr) })
+}
+
+/// The stable trees, one per NUMA node (only the first is used with `merge_across_nodes = 1`),
+/// and the migrate list.
+///
+/// # Invariants
+///
+/// The trees hold the nodes with [`Place::Tree`], each in the tree of its nid; the migrate
+/// list those with [`Place::Migrate`]. Neither is ever emptied but by taking its nodes out,
+/// nor replaced: the one value (the thread mutex's, see [`StableTrees::new`]) is allocated
+/// once and never dropped.
+pub(crate) struct StableTrees {
+    roots: KVec<Tree<TreeLinks>>,
+    /// Stable nodes whose page migrated to another NUMA node, waiting to be put into that
+    /// node's tree (C: `migrate_nodes`). The head is in an allocation of its own, not in
+    /// `Ksm`: the first node on the list points back at it and writes through that pointer
+    /// when it leaves, while a `&mut Ksm<'_>` (which claims every byte of `Ksm`) is live.
+    migrate: Option<KBox<hlist::Head<ListLinks>>>,
+}
+
+impl StableTrees {
+    /// No trees yet: [`StableTrees::alloc`] makes them. Only the thread mutex has stable
+    /// trees, made once ([`Seal`]): no other value exists to swap with them.
+    pub(crate) const fn new(_once: Seal) -> Self {
+        Self {
+            roots: KVec::new(),
+            migrate: None,
+        }
+    }
+
+    /// Allocates `n` empty trees and the migrate list, at init; `EBUSY` if done already.
+    pub(crate) fn alloc(&mut self, n: usize) -> Result {
+        if self.migrate.is_some() || !self.roots.is_empty() {
+            return Err(EBUSY);
+        }
+        self.migrate = Some(KBox::new(hlist::Head::new(), GFP_KERNEL)?);
+        self.roots = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            self.roots.push(Tree::new(), GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    /// The number of trees (C: `nr_node_ids`).
+    pub(crate) fn len(&self) -> usize {
+        self.roots.len()
+    }
+
+    /// The tree of `nid`; warns if there is none (its nid would be out of range).
+    fn tree(&self, nid: i32) -> Option<&Tree<TreeLinks>> {
+        let t = usize::try_from(nid).ok().and_then(|n| self.roots.get(n));
+        kernel::warn_on!(t.is_none());
+        t
+    }
+
+    /// As [`StableTrees::tree`], to change it.
+    fn tree_mut(&mut self, nid: i32) -> Option<&mut Tree<TreeLinks>> {
+        let t = usize::try_from(nid)
+            .ok()
+            .and_then(|n| self.roots.get_mut(n));
+        kernel::warn_on!(t.is_none());
+        t
+    }
+}
+
+/// The start of a walk down the stable tree of `nid`.
+pub(crate) fn tree_root(ksm: &Ksm<'_>, nid: i32) -> Result<Position<TreeLinks>> {
+    Ok(ksm.stable().tree(nid).ok_or(EINVAL)?.root())
+}
+
+/// The node at `pos` of the stable tree of `nid` ([`Tree::item_at`]).
+pub(crate) fn tree_node_at<'g>(
+    ksm: &Ksm<'g>,
+    nid: i32,
+    pos: &Position<TreeLinks>,
+) -> Result<Option<NodeRef<'g>>> {
+    let node = ksm.stable().tree(nid).ok_or(EINVAL)?.item_at(pos)?;
+    // SAFETY: A node in a tree is not freed (type invariants).
+    Ok(node.map(|p| unsafe { NodeRef::new(p) }))
+}
+
+/// Moves `pos` down the stable tree of `nid` ([`Tree::descend`]).
+pub(crate) fn tree_descend(
+    ksm: &Ksm<'_>,
+    nid: i32,
+    pos: &mut Position<TreeLinks>,
+    ord: Ordering,
+) -> Result {
+    ksm.stable().tree(nid).ok_or(EINVAL)?.descend(pos, ord)
+}
+
+/// The first node of the stable tree of `nid`.
+pub(crate) fn tree_first<'g>(ksm: &Ksm<'g>, nid: i32) -> Option<NodeRef<'g>> {
+    let node = ksm.stable().tree(nid)?.first();
+    // SAFETY: A node in a tree is not freed (type invariants).
+    node.map(|p| unsafe { NodeRef::new(p) })
+}
+
+/// The node after `node` in its stable tree, if `node` is in one.
+pub(crate) fn tree_next<'g>(ksm: &Ksm<'g>, node: NodeRef<'g>) -> Option<NodeRef<'g>> {
+    if !node.in_tree() {
+        return None;
+    }
+    let tree = ksm.stable().tree(node.nid())?;
+    // SAFETY: `node` is in the tree of its nid (type invariant of `StableNode`). So is the node
+    // after it, which is not freed (type invariants).
+    unsafe { tree.next(node.ptr) }.map(|p| unsafe { NodeRef::new(p) })
+}
+
+/// Links `node`, which is in no tree or list, in at the vacant position `pos` of the stable
+/// tree of `nid`, which a walk for its content found; `EAGAIN` if the tree changed since.
+pub(crate) fn tree_insert<'g>(
+    ksm: &mut Ksm<'g>,
+    nid: i32,
+    pos: &Position<TreeLinks>,
+    node: NodeRef<'g>,
+) -> Result {
+    if kernel::warn_on!(node.place.get() != Place::Unlinked) {
+        return Err(EINVAL);
+    }
+    let tree = ksm.stable_mut().tree_mut(nid).ok_or(EINVAL)?;
+    // SAFETY: The node is in no tree, and its links are used by this module only. It stays
+    // valid and in place until taken out: a node in a tree is not freed, nodes never move, and
+    // the trees are never dropped or cleared (type invariants).
+    unsafe { tree.insert(pos, node.ptr) }?;
+    // INVARIANT: In the tree of `nid`.
+    node.nid.set(nid);
+    node.place.set(Place::Tree);
+    Ok(())
+}
+
+/// Takes a plain node or chain out of the stable tree of its nid; warns if it is in none.
+pub(crate) fn tree_remove<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>) {
+    if kernel::warn_on!(!node.in_tree()) {
+        return;
+    }
+    let Some(tree) = ksm.stable_mut().tree_mut(node.nid()) else {
+        return;
+    };
+    // SAFETY: The node is in the tree of its nid (type invariant of `StableNode`).
+    unsafe { tree.remove(node.ptr) };
+    // INVARIANT: In no tree or list.
+    node.place.set(Place::Unlinked);
+}
+
+/// Puts `new`, which is in no tree or list, in the place of `old` in the stable tree of
+/// `old`'s nid; `old` leaves the tree. `new` must have the content of `old` (the same
+/// checksum and bytes) for the tree to stay in order. Warns and fails if the nodes are not
+/// where they should be.
+pub(crate) fn tree_replace<'g>(ksm: &mut Ksm<'g>, old: NodeRef<'g>, new: NodeRef<'g>) -> Result {
+    if kernel::warn_on!(!old.in_tree() || new.place.get() != Place::Unlinked) {
+        return Err(EINVAL);
+    }
+    let nid = old.nid();
+    let tree = ksm.stable_mut().tree_mut(nid).ok_or(EINVAL)?;
+    // SAFETY: `old` is in the tree of its nid (type invariant); `new` is in no tree, as for
+    // `tree_insert()`.
+    unsafe { tree.replace(old.ptr, new.ptr) };
+    // INVARIANT: `new` is in the tree of `nid` instead of `old`, which is in none.
+    old.place.set(Place::Unlinked);
+    new.nid.set(nid);
+    new.place.set(Place::Tree);
+    Ok(())
+}
+
+/// Links `dup`, a plain node in no tree or list, first into the list of dups of `chain`, a
+/// chain in a tree (`stable_node_chain_add_dup()`); the dup takes the chain's nid. Warns and
+/// fails if the nodes are not what they should be.
+pub(crate) fn chain_add_dup<'g>(ksm: &Ksm<'g>, dup: NodeRef<'g>, chain: NodeRef<'g>) -> Result {
+    let Some(dups) = chain.dups_head() else {
+        kernel::warn_on!(true);
+        return Err(EINVAL);
+    };
+    if kernel::warn_on!(!chain.in_tree() || dup.is_chain() || dup.place.get() != Place::Unlinked) {
+        return Err(EINVAL);
+    }
+    // SAFETY: `dup` is in no list, and its links are used by this module only. It stays valid
+    // and in place until taken off: a node on a list is not freed, nodes never move, and
+    // neither does the chain, which holds the head (type invariants).
+    unsafe { dups.push_front(dup.ptr) };
+    // INVARIANT: A dup on its chain's list; a chain's list holds dups only.
+    dup.nid.set(chain.nid());
+    dup.place.set(Place::Dup);
+    STABLE_NODE_DUPS.add(ksm, 1);
+    Ok(())
+}
+
+/// Takes a dup off its chain's list (`__stable_node_dup_del()`); warns if it is no dup.
+pub(crate) fn dup_unlink<'g>(ksm: &Ksm<'g>, dup: NodeRef<'g>) {
+    if kernel::warn_on!(!dup.is_dup()) {
+        return;
+    }
+    // SAFETY: The dup is on a list through its `link.list` (type invariant), which only this
+    // thread changes.
+    unsafe { hlist::Head::<ListLinks>::remove(dup.ptr) };
+    // INVARIANT: In no tree or list.
+    dup.place.set(Place::Unlinked);
+    STABLE_NODE_DUPS.add(ksm, -1);
+}
+
+/// The dups of a chain (none for a plain node).
+pub(crate) fn dups<'g>(chain: NodeRef<'g>) -> NodeIter<'g> {
+    let first = chain.dups_head().and_then(|d| d.first());
+    NodeIter {
+        // SAFETY: A dup is on a list, so it is not freed (type invariants).
+        next: first.map(|p| unsafe { NodeRef::new(p) }),
+        place: Place::Dup,
+    }
+}
+
+/// Whether `dup` is the only dup of `chain`.
+pub(crate) fn is_only_dup(chain: NodeRef<'_>, dup: NodeRef<'_>) -> bool {
+    let mut d = dups(chain);
+    d.next() == Some(dup) && d.next().is_none()
+}
+
+/// Whether `dup` is the first dup of `chain`.
+pub(crate) fn is_first_dup(chain: NodeRef<'_>, dup: NodeRef<'_>) -> bool {
+    dups(chain).next() == Some(dup)
+}
+
+/// Puts a plain node or dup that is in no tree or list on the migrate list; warns and does
+/// nothing otherwise.
+pub(crate) fn migrate_list_add<'g>(ksm: &Ksm<'g>, node: NodeRef<'g>) {
+    // There is no KSM page before init allocated the list.
+    let Some(head) = ksm.stable().migrate.as_deref() else {
+        kernel::warn_on!(true);
+        return;
+    };
+    if kernel::warn_on!(node.is_chain() || node.place.get() != Place::Unlinked) {
+        return;
+    }
+    // SAFETY: The node is in no list, and its links are used by this module only. It stays
+    // valid and in place until taken off: a node on a list is not freed, nodes never move, and
+    // the head is in an allocation of its own, never freed (type invariants).
+    unsafe { head.push_front(node.ptr) };
+    // INVARIANT: On the migrate list.
+    node.place.set(Place::Migrate);
+}
+
+/// Takes a node off the migrate list; warns if it is not on it.
+pub(crate) fn migrate_list_del(node: NodeRef<'_>) {
+    if kernel::warn_on!(!node.on_migrate_list()) {
+        return;
+    }
+    // SAFETY: The node is on the migrate list through its `link.list` (type invariant), which
+    // only this thread changes.
+    unsafe { hlist::Head::<ListLinks>::remove(node.ptr) };
+    // INVARIANT: In no tree or list.
+    node.place.set(Place::Unlinked);
+}
+
+/// The nodes on the migrate list.
+pub(crate) fn migrate_list<'g>(ksm: &Ksm<'g>) -> NodeIter<'g> {
+    let first = ksm.stable().migrate.as_deref().and_then(|h| h.first());
+    NodeIter {
+        // SAFETY: A node on a list is not freed (type invariants).
+        next: first.map(|p| unsafe { NodeRef::new(p) }),
+        place: Place::Migrate,
+    }
+}
+
+/// Lists `item` first on the item list of `node` (a plain node or dup), whose KSM folio the
+/// caller has locked (`kfolio`), and marks it stable (`stable_tree_append()`, without the
+/// accounting). The caller has taken the item's anon_vma reference.
+///
+/// Fails only if `kfolio` is not the node's page, `node` is a chain or freed, or its count is
+/// out of range (C: `BUG_ON()`), or the item is in a tree or list already: then nothing
+/// changes.
+pub(crate) fn add_item(
+    node: NodeRef<'_>,
+    kfolio: &FolioLockGuard<'_>,
+    item: &mut RmapItem,
+) -> Result {
+    let Some(items) = node.items_head() else {
+        kernel::warn_on!(true);
+        return Err(EINVAL);
+    };
+    let len = node.rmap_hlist_len.get();
+    if kernel::warn_on!(
+        kfolio.raw_mapping() != node.expected_mapping()
+            || len < 0
+            || len == i32::MAX
+            || node.place.get() == Place::Dead
+            || item.address.is_stable()
+            || item.address.is_unstable()
+    ) {
+        return Err(EINVAL);
+    }
+    // SAFETY: The item is neither stable nor unstable, so on no list nor in a tree (type
+    // invariant of `RmapItem`), and its links are used by the list only. It is taken off the
+    // list before it is freed (`free_rmap_item()`), and items do not move. The thread mutex
+    // and the lock of the node's folio serialize the list's users.
+    unsafe { items.push_front(NonNull::from(&mut *item)) };
+    // INVARIANT: The item is on the list of the node it points at, and stable; the count
+    // follows the list.
+    item.set_stable_node(node.as_ptr());
+    item.address = item.address.into_stable();
+    node.rmap_hlist_len.set(len + 1);
+    Ok(())
+}
+
+/// Takes a stable `item` off the item list of its node (`hlist_del()`), which it returns,
+/// and makes it a plain item. The caller has locked the node's KSM folio (`kfolio`); refuses
+/// (with a warning) if that is not the node's page.
+pub(crate) fn take_item<'g>(
+    ksm: &Ksm<'g>,
+    kfolio: &FolioLockGuard<'_>,
+    item: &mut RmapItem,
+) -> Option<NodeRef<'g>> {
+    let node = item_stable_node(ksm, item)?;
+    if kernel::warn_on!(kfolio.raw_mapping() != node.expected_mapping()) {
+        return None;
+    }
+    // SAFETY: The folio lock and the thread mutex serialize the list's users.
+    unsafe { unlink_item(node, item) };
+    Some(node)
+}
+
+/// Takes a stable `item` off the item list of its node, which no folio points at any more
+/// (it is stale, or its page's mapping was reset under the folio lock).
+///
+/// # Safety
+///
+/// No folio's mapping may point at the item's node: then no rmap walk reaches its list.
+pub(crate) unsafe fn take_item_unmapped<'g>(
+    ksm: &Ksm<'g>,
+    item: &mut RmapItem,
+) -> Option<NodeRef<'g>> {
+    let node = item_stable_node(ksm, item)?;
+    // SAFETY: No rmap walk reaches the list (the caller's promise); the thread mutex
+    // serializes its other users.
+    unsafe { unlink_item(node, item) };
+    Some(node)
+}
+
+/// Unlinks the stable `item` from the list of `node`, the node it points at.
+///
+/// # Safety
+///
+/// Nothing else may use the list during the call.
+unsafe fn unlink_item(node: NodeRef<'_>, item: &mut RmapItem) {
+    // SAFETY: The item is on the list of `node` (type invariant of `RmapItem`), which nothing
+    // else uses (the caller's promise).
+    unsafe { hlist::Head::<StableItemLinks>::remove(NonNull::from(&mut *item)) };
+    // INVARIANT: A plain item, on no list; the count follows the list.
+    item.set_stable_node(core::ptr::null_mut());
+    item.address = PackedAddress::new(item.address.addr());
+    node.rmap_hlist_len.set(node.rmap_hlist_len.get() - 1);
+}
+
+/// The stable nodes freed under the thread mutex, which are really freed when it is released
+/// (when the [`crate::KsmGuard`] is dropped): a [`NodeRef`] cannot outlive that.
+///
+/// # Invariants
+///
+/// The list holds the nodes with [`Place::Dead`].
+pub(crate) struct Graveyard {
+    /// In an allocation of its own, for the reason given at [`StableTrees::migrate`].
+    head: Option<KBox<hlist::Head<ListLinks>>>,
+}
+
+// SAFETY: Used under the thread mutex only; its nodes are not tied to a thread.
+unsafe impl Send for Graveyard {}
+
+impl Graveyard {
+    /// No graveyard yet: [`Graveyard::alloc`] makes it. Only the thread mutex has one
+    /// ([`Seal`]).
+    pub(crate) const fn new(_once: Seal) -> Self {
+        Self { head: None }
+    }
+
+    /// Allocates the list, at init; `EBUSY` if done already.
+    pub(crate) fn alloc(&mut self) -> Result {
+        if self.head.is_some() {
+            return Err(EBUSY);
+        }
+        self.head = Some(KBox::new(hlist::Head::new(), GFP_KERNEL)?);
+        Ok(())
+    }
+
+    /// Puts a node that is in no tree or list, has an empty list, and that no folio points at
+    /// into the graveyard.
+    fn bury(&self, node: NodeRef<'_>) {
+        // Nodes are allocated after init only.
+        let Some(head) = self.head.as_deref() else {
+            kernel::warn_on!(true);
+            return;
+        };
+        // SAFETY: As for `migrate_list_add()`; a dead node is freed only after it leaves the
+        // list (`drain()`).
+        unsafe { head.push_front(node.ptr) };
+        // INVARIANT: Dead, with an empty list.
+        node.place.set(Place::Dead);
+    }
+
+    /// Frees the nodes in the graveyard. Called when the thread mutex is released: exclusive
+    /// access proves that no [`Ksm`], and so no [`NodeRef`], is left.
+    pub(crate) fn drain(&mut self) {
+        let Some(head) = self.head.as_deref() else {
+            return;
+        };
+        while let Some(node) = head.first() {
+            cond_resched();
+            // SAFETY: A dead node is on this list, which only the thread mutex's holder (us)
+            // changes.
+            unsafe { hlist::Head::<ListLinks>::remove(node) };
+            // SAFETY: A dead node was allocated by `alloc()`, and is off every tree and list;
+            // no `NodeRef` to it is left (`&mut self`), no item points to it (its
+            // list is empty), and no folio does (`free()`, `free_chain()`).
+            unsafe { crate::free_stable_node(node) };
+        }
+    }
+}
+
+#[kernel::macros::kunit_tests(ksm_rs_rmap_item)]
+mod tests {
+    use super::*;
+    use kernel::page::PAGE_SIZE;
+
+    #[test]
+    fn packed_address_flags() {
+        let a = PackedAddress::new(0x7f00_0000_1000 + 0x123);
+        assert_eq!(a.addr(), 0x7f00_0000_1000);
+        assert!(!a.is_stable() && !a.is_unstable());
+        let u = a.into_unstable(0x1_2345);
+        assert!(u.is_unstable() && !u.is_stable());
+        assert_eq!(u.addr(), 0x7f00_0000_1000);
+        assert_eq!(u, PackedAddress(0x7f00_0000_1000 | UNSTABLE_FLAG | 0x45));
+        let s = u.into_stable();
+        assert!(s.is_stable() && !s.is_unstable());
+        assert_eq!(s.addr(), 0x7f00_0000_1000);
+        assert_eq!(PackedAddress::new(s.addr()), a);
+        assert!(SEQNR_MASK < UNSTABLE_FLAG && STABLE_FLAG < PAGE_SIZE);
+    }
+
+    #[test]
+    fn unstable_age_wraps() {
+        let a = PackedAddress::new(0x1000);
+        assert_eq!(a.into_unstable(7).unstable_age(7), 0);
+        assert_eq!(a.into_unstable(7).unstable_age(8), 1);
+        // The sequence number wraps at 256 in the address but not in the scanner.
+        assert_eq!(a.into_unstable(255).unstable_age(256), 1);
+        assert_eq!(a.into_unstable(0x1ff).unstable_age(0x200), 1);
+    }
+
+    #[test]
+    fn item_is_one_cache_line() {
+        assert_eq!(RMAP_ITEM_SIZE, 64);
+    }
+}
+
+#[kernel::macros::kunit_tests(ksm_rs_node)]
+mod node_tests {
+    use super::*;
+
+    /// The vacant position for `hash` in the stable tree of `nid`, ordered by checksum alone
+    /// (nodes of the same checksum go to the right).
+    fn position(ksm: &Ksm<'_>, nid: i32, hash: u32) -> Result<Position<TreeLinks>> {
+        let mut pos = tree_root(ksm, nid)?;
+        while let Some(n) = tree_node_at(ksm, nid, &pos)? {
+            let ord = if hash < n.hash() {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
+            tree_descend(ksm, nid, &mut pos, ord)?;
+        }
+        Ok(pos)
+    }
+
+    /// Counts the checks that fail, so that the test asserts only once it released the thread
+    /// mutex (a failed assertion ends the test's thread).
+    fn check(failed: &mut u32, ok: bool) {
+        if !ok {
+            *failed += 1;
+        }
+    }
+
+    #[test]
+    fn nodes_move_between_trees_and_lists() {
+        let mut failed = 0;
+        let f = &mut failed;
+        't: {
+            let mut g = crate::lock_ksm();
+            let ksm = &mut g.ksm();
+            let (chains, dups_before) = (STABLE_NODE_CHAINS.get(), STABLE_NODE_DUPS.get());
+            // The nodes point at the zero page, which never points back: were one left in a
+            // tree by a failure, ksmd would find it stale and remove it.
+            let zero_pfn = kernel::mm::pgtable::zero_page_pfn(0);
+            let hash = 0x5eed_0001;
+            let (Some(a), Some(b), Some(c)) = (
+                new_node(ksm, zero_pfn, hash, false),
+                new_node(ksm, zero_pfn, hash, false),
+                alloc_chain(ksm, hash),
+            ) else {
+                check(f, false);
+                break 't;
+            };
+            check(f, STABLE_NODE_CHAINS.get() == chains + 1);
+            let inserted = position(ksm, 0, hash).and_then(|pos| tree_insert(ksm, 0, &pos, a));
+            check(f, inserted.is_ok() && a.in_tree() && a.nid() == 0);
+            let mut all = core::iter::successors(tree_first(ksm, 0), |&n| tree_next(ksm, n));
+            check(f, all.any(|n| n == a));
+
+            // The chain takes the node's place, and the node becomes its dup.
+            check(
+                f,
+                tree_replace(ksm, a, c).is_ok() && c.in_tree() && !a.in_tree(),
+            );
+            check(
+                f,
+                chain_add_dup(ksm, a, c).is_ok() && chain_add_dup(ksm, b, c).is_ok(),
+            );
+            check(
+                f,
+                a.is_dup() && b.is_dup() && c.is_chain() && b.nid() == c.nid(),
+            );
+            check(f, STABLE_NODE_DUPS.get() == dups_before + 2);
+            check(
+                f,
+                is_first_dup(c, b) && !is_only_dup(c, b) && dups(c).count() == 2,
+            );
+
+            // Taking each dup off the list as it is handed out leaves the iteration whole.
+            let mut n = 0;
+            for d in dups(c) {
+                dup_unlink(ksm, d);
+                n += 1;
+            }
+            check(f, n == 2 && c.list_is_empty() && !a.is_dup() && !b.is_dup());
+            check(f, STABLE_NODE_DUPS.get() == dups_before);
+
+            migrate_list_add(ksm, a);
+            check(f, a.on_migrate_list() && migrate_list(ksm).any(|m| m == a));
+            migrate_list_del(a);
+            check(f, !migrate_list(ksm).any(|m| m == a));
+
+            tree_remove(ksm, c);
+            check(f, !c.in_tree());
+            free_chain(ksm, c);
+            check(f, STABLE_NODE_CHAINS.get() == chains);
+            // SAFETY: No folio was ever pointed at `a` or `b`.
+            unsafe {
+                free(ksm, a);
+                free(ksm, b);
+            }
+            // Freed nodes stay readable until the guard goes.
+            check(f, [a, b, c].iter().all(|n| n.place.get() == Place::Dead));
+        }
+        assert_eq!(failed, 0);
+    }
+}
