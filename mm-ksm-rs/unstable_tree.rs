@@ -17,7 +17,7 @@ use crate::{
     Ksm,
 };
 use core::ptr::NonNull;
-use kernel::{kthread::cond_resched, sync::atomic::Relaxed};
+use kernel::{kthread::cond_resched, rbtree::intrusive::Found, sync::atomic::Relaxed};
 
 /// Searches the unstable tree for a page with the same content as `folio`; if none, inserts
 /// `item` (`unstable_tree_search_insert()`).
@@ -34,46 +34,46 @@ pub(crate) fn search_insert(
     // The key: the checksum the item is inserted with, unchanged for a scan (the caller
     // checked), and the bytes.
     let hash = item.unstable().oldchecksum;
-    let mut pos = tree.root();
-    // Nothing changes the tree during the walk (we hold it), so `EAGAIN` cannot happen: give up
-    // if it does.
-    loop {
-        let at = tree.item_at(&pos);
-        if kernel::warn_on!(at.is_err()) {
-            return None;
-        }
-        let Ok(Some(tree_ptr)) = at else {
-            break;
-        };
+    let mut matched = None;
+    // Nothing changes the tree during the walk: it borrows the tree, one load per step. `Err`
+    // gives up.
+    let walked = tree.find(|tree_ptr| {
         cond_resched();
         // SAFETY: Items of the unstable tree are valid under the thread mutex: they are taken
         // out of it, or the tree is emptied, before they are freed. Only ksmd changes them, and
         // not while it walks.
         let tree_item = unsafe { tree_ptr.as_ref() };
-        let ord = match crate::order::by_checksum(hash, tree_item.info_unstable().oldchecksum) {
-            Some(ord) => ord,
-            None => {
-                let tree_page = get_mergeable_page(tree_item.mm(), tree_item.address().addr())?;
-                // Don't substitute a KSM page for a forked page.
-                if page.same_page(&tree_page) {
-                    return None;
-                }
-                let ord = page.cmp(&tree_page);
-                if ord == core::cmp::Ordering::Equal {
-                    // A tree page that migrated to another node is flushed out and put in the
-                    // right tree next scan: only merge with it when merging across nodes.
-                    if MERGE_ACROSS_NODES.load(Relaxed) == 0 && tree_page.folio.nid() != nid {
-                        return None;
-                    }
-                    return Some((tree_ptr.as_ptr(), tree_page));
-                }
-                ord
-            }
-        };
-        if kernel::warn_on!(tree.descend(&mut pos, ord).is_err()) {
-            return None;
+        if let Some(ord) = crate::order::by_checksum(hash, tree_item.info_unstable().oldchecksum) {
+            return Ok(ord);
         }
-    }
+        let tree_page = get_mergeable_page(tree_item.mm(), tree_item.address().addr()).ok_or(())?;
+        // Don't substitute a KSM page for a forked page.
+        if page.same_page(&tree_page) {
+            return Err(());
+        }
+        let ord = page.cmp(&tree_page);
+        if ord == core::cmp::Ordering::Equal {
+            // A tree page that migrated to another node is flushed out and put in the right
+            // tree next scan: only merge with it when merging across nodes.
+            if MERGE_ACROSS_NODES.load(Relaxed) == 0 && tree_page.folio.nid() != nid {
+                return Err(());
+            }
+            matched = Some(tree_page);
+        }
+        Ok(ord)
+    });
+    let pos = match walked {
+        Err(()) => return None,
+        Ok(Found::Item(tree_ptr)) => {
+            // Only a comparison of the bytes calls a tree item equal, and it sets `matched`.
+            let Some(tree_page) = matched else {
+                kernel::warn_on!(true);
+                return None;
+            };
+            return Some((tree_ptr.as_ptr(), tree_page));
+        }
+        Ok(Found::Vacant(pos)) => pos,
+    };
     item.set_unstable(ksm.seqnr);
     item.anon_vma_or_nid.nid = nid;
     // SAFETY: The item is in no tree (the caller took it out), and its links are only used by

@@ -18,6 +18,8 @@
 //!   included. Instead it remembers the tree's generation, which every change of the tree's shape
 //!   replaces: a position taken before a change is refused with `EAGAIN`, and the caller starts
 //!   its walk again (C walks do the same with `goto again`).
+//! - A walk whose comparisons leave the tree alone can borrow it instead ([`Tree::find`]): it
+//!   reads one child pointer per step, with no generation to check.
 //! - Nothing allocates: an item is linked in at the vacant position a walk ended at.
 //!
 //! # Examples
@@ -203,6 +205,14 @@ pub struct Position<A: Adapter> {
     _tree: PhantomData<*const Tree<A>>,
 }
 
+/// Where [`Tree::find`] ended.
+pub enum Found<A: Adapter> {
+    /// An item equal to the key looked for; valid while it stays in the tree.
+    Item(NonNull<A::Item>),
+    /// The vacant place for the key, where [`Tree::insert`] links an item in.
+    Vacant(Position<A>),
+}
+
 impl<A: Adapter> Tree<A> {
     /// An empty tree.
     pub fn new() -> Self {
@@ -337,6 +347,53 @@ impl<A: Adapter> Tree<A> {
             };
         }
         Ok(())
+    }
+
+    /// Walks down from the root to the item that `cmp` calls equal to the key looked for, or to
+    /// the vacant place for that key. `cmp` orders the key against an item (`Less`: the key
+    /// goes to the item's left); its first error ends the walk.
+    ///
+    /// The tree is borrowed for the whole walk, so it cannot change: each step reads one child
+    /// pointer, and the vacant [`Position`] returned is current until the tree changes. Use
+    /// [`Tree::item_at`] and [`Tree::descend`] for a walk that lets the tree change between two
+    /// steps.
+    pub fn find<E>(
+        &self,
+        mut cmp: impl FnMut(NonNull<A::Item>) -> Result<Ordering, E>,
+    ) -> Result<Found<A>, E> {
+        let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
+        let mut side = Side::Left;
+        let mut node = self.root.rb_node;
+        while let Some(n) = NonNull::new(node) {
+            // SAFETY: `n` is the root or a child of a node of this tree: a node of it (type
+            // invariant), and the tree does not change while we borrow it.
+            let item = unsafe { Self::item_of(n) };
+            let ord = cmp(item)?;
+            if ord == Ordering::Equal {
+                return Ok(Found::Item(item));
+            }
+            parent = node;
+            side = if ord == Ordering::Less {
+                Side::Left
+            } else {
+                Side::Right
+            };
+            // SAFETY: `n` is a valid node of this tree, as above; its child pointers are read only.
+            node = unsafe {
+                match side {
+                    Side::Left => (*n.as_ptr()).rb_left,
+                    Side::Right => (*n.as_ptr()).rb_right,
+                }
+            };
+        }
+        // INVARIANT: A vacant child of `parent`, a node of this tree (or the root's place), in
+        // the tree as it is: it did not change while borrowed.
+        Ok(Found::Vacant(Position {
+            generation: self.generation,
+            parent,
+            side,
+            _tree: PhantomData,
+        }))
     }
 
     /// Links `item` in at the vacant position `pos`, and rebalances (`rb_link_node()`,
@@ -536,6 +593,51 @@ mod tests {
             assert_eq!(unsafe { key(&tree, found) }, k);
         }
         assert!(find(&tree, N)?.is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn find_walks_and_inserts() -> Result {
+        const N: u32 = 300;
+        let mut v = items(N)?;
+        let mut tree = Tree::<ByKey>::new();
+        let by = |k: u32| {
+            move |item: NonNull<Item>| -> Result<Ordering> {
+                // SAFETY: An item of the tree; the tests' items outlive their trees.
+                Ok(k.cmp(&unsafe { item.as_ref() }.key))
+            }
+        };
+        for item in v.iter_mut() {
+            let Found::Vacant(pos) = tree.find(by(item.key))? else {
+                return Err(EINVAL);
+            };
+            // SAFETY: The item is in no tree and outlives the tree.
+            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+        }
+        let k = keys(&tree)?;
+        assert!(k.len() == N as usize && k.iter().enumerate().all(|(i, &k)| k == i as u32));
+        for k in 0..N {
+            let Found::Item(item) = tree.find(by(k))? else {
+                return Err(EINVAL);
+            };
+            // SAFETY: An item of the tree; the tests' items outlive their trees.
+            assert_eq!(unsafe { item.as_ref() }.key, k);
+        }
+        let Found::Vacant(pos) = tree.find(by(N))? else {
+            return Err(EINVAL);
+        };
+        // The position is current until the tree changes.
+        assert!(tree.item_at(&pos)?.is_none());
+        // SAFETY: `v[0]` is in the tree.
+        unsafe { tree.remove(NonNull::from(&mut v[0])) };
+        assert!(tree.item_at(&pos).is_err());
+        // The first error of the comparison ends the walk.
+        let mut steps = 0;
+        let r = tree.find(|_| {
+            steps += 1;
+            Err::<Ordering, _>(EBUSY)
+        });
+        assert!(matches!(r, Err(e) if e == EBUSY) && steps == 1);
         Ok(())
     }
 
