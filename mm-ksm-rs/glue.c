@@ -120,21 +120,6 @@ static int __init ksm_checksum_init(void)
 }
 late_initcall(ksm_checksum_init);
 
-void ksm_rs_anon_vma_lock_read(struct anon_vma *anon_vma)
-{
-	anon_vma_lock_read(anon_vma);
-}
-
-bool ksm_rs_anon_vma_trylock_read(struct anon_vma *anon_vma)
-{
-	return anon_vma_trylock_read(anon_vma);
-}
-
-void ksm_rs_anon_vma_unlock_read(struct anon_vma *anon_vma)
-{
-	anon_vma_unlock_read(anon_vma);
-}
-
 #ifdef CONFIG_MEMORY_FAILURE
 /*
  * The per-task part of collect_procs_ksm() for one rmap item of a KSM page:

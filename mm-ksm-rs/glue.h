@@ -29,9 +29,6 @@ extern const vm_flags_t ksm_rs_arch_unmergeable;
 /* Implemented in C (glue.c): mm/internal.h is private to mm/. */
 void ksm_rs_get_anon_vma(struct anon_vma *anon_vma);
 void ksm_rs_put_anon_vma(struct anon_vma *anon_vma);
-void ksm_rs_anon_vma_lock_read(struct anon_vma *anon_vma);
-bool ksm_rs_anon_vma_trylock_read(struct anon_vma *anon_vma);
-void ksm_rs_anon_vma_unlock_read(struct anon_vma *anon_vma);
 void ksm_rs_collect_procs(struct anon_vma *av, unsigned long index,
 			  unsigned long addr, const struct page *page,
 			  struct list_head *to_kill, int force_early);

@@ -22,6 +22,7 @@ use kernel::{
     mm::{
         folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
         pgtable::VmaMmapWrite,
+        rmap::AnonVma,
         virt::{flags, VmaRef},
         Mm, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
     },
@@ -58,28 +59,20 @@ fn vma_ksm_compatible(vma: &VmaRef) -> bool {
 /// Registers `mm` with KSM (`__ksm_enter()`).
 fn ksm_enter(mm: &Mm) -> Result {
     let slot = crate::alloc_mm_slot(mm)?;
-    let res = match mm_slot::reserve() {
-        Ok(r) => r,
-        Err(e) => {
-            // SAFETY: Allocated above, and never listed.
-            unsafe { crate::free_mm_slot(slot) };
-            return Err(e);
-        }
-    };
-    let needs_wakeup = {
+    let res = mm_slot::reserve()?;
+    let (needs_wakeup, refused) = {
         let mut l = MMLIST.lock();
         let needs_wakeup = l.is_empty();
         // While merging (or stopped), insert just behind the cursor to let the area settle
         // before it is scanned: a fork followed by exec should not cost an rmap list. While
         // unmerging, insert ahead of the cursor (at the tail) so the new mm is not missed.
-        let before = if state::RUN.load(Relaxed) & KSM_RUN_UNMERGE != 0 {
-            core::ptr::null_mut()
-        } else {
-            l.cursor
-        };
-        l.insert_before(slot, before, res);
-        needs_wakeup
+        let at_tail = state::RUN.load(Relaxed) & KSM_RUN_UNMERGE != 0;
+        (needs_wakeup, l.insert(slot, at_tail, res).err())
     };
+    // C: registered twice is a caller bug. The slot is freed outside the spinlock.
+    if kernel::warn_on!(refused.is_some()) {
+        return Err(EEXIST);
+    }
     mm.flags_set(MMF_VM_MERGEABLE);
     if needs_wakeup {
         ksmd::wake_thread();
@@ -114,29 +107,12 @@ pub unsafe extern "C" fn __ksm_enter(mm: *mut bindings::mm_struct) -> i32 {
 pub unsafe extern "C" fn __ksm_exit(mm: *mut bindings::mm_struct) {
     // SAFETY: The caller (exit_mmap) holds a reference on the mm.
     let mm = unsafe { Mm::from_raw(mm) };
-    let mut easy = core::ptr::null_mut();
-    {
-        let mut l = MMLIST.lock();
-        let slot = l.lookup(mm);
-        if !slot.is_null() && slot != l.cursor {
-            // SAFETY: A listed slot. Not a data race: the scanner changes the item list of
-            // the cursor slot only, and moves the cursor on under MMLIST after its last change
-            // (finish_mm(), unmerge_and_remove_all_rmap_items()), so that change happened
-            // before our lock of MMLIST, which sees another cursor.
-            if unsafe { (*slot).rmap_list.is_null() } {
-                l.remove(slot);
-                easy = slot;
-            } else {
-                l.move_after_cursor(slot);
-            }
-        }
-    }
-    if !easy.is_null() {
+    let easy = MMLIST.lock().exit(mm);
+    if let Some(slot) = easy {
         mm.flags_clear(MMF_VM_MERGE_ANY);
         mm.flags_clear(MMF_VM_MERGEABLE);
-        // SAFETY: Taken off the list and the map above, with no items; the scanner did not
-        // have it as its cursor, so nothing else reaches it.
-        unsafe { crate::free_mm_slot(easy) };
+        // Freed outside the spinlock.
+        drop(slot);
     }
     crate::trace::exit(mm);
 }
@@ -424,9 +400,6 @@ pub unsafe extern "C" fn folio_migrate_ksm(
 }
 
 extern "C" {
-    fn ksm_rs_anon_vma_lock_read(anon_vma: *mut c_void);
-    fn ksm_rs_anon_vma_trylock_read(anon_vma: *mut c_void) -> bool;
-    fn ksm_rs_anon_vma_unlock_read(anon_vma: *mut c_void);
     #[cfg(CONFIG_MEMORY_FAILURE)]
     fn ksm_rs_collect_procs(
         anon_vma: *mut c_void,
@@ -464,66 +437,56 @@ pub unsafe extern "C" fn rmap_walk_ksm(
             // SAFETY: Listed items are valid under the folio lock.
             let item: &RmapItem = unsafe { &*item };
             let addr = item.address().addr();
-            // SAFETY: Stable items hold an anon_vma reference and their page index.
-            let (av, index) =
-                unsafe { (item.anon_vma_or_nid.anon_vma, item.info.linear_page_index) };
+            // Stable items hold an anon_vma reference and their page index.
+            let Some((av, index)) = item.stable_rmap() else {
+                kernel::warn_on!(true);
+                continue;
+            };
+            // SAFETY: The item holds a reference on `av`, and stays listed under the folio lock.
+            let av = unsafe { AnonVma::from_raw(av) };
             cond_resched();
-            // SAFETY: `av` is referenced by the item.
-            if unsafe { !ksm_rs_anon_vma_trylock_read(av.cast()) } {
-                if rwc.try_lock {
+            let guard = match av.try_lock_read() {
+                Some(g) => g,
+                None if rwc.try_lock => {
                     rwc.contended = true;
                     return;
                 }
-                // SAFETY: As above.
-                unsafe { ksm_rs_anon_vma_lock_read(av.cast()) };
-            }
-            // SAFETY: The anon_vma read lock protects the interval tree walk.
-            let mut avc = unsafe { bindings::anon_rmap_tree_iter_first(av, index, index) };
-            let mut stop = false;
-            while !avc.is_null() {
+                None => av.lock_read(),
+            };
+            // KSM folios are small: the page index the item recorded when its page was merged
+            // finds the areas that may map it (mremap() unmerges KSM pages).
+            for vma in guard.vmas(index) {
                 cond_resched();
-                // SAFETY: A chain of the locked anon_vma; its vma is valid.
-                let vma = unsafe { (*avc).vma };
-                // SAFETY: As above.
-                let (vs, ve, vmm) = unsafe {
-                    (
-                        (*vma).__bindgen_anon_1.__bindgen_anon_1.vm_start,
-                        (*vma).__bindgen_anon_1.__bindgen_anon_1.vm_end,
-                        (*vma).vm_mm,
-                    )
-                };
-                let own_mm = core::ptr::eq(vmm.cast_const(), item.mm.cast());
-                if addr >= vs && addr < ve && own_mm != search_new_forks {
-                    // SAFETY: Callbacks of the caller's control structure, called as C does.
-                    let invalid = rwc
-                        .invalid_vma
-                        .is_some_and(|iv| unsafe { iv(vma, rwc.arg) });
-                    if !invalid {
-                        // C calls it unconditionally: a walk without one is a caller bug.
-                        let Some(rmap_one) = rwc.rmap_one else {
-                            kernel::warn_on!(true);
-                            stop = true;
-                            break;
-                        };
-                        // SAFETY: As above.
-                        if !unsafe { rmap_one(folio, vma, addr, rwc.arg) } {
-                            stop = true;
-                            break;
-                        }
-                        // SAFETY: As above.
-                        if rwc.done.is_some_and(|d| unsafe { d(folio) } != 0) {
-                            stop = true;
-                            break;
-                        }
-                    }
+                if addr < vma.start() || addr >= vma.end() {
+                    continue;
                 }
-                // SAFETY: Iterating under the anon_vma lock.
-                avc = unsafe { bindings::anon_rmap_tree_iter_next(avc, index, index) };
-            }
-            // SAFETY: Locked above.
-            unsafe { ksm_rs_anon_vma_unlock_read(av.cast()) };
-            if stop {
-                return;
+                // First the area of the item's own mm; then, if there is still work to do,
+                // areas of other mms, forked from it since ksmd passed.
+                if vma.is_in(item.mm()) == search_new_forks {
+                    continue;
+                }
+                let vma = vma.as_ptr();
+                let invalid = rwc.invalid_vma.is_some_and(|iv| {
+                    // SAFETY: Callbacks of the caller's control structure, called as C does,
+                    // with the folio locked and the area's anon_vma read-locked.
+                    unsafe { iv(vma, rwc.arg) }
+                });
+                if invalid {
+                    continue;
+                }
+                // C calls it unconditionally: a walk without one is a caller bug.
+                let Some(rmap_one) = rwc.rmap_one else {
+                    kernel::warn_on!(true);
+                    return;
+                };
+                // SAFETY: As above.
+                if !unsafe { rmap_one(folio, vma, addr, rwc.arg) } {
+                    return;
+                }
+                // SAFETY: As above.
+                if rwc.done.is_some_and(|d| unsafe { d(folio) } != 0) {
+                    return;
+                }
             }
         }
     }
@@ -549,18 +512,23 @@ pub unsafe extern "C" fn collect_procs_ksm(
     }
     // SAFETY: The folio lock keeps the node's list stable.
     for item in unsafe { StableNode::items(node) } {
-        // SAFETY: Listed items are valid; stable items hold their anon_vma.
+        // SAFETY: Listed items are valid under the folio lock.
+        let item: &RmapItem = unsafe { &*item };
+        let Some((av, index)) = item.stable_rmap() else {
+            kernel::warn_on!(true);
+            continue;
+        };
+        // SAFETY: The item holds its anon_vma; the caller's page and list are valid.
         unsafe {
-            let item = &*item;
             ksm_rs_collect_procs(
-                item.anon_vma_or_nid.anon_vma.cast(),
-                item.info.linear_page_index,
+                av.cast(),
+                index,
                 item.address().addr(),
                 page.cast(),
                 to_kill,
                 force_early,
-            );
-        }
+            )
+        };
     }
 }
 

@@ -66,7 +66,7 @@ mod trace;
 mod unmerge;
 mod unstable_tree;
 
-use mm_slot::{MmList, MmSlot};
+use mm_slot::{MmSlot, OwnedSlot};
 
 /// The errno of a result, 0 for success: what the C callers and the trace events want.
 pub(crate) fn to_errno(r: Result) -> i32 {
@@ -79,10 +79,7 @@ use node::{RmapItem, StableNode};
 
 pub(crate) use node::locked::{Ksm, KsmGuard};
 
-kernel::sync::global_lock! {
-    // SAFETY: Initialized in ksm_rs_init() before ksmd, sysfs or any hook can use it.
-    pub(crate) unsafe(uninit) static MMLIST: SpinLock<MmList> = MmList::new();
-}
+pub(crate) use mm_slot::MMLIST;
 
 /// Locks the thread mutex to scan or to change the trees: once no memory is going offline
 /// (C: `mutex_lock(&ksm_thread_mutex)` and `wait_while_offlining()`, see `hotremove`).
@@ -144,64 +141,41 @@ unsafe fn free_stable_node(p: core::ptr::NonNull<StableNode>) {
     drop(unsafe { CacheBox::from_raw(&c.stable_node, p) });
 }
 
-/// Allocates an item for `addr` in `mm` (`alloc_rmap_item()`): may fail quietly under memory
-/// pressure, the scan just moves on.
-pub(crate) fn alloc_rmap_item(mm: &kernel::mm::Mm, addr: usize) -> Option<*mut RmapItem> {
+/// Allocates an item (`alloc_rmap_item()`, see [`node::alloc_at_cursor`]): may fail quietly
+/// under memory pressure, the scan just moves on.
+fn alloc_rmap_item(item: RmapItem) -> Option<core::ptr::NonNull<RmapItem>> {
     let b = caches()?
         .rmap_item
         .alloc(
-            RmapItem::new(mm, addr),
+            item,
             GFP_KERNEL | kernel::alloc::flags::__GFP_NORETRY | __GFP_NOWARN,
         )
         .ok()?;
-    Some(b.into_raw().as_ptr())
+    Some(b.into_raw())
 }
 
-/// Frees an item (`free_rmap_item()`).
+/// Frees an item (`free_rmap_item()`, see [`node::Graveyard`]).
 ///
 /// # Safety
 ///
 /// `item` must come from [`alloc_rmap_item`], be in no list or tree, and not be used
 /// afterwards.
-pub(crate) unsafe fn free_rmap_item(ksm: &Ksm<'_>, item: *mut RmapItem) {
-    // SAFETY: A valid item (the caller's promise).
-    let stable = unsafe { (*item).address().is_stable() };
-    // Taking it out of its node's list failed (with a warning): leak it rather than leave the
-    // list pointing at freed memory.
-    if stable {
-        return;
-    }
+unsafe fn free_rmap_item(item: core::ptr::NonNull<RmapItem>) {
     let Some(c) = caches_for_free() else {
         return;
     };
     // SAFETY: As the caller guarantees.
-    let b = unsafe { CacheBox::from_raw(&c.rmap_item, core::ptr::NonNull::new_unchecked(item)) };
-    unmerge::account_rmap_item(ksm, b.mm(), -1);
-    drop(b);
+    drop(unsafe { CacheBox::from_raw(&c.rmap_item, item) });
 }
 
-/// Allocates an mm slot.
-pub(crate) fn alloc_mm_slot(mm: &kernel::mm::Mm) -> Result<*mut MmSlot> {
-    Ok(caches()
-        .ok_or(ENOMEM)?
-        .mm_slot
-        .alloc(MmSlot::new(mm), GFP_KERNEL)?
-        .into_raw()
-        .as_ptr())
-}
-
-/// Frees an mm slot, dropping its mm reference (`mmdrop()`).
-///
-/// # Safety
-///
-/// `slot` must come from [`alloc_mm_slot`], be on no list and in no map, have no items, and
-/// not be used afterwards.
-pub(crate) unsafe fn free_mm_slot(slot: *mut MmSlot) {
-    let Some(c) = caches_for_free() else {
-        return;
-    };
-    // SAFETY: As the caller guarantees.
-    drop(unsafe { CacheBox::from_raw(&c.mm_slot, core::ptr::NonNull::new_unchecked(slot)) });
+/// Allocates an mm slot, freed when the returned owner is dropped.
+pub(crate) fn alloc_mm_slot(mm: &kernel::mm::Mm) -> Result<OwnedSlot> {
+    Ok(OwnedSlot::new(
+        caches()
+            .ok_or(ENOMEM)?
+            .mm_slot
+            .alloc(MmSlot::new(mm), GFP_KERNEL)?,
+    ))
 }
 
 /// The global count of KSM-placed zero pages (`ksm_zero_pages`, defined in glue.c).

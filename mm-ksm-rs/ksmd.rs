@@ -4,11 +4,11 @@
 
 use crate::{
     merge::cmp_and_merge_page,
-    mm_slot::MmSlot,
-    node::RmapItem,
+    mm_slot,
+    node::{self, ItemRef},
     page::PageRef,
     state::{self, ksmd_should_run},
-    unmerge::{account_rmap_item, remove_trailing_rmap_items},
+    unmerge::remove_trailing_rmap_items,
     unstable_tree::remove_rmap_item_from_tree,
     Ksm, KsmGuard, MMLIST,
 };
@@ -19,7 +19,7 @@ use kernel::{
         folio::Folio,
         pgtable::{self, VmaMmapRead},
         virt::flags,
-        Mm, MMF_VM_MERGEABLE,
+        MMF_VM_MERGEABLE,
     },
     new_condvar, new_mutex,
     page::PAGE_SIZE,
@@ -129,44 +129,27 @@ fn ksm_do_scan(g: &mut KsmGuard, n: u32) {
         let Some((item, page)) = scan_get_next_rmap_item(ksm) else {
             return;
         };
-        // SAFETY: Items of the slot being scanned are valid under the thread mutex.
-        cmp_and_merge_page(ksm, page, unsafe { &mut *item });
+        cmp_and_merge_page(ksm, page, item);
         state::PAGES_SCANNED.add(ksm, 1);
     }
 }
 
-/// Finds the item for `addr` in the list at `*list`, dropping items of addresses that are
-/// no longer mapped, or allocates one (`get_next_rmap_item()`).
-fn get_next_rmap_item(
-    ksm: &mut Ksm<'_>,
-    mm: &Mm,
-    list: *mut *mut RmapItem,
-    addr: usize,
-) -> Option<*mut RmapItem> {
-    // SAFETY: The list belongs to the slot being scanned; the thread mutex is held. An item
-    // unlinked from it and taken out of the trees is in no list or tree, and is freed.
-    unsafe {
-        while !(*list).is_null() {
-            let item = *list;
-            if (*item).address().addr() == addr {
-                return Some(item);
-            }
-            if (*item).address().addr() > addr {
-                break;
-            }
-            *list = (*item).rmap_list;
-            remove_rmap_item_from_tree(ksm, &mut *item);
-            crate::free_rmap_item(ksm, item);
+/// Finds the item for `addr` at the item cursor, in the list of the slot being scanned,
+/// dropping items of addresses that are no longer mapped, or allocates one there
+/// (`get_next_rmap_item()`). The cursor stays in front of the item.
+fn get_next_rmap_item<'g>(ksm: &mut Ksm<'g>, addr: usize) -> Option<ItemRef<'g>> {
+    while let Some(item) = node::cursor_item(ksm) {
+        let a = item.address().addr();
+        if a == addr {
+            return Some(item);
         }
+        if a > addr {
+            break;
+        }
+        remove_rmap_item_from_tree(ksm, item);
+        node::free_at_cursor(ksm);
     }
-    let item = crate::alloc_rmap_item(mm, addr)?;
-    account_rmap_item(ksm, mm, 1);
-    // SAFETY: `item` is new; `list` as above.
-    unsafe {
-        (*item).rmap_list = *list;
-        *list = item;
-    }
-    Some(item)
+    node::alloc_at_cursor(ksm, addr)
 }
 
 /// How many scans to skip a page that failed to merge `age` times (`skip_age()`).
@@ -180,7 +163,7 @@ fn skip_age(age: u8) -> u8 {
 }
 
 /// Smart scan: whether to skip a page that keeps failing to merge (`should_skip_rmap_item()`).
-fn should_skip_rmap_item(ksm: &mut Ksm<'_>, folio: &Folio, item: &mut RmapItem) -> bool {
+fn should_skip_rmap_item<'g>(ksm: &mut Ksm<'g>, folio: &Folio, item: ItemRef<'g>) -> bool {
     if !state::SMART_SCAN.load(Relaxed) {
         return false;
     }
@@ -188,21 +171,24 @@ fn should_skip_rmap_item(ksm: &mut Ksm<'_>, folio: &Folio, item: &mut RmapItem) 
     if folio.is_ksm() || item.address().is_stable() {
         return false;
     }
-    let info = item.unstable();
+    let mut info = item.unstable_info();
     let age = info.age;
     if age != u8::MAX {
         info.age += 1;
     }
     // Young pages must get a chance to go through all the merging phases.
     if age < 3 {
+        item.set_unstable_info(info);
         return false;
     }
     if info.remaining_skips == 0 {
         info.remaining_skips = skip_age(age);
+        item.set_unstable_info(info);
         return false;
     }
     state::PAGES_SKIPPED.add(ksm, 1);
     info.remaining_skips -= 1;
+    item.set_unstable_info(info);
     remove_rmap_item_from_tree(ksm, item);
     true
 }
@@ -210,18 +196,14 @@ fn should_skip_rmap_item(ksm: &mut Ksm<'_>, folio: &Folio, item: &mut RmapItem) 
 /// Advances the cursor to the next anonymous page of a mergeable area and returns its item
 /// and page (`scan_get_next_rmap_item()`); `None` at the end of a full scan or when there is
 /// nothing to scan.
-fn scan_get_next_rmap_item(ksm: &mut Ksm<'_>) -> Option<(*mut RmapItem, PageRef)> {
-    let mut slot = {
-        let l = MMLIST.lock();
-        if l.is_empty() {
-            return None;
-        }
-        l.cursor
-    };
-    if slot.is_null() {
+fn scan_get_next_rmap_item<'g>(ksm: &mut Ksm<'g>) -> Option<(ItemRef<'g>, PageRef)> {
+    if MMLIST.lock().is_empty() {
+        return None;
+    }
+    if mm_slot::cursor_slot(ksm).is_none() {
         // Start of a full scan.
         crate::advisor::start_scan();
-        crate::trace::start_scan(ksm.seqnr, state::RMAP_ITEMS.get());
+        crate::trace::start_scan(ksm.seqnr(), state::RMAP_ITEMS.get());
         // Pages held in per-CPU LRU caches have raised counts that stop write_protect_page():
         // drain them once per scan.
         kernel::mm::lru_add_drain_all();
@@ -231,23 +213,16 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm<'_>) -> Option<(*mut RmapItem, PageRef)
         if state::MERGE_ACROSS_NODES.load(Relaxed) == 0 {
             crate::stable_tree::prune_migrate_list(ksm);
         }
+        // Empty since the last scan ended, unless `run = 2` failed in the middle of one.
         ksm.reset_unstable_tree();
-        slot = {
-            let mut l = MMLIST.lock();
-            l.cursor = l.next_of(core::ptr::null_mut());
-            l.cursor
-        };
-        // A racing exit may have removed the last mm.
-        if slot.is_null() {
+        // The cursor moves to the first slot, the item cursor to its first item. A racing exit
+        // may have removed the last mm.
+        if !mm_slot::start_pass(ksm) {
             return None;
         }
         ksm.address = 0;
-        // SAFETY: The cursor slot is valid: only the scanner frees it.
-        ksm.rmap_list = unsafe { &raw mut (*slot).rmap_list };
     }
     loop {
-        // SAFETY: The cursor slot is only freed by the scanner, i.e. below.
-        let s: &MmSlot = unsafe { &*slot };
         // The walk may free the slot (finish_mm()), and with it the slot's reference on the
         // mm: hold an `mm_users` reference of our own for the whole walk, and use the mm
         // through it. It cannot be had when the mm is exiting: then all its items go.
@@ -264,10 +239,14 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm<'_>) -> Option<(*mut RmapItem, PageRef)
         // `exit_aio()` waits for the process's in-flight AIO, and sysfs stores wait for
         // ksmd meanwhile (in C, the exiting process waits). Not holding `mm_users` at all,
         // as C, would avoid it: that is the larger rework of how ksmd and exit race.
-        let mmu = s.mm.mmget_not_zero();
+        // The cursor is on a slot (`start_pass()`, `next_slot()`).
+        let Some(slot) = mm_slot::cursor_slot(ksm) else {
+            kernel::warn_on!(true);
+            return None;
+        };
+        let mmu = slot.mm().mmget_not_zero();
         let outcome = mmu.as_ref().map(|mmu| {
             let mg = &mmu.mmap_read_lock();
-            let mm: &Mm = mmu;
             let mut vma_opt = VmaMmapRead::find(mg, ksm.address);
             while let Some(vma) = vma_opt {
                 let next_addr = vma.end();
@@ -296,14 +275,11 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm<'_>) -> Option<(*mut RmapItem, PageRef)
                             (Ok(Some(a)), Some(page)) => {
                                 ksm.address = a;
                                 pgtable::flush_anon_page(vma, &page.folio, page.index, a);
-                                let Some(item) = get_next_rmap_item(ksm, mm, ksm.rmap_list, a)
-                                else {
+                                let Some(item) = get_next_rmap_item(ksm, a) else {
                                     return Outcome::Stop;
                                 };
-                                // SAFETY: `item` is in the slot's list.
-                                ksm.rmap_list = unsafe { &raw mut (*item).rmap_list };
-                                // SAFETY: As above.
-                                if should_skip_rmap_item(ksm, &page.folio, unsafe { &mut *item }) {
+                                node::cursor_step(ksm);
+                                if should_skip_rmap_item(ksm, &page.folio, item) {
                                     ksm.address += PAGE_SIZE;
                                     kthread::cond_resched();
                                     continue;
@@ -321,66 +297,56 @@ fn scan_get_next_rmap_item(ksm: &mut Ksm<'_>) -> Option<(*mut RmapItem, PageRef)
             // Done with this mm: finish it while still holding its mmap lock, so that a
             // racing MADV_MERGEABLE (mmap lock held for write) sees either the mm registered
             // or MMF_VM_MERGEABLE clear, and registers it again.
-            Outcome::Next(finish_mm(ksm, slot))
+            Outcome::Next(finish_mm(ksm))
         });
-        let next = match outcome {
+        let more = match outcome {
             Some(Outcome::Found(item, page)) => return Some((item, page)),
             Some(Outcome::Stop) => return None,
-            Some(Outcome::Next(next)) => next,
+            Some(Outcome::Next(more)) => more,
             None => {
                 // Exiting: forget everything of this mm.
                 ksm.address = 0;
-                // SAFETY: Valid slot.
-                ksm.rmap_list = unsafe { &raw mut (*slot).rmap_list };
-                finish_mm(ksm, slot)
+                mm_slot::rewind_items(ksm);
+                finish_mm(ksm)
             }
         };
-        if next.is_null() {
+        if !more {
             break;
         }
-        slot = next;
         ksm.address = 0;
-        // SAFETY: `next` is listed and only the scanner frees slots.
-        ksm.rmap_list = unsafe { &raw mut (*next).rmap_list };
     }
     crate::advisor::stop_scan();
-    crate::trace::stop_scan(ksm.seqnr, state::RMAP_ITEMS.get());
-    ksm.seqnr += 1;
+    crate::trace::stop_scan(ksm.seqnr(), state::RMAP_ITEMS.get());
     // The items of the scan that ended are one scan old now, and are no longer taken out of
-    // their tree when freed (`remove_rmap_item_from_tree()`): empty the trees before any can be
-    // freed (by `run=2` before the next scan starts, say), so that they never point to one.
-    ksm.reset_unstable_tree();
-    state::FULL_SCANS.set(ksm, ksm.seqnr);
+    // their tree when freed (`remove_rmap_item_from_tree()`): the trees are emptied with the
+    // count, before any can be freed (by `run=2` before the next scan starts, say), so that
+    // they never point to one.
+    ksm.end_full_scan();
+    state::FULL_SCANS.set(ksm, ksm.seqnr());
     None
 }
 
-enum Outcome {
-    Found(*mut RmapItem, PageRef),
+enum Outcome<'g> {
+    Found(ItemRef<'g>, PageRef),
     Stop,
-    Next(*mut MmSlot),
+    /// Whether there is a next slot.
+    Next(bool),
 }
 
 /// Ends the walk of one mm: frees the items above the cursor (their areas are gone), moves
 /// the cursor on, and unregisters the mm if the walk found nothing mergeable (or the mm
-/// exited), as ksm_exit() would. Returns the next slot, null at the end of the list.
-fn finish_mm(ksm: &mut Ksm<'_>, slot: *mut MmSlot) -> *mut MmSlot {
-    remove_trailing_rmap_items(ksm, ksm.rmap_list);
-    let mut l = MMLIST.lock();
-    let next = l.next_of(slot);
-    l.cursor = next;
-    if ksm.address == 0 {
-        l.remove(slot);
-        drop(l);
+/// exited), as ksm_exit() would. Returns whether there is a next slot: the cursor and the
+/// item cursor are on it.
+fn finish_mm(ksm: &mut Ksm<'_>) -> bool {
+    remove_trailing_rmap_items(ksm);
+    let (more, removed) = mm_slot::next_slot(ksm, ksm.address == 0);
+    if let Some(slot) = removed {
         // Only MMF_VM_MERGEABLE: an mm with MMF_VM_MERGE_ANY may just not have mapped
-        // anything yet, and keeps that setting.
-        // SAFETY: The slot is valid, off the list and the map, and without items (all went
-        // above); it is freed here.
-        unsafe {
-            (*slot).mm.flags_clear(MMF_VM_MERGEABLE);
-            crate::free_mm_slot(slot);
-        }
+        // anything yet, and keeps that setting. Dropping the slot frees it: all its items
+        // went above.
+        slot.mm().flags_clear(MMF_VM_MERGEABLE);
     }
-    next
+    more
 }
 
 #[kernel::macros::kunit_tests(ksm_rs_ksmd)]

@@ -9,7 +9,7 @@
 //! notifier invalidation, exactly as mm/ksm.c.
 
 use crate::{
-    node::{self, RmapItem},
+    node::{self, ItemRef, RmapItem},
     page::{find_mergeable_vma, with_mm, PageRef},
     stable_tree::{self, folio_stable_node, Match},
     state::USE_ZERO_PAGES,
@@ -188,13 +188,13 @@ pub(crate) fn try_to_merge_one_page(
 }
 
 /// Whether the item's page may be a page of zeroes to merge with the zero page.
-fn zero_page_candidate(item: &mut RmapItem) -> bool {
-    USE_ZERO_PAGES.load(Relaxed) && item.unstable().oldchecksum == ZERO_CHECKSUM.load(Relaxed)
+fn zero_page_candidate(item: &RmapItem) -> bool {
+    USE_ZERO_PAGES.load(Relaxed) && item.unstable_info().oldchecksum == ZERO_CHECKSUM.load(Relaxed)
 }
 
 /// Merges a page of zeroes with the zero page if `use_zero_pages` is on
 /// (`try_to_merge_with_zero_page()`). `Ok` if merged or no longer a candidate.
-fn try_to_merge_with_zero_page(item: &mut RmapItem, page: &mut PageRef) -> Result {
+fn try_to_merge_with_zero_page(item: &RmapItem, page: &mut PageRef) -> Result {
     if !zero_page_candidate(item) {
         return Err(EFAULT);
     }
@@ -214,28 +214,21 @@ fn try_to_merge_with_zero_page(item: &mut RmapItem, page: &mut PageRef) -> Resul
 
 /// Merges the item's page with the KSM page `kpage` (or makes it one) and prepares the item
 /// for the stable tree (`try_to_merge_with_ksm_page()`).
-fn try_to_merge_with_ksm_page(
-    ksm: &mut Ksm<'_>,
-    item: &mut RmapItem,
+fn try_to_merge_with_ksm_page<'g>(
+    ksm: &mut Ksm<'g>,
+    item: ItemRef<'g>,
     page: &mut PageRef,
     kpage: Option<&Folio>,
 ) -> Result {
     let addr = item.address().addr();
-    let mm: *const kernel::mm::Mm = item.mm;
-    // SAFETY: The mm slot keeps the mm alive (mmgrab) while the item exists.
-    let res = with_mm(unsafe { &*mm }, |g| {
+    let res = with_mm(item.mm(), |g| {
         let vma = find_mergeable_vma(g, addr).ok_or(EFAULT)?;
         try_to_merge_one_page(vma, page, addr, kpage.map_or(KPage::Itself, KPage::Ksm))?;
         // The unstable nid shares a word with the stable anon_vma: remove first.
         remove_rmap_item_from_tree(ksm, item);
         // Take the anon_vma and the page index while the mmap lock is held; if anything
         // keeps the item from the stable tree, break_cow() drops the reference again.
-        let anon_vma = vma.anon_vma();
-        item.anon_vma_or_nid.anon_vma = anon_vma;
-        item.info.linear_page_index = vma.linear_anon_page_index(addr);
-        // SAFETY: The VMA's anon_vma is valid while the mmap lock is held.
-        unsafe { crate::get_anon_vma(anon_vma) };
-        Ok(())
+        item.set_rmap(vma)
     })
     .unwrap_or(Err(EFAULT));
     // As in C, the page, or the KSM page it was merged with, and the outcome.
@@ -243,17 +236,15 @@ fn try_to_merge_with_ksm_page(
         Some(k) => (k.first_page().cast(), k.pfn()),
         None => (core::ptr::null_mut(), page.folio.pfn() + page.index),
     };
-    crate::trace::merge_with_ksm_page(kp, pfn, item, item.mm(), crate::to_errno(res));
+    crate::trace::merge_with_ksm_page(kp, pfn, &*item, item.mm(), crate::to_errno(res));
     res
 }
 
 /// Breaks COW on a page that was merged but did not make it into the stable tree
 /// (`break_cow()`).
-pub(crate) fn break_cow(item: &mut RmapItem) {
+pub(crate) fn break_cow(item: &RmapItem) {
     // Undoing a merge always drops the anon_vma reference taken for it.
-    // SAFETY: Set by try_to_merge_with_ksm_page().
-    unsafe { crate::put_anon_vma(item.anon_vma_or_nid.anon_vma) };
-    item.clear_info();
+    item.put_rmap();
     let addr = item.address().addr();
     with_mm(item.mm(), |g| {
         if let Some(vma) = find_mergeable_vma(g, addr) {
@@ -264,7 +255,7 @@ pub(crate) fn break_cow(item: &mut RmapItem) {
 
 /// Compares the page with the stable tree, then the unstable tree, and merges what can be
 /// merged (`cmp_and_merge_page()`).
-pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm<'_>, mut page: PageRef, item: &mut RmapItem) {
+pub(crate) fn cmp_and_merge_page<'g>(ksm: &mut Ksm<'g>, mut page: PageRef, item: ItemRef<'g>) {
     let node = folio_stable_node(ksm, &page.folio);
     let mut bypass = false;
     let mut checksum = None;
@@ -274,7 +265,7 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm<'_>, mut page: PageRef, item: &mu
             // through the migrate list (see stable_tree::search()).
             stable_tree::move_to_migrate_list(ksm, n);
         }
-        let item_node = node::item_stable_node(ksm, item);
+        let item_node = node::item_stable_node(ksm, &item);
         if !n.on_migrate_list() && item_node == Some(n) {
             return;
         }
@@ -293,13 +284,15 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm<'_>, mut page: PageRef, item: &mu
         // A page whose checksum changed since the last scan is changing often: do not insert
         // it into the unstable tree, nor search for an identical page.
         let sum = page.checksum();
-        if item.unstable().oldchecksum != sum {
-            item.unstable().oldchecksum = sum;
+        let mut info = item.unstable_info();
+        if info.oldchecksum != sum {
+            info.oldchecksum = sum;
+            item.set_unstable_info(info);
             return;
         }
         // The key of both tree searches.
         checksum = Some(sum);
-        if try_to_merge_with_zero_page(item, &mut page).is_ok() {
+        if try_to_merge_with_zero_page(&item, &mut page).is_ok() {
             return;
         }
     }
@@ -323,7 +316,7 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm<'_>, mut page: PageRef, item: &mu
         if let Some(k) = &kfolio {
             if core::ptr::eq(k.as_raw(), page.folio.as_raw())
                 && node.is_some()
-                && node::item_stable_node(ksm, item) == node
+                && node::item_stable_node(ksm, &item) == node
             {
                 return;
             }
@@ -340,7 +333,7 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm<'_>, mut page: PageRef, item: &mu
             drop(g);
             if listed.is_err() {
                 // The reverse map could not find this mapping: undo the merge.
-                break_cow(item);
+                break_cow(&item);
             }
             return;
         }
@@ -363,20 +356,17 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm<'_>, mut page: PageRef, item: &mu
         // here. Split it now and merge on a later scan.
         let pfn = page.folio.pfn() + page.index;
         let err = EFAULT.to_errno();
-        crate::trace::merge_with_ksm_page(core::ptr::null_mut(), pfn, item, item.mm(), err);
+        crate::trace::merge_with_ksm_page(core::ptr::null_mut(), pfn, &*item, item.mm(), err);
         drop(tree_page);
         let _ = page.split();
         return;
     }
-    // SAFETY: Unstable tree items are valid under the thread mutex, and distinct from `item`
-    // (which was not in the tree).
-    let tree_item = unsafe { &mut *tree_item };
     let merged = try_to_merge_with_ksm_page(ksm, item, &mut page, None).is_ok() && {
         if try_to_merge_with_ksm_page(ksm, tree_item, &mut tree_page, Some(&page.folio)).is_ok() {
             true
         } else {
             // A KSM page with only one mapping: break it.
-            break_cow(item);
+            break_cow(&item);
             false
         }
     };
@@ -398,9 +388,9 @@ pub(crate) fn cmp_and_merge_page(ksm: &mut Ksm<'_>, mut page: PageRef, item: &mu
     // A mapping of a KSM page outside the stable tree is invisible to the reverse map: undo
     // the merge of each one that could not be listed.
     if !tree_listed {
-        break_cow(tree_item);
+        break_cow(&tree_item);
     }
     if !listed {
-        break_cow(item);
+        break_cow(&item);
     }
 }

@@ -19,7 +19,7 @@
 //! first that each is where it should be. [`locked`] holds the mutex's data and hands it out.
 
 use crate::{
-    state::{MAX_PAGE_SHARING, STABLE_NODE_CHAINS, STABLE_NODE_DUPS},
+    state::{add_mm_counters, MAX_PAGE_SHARING, RMAP_ITEMS, STABLE_NODE_CHAINS, STABLE_NODE_DUPS},
     Ksm,
 };
 use core::{
@@ -37,12 +37,16 @@ use kernel::{
     kthread::cond_resched,
     mm::{
         folio::{Folio, FolioLockGuard, UnrefFolio, FOLIO_MAPPING_FLAGS, FOLIO_MAPPING_KSM},
+        virt::VmaRef,
         Mm,
     },
     page::PAGE_MASK,
     prelude::*,
-    rbtree::intrusive::{Adapter, Links, Position, Tree},
-    sync::atomic::{Atomic, Relaxed},
+    rbtree::intrusive::{Adapter, Found, Links, Position, Tree},
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+    },
 };
 
 /// Low bits of the unstable tree sequence number kept in the address.
@@ -51,13 +55,26 @@ pub(crate) const SEQNR_MASK: usize = 0x0ff;
 pub(crate) const UNSTABLE_FLAG: usize = 0x100;
 /// The item is listed from a stable node.
 pub(crate) const STABLE_FLAG: usize = 0x200;
+/// The item holds a reference on the anon_vma of its mapping, and the page's index in it (C:
+/// an item whose `anon_vma` is set: merged, and listed from a stable node unless that failed).
+const RMAP_FLAG: usize = 0x400;
+/// With [`UNSTABLE_FLAG`]: the item is linked into the current unstable tree (C tells that
+/// from the sequence number alone). Alone: the item is freed ([`DEAD_FLAG`]).
+const LINKED_FLAG: usize = 0x800;
+/// The item is freed: in the graveyard, to be freed when the thread mutex is released.
+const DEAD_FLAG: usize = LINKED_FLAG;
+
+// The flags fit below the smallest page size.
+const _: () = assert!(DEAD_FLAG < 4096);
 
 /// A page-aligned user address with the KSM flags and sequence number in its low bits.
 ///
 /// # Invariants
 ///
-/// At most one of [`UNSTABLE_FLAG`] and [`STABLE_FLAG`] is set; the sequence number bits are
-/// only meaningful with [`UNSTABLE_FLAG`].
+/// At most one of [`UNSTABLE_FLAG`], [`STABLE_FLAG`] and [`DEAD_FLAG`] is set;
+/// [`STABLE_FLAG`] comes with [`RMAP_FLAG`], [`UNSTABLE_FLAG`] and [`DEAD_FLAG`] without it;
+/// [`LINKED_FLAG`] (the same bit as [`DEAD_FLAG`]) and the sequence number bits are only
+/// meaningful with [`UNSTABLE_FLAG`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(transparent)]
 pub(crate) struct PackedAddress(usize);
@@ -74,7 +91,7 @@ impl PackedAddress {
         self.0 & PAGE_MASK
     }
 
-    /// Whether the item is in the unstable tree.
+    /// Whether the item is in the unstable tree (or was, in an earlier scan).
     pub(crate) const fn is_unstable(self) -> bool {
         self.0 & UNSTABLE_FLAG != 0
     }
@@ -84,27 +101,64 @@ impl PackedAddress {
         self.0 & STABLE_FLAG != 0
     }
 
-    /// Marks the item as inserted in the unstable tree during scan `seqnr`.
-    pub(crate) const fn into_unstable(self, seqnr: usize) -> Self {
-        // INVARIANT: Only the unstable flag is set.
-        Self(self.addr() | UNSTABLE_FLAG | (seqnr & SEQNR_MASK))
+    /// Whether the item holds an anon_vma reference and a page index.
+    const fn has_rmap(self) -> bool {
+        self.0 & RMAP_FLAG != 0
     }
 
-    /// Marks the item as listed from a stable node.
-    pub(crate) const fn into_stable(self) -> Self {
-        // INVARIANT: Only the stable flag is set.
-        Self(self.addr() | STABLE_FLAG)
+    /// Whether the item is linked into the current unstable tree.
+    const fn is_linked(self) -> bool {
+        self.is_unstable() && self.0 & LINKED_FLAG != 0
+    }
+
+    /// Whether the item is freed.
+    const fn is_dead(self) -> bool {
+        !self.is_unstable() && self.0 & DEAD_FLAG != 0
+    }
+
+    /// Whether no flag is set.
+    const fn is_plain(self) -> bool {
+        self.0 & !PAGE_MASK == 0
+    }
+
+    /// Marks a plain item as inserted in the unstable tree during scan `seqnr`.
+    const fn into_unstable(self, seqnr: usize) -> Self {
+        // INVARIANT: The unstable flag, with the linked flag.
+        Self(self.addr() | UNSTABLE_FLAG | LINKED_FLAG | (seqnr & SEQNR_MASK))
+    }
+
+    /// Marks an unstable item as no longer in its tree: the tree was emptied.
+    const fn into_unlinked(self) -> Self {
+        Self(self.0 & !LINKED_FLAG)
+    }
+
+    /// Marks the item as holding an anon_vma reference, and listed from a stable node.
+    const fn into_stable(self) -> Self {
+        // INVARIANT: The stable flag, with the rmap flag.
+        Self(self.addr() | RMAP_FLAG | STABLE_FLAG)
+    }
+
+    /// Marks a plain item as holding an anon_vma reference.
+    const fn into_rmap(self) -> Self {
+        // INVARIANT: Only the rmap flag is set.
+        Self(self.addr() | RMAP_FLAG)
+    }
+
+    /// Marks the item as freed.
+    const fn into_dead(self) -> Self {
+        // INVARIANT: Only the dead flag is set.
+        Self(self.addr() | DEAD_FLAG)
     }
 
     /// How many scans ago (modulo 256) the item was put in the unstable tree: 0 if during the
-    /// scan `seqnr`, 1 if during the previous one. The unstable tree is rebuilt every scan, so
-    /// only an age of 0 means the item is still linked into the current tree.
+    /// scan `seqnr`, 1 if during the previous one (C tells from it whether the item is still in
+    /// the tree, which is rebuilt every scan; here [`LINKED_FLAG`] does).
     pub(crate) const fn unstable_age(self, seqnr: usize) -> u8 {
         (seqnr.wrapping_sub(self.0) & SEQNR_MASK) as u8
     }
 }
 
-/// The per-item information that depends on the tree the item is in.
+/// The smart scan's record of a page that is not (yet) merged, and its checksum.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct UnstableInfo {
@@ -116,54 +170,103 @@ pub(crate) struct UnstableInfo {
     pub(crate) remaining_skips: u8,
 }
 
+/// What an item knows of its page: [`UnstableInfo`], or, while it holds an anon_vma
+/// reference ([`RMAP_FLAG`]), the page's index in the anon_vma.
 #[repr(C)]
-pub(crate) union Info {
-    pub(crate) unstable: UnstableInfo,
-    /// The page's index in its anon_vma, for the reverse map (when stable).
-    pub(crate) linear_page_index: usize,
+#[derive(Clone, Copy)]
+union Info {
+    unstable: UnstableInfo,
+    /// Read only with [`RMAP_FLAG`], after [`Info::with_index`] wrote it.
+    linear_page_index: usize,
+}
+
+impl Info {
+    /// The information of a new item: all zero, as C's zeroed allocation, every field of
+    /// `unstable` and every byte of the index initialized, as [`RmapItem::unstable_info`] and
+    /// [`Info::with_index`] read them.
+    const fn new() -> Self {
+        Info {
+            unstable: UnstableInfo {
+                oldchecksum: 0,
+                age: 0,
+                remaining_skips: 0,
+            },
+        }
+        .with_index(0)
+    }
+
+    /// `self` with the page index `index`. The fields of `unstable` that the index does not
+    /// cover (on 32-bit) keep their values, as in C.
+    const fn with_index(mut self, index: usize) -> Self {
+        self.linear_page_index = index;
+        self
+    }
 }
 
 /// Linkage into a stable node's list of items.
 #[repr(C)]
-pub(crate) struct StableLink {
+struct StableLink {
     /// The stable node whose KSM page this item maps.
-    head: *mut StableNode,
+    head: Cell<*mut StableNode>,
     /// The node's list of items (accessed by the list only, through [`StableItemLinks`]).
     hlist: hlist::Links<RmapItem>,
 }
 
 #[repr(C)]
-pub(crate) union ItemLink {
+union ItemLink {
     /// Node of the unstable tree (accessed by the tree only, through [`UnstableLinks`]).
     node: ManuallyDrop<Links>,
     /// Listed from a stable node.
     stable: ManuallyDrop<StableLink>,
 }
 
+/// The anon_vma of a merged item, or the NUMA node of the unstable tree of an unstable one.
 #[repr(C)]
-pub(crate) union AnonVmaOrNid {
-    /// Reference to the anon_vma of the mapping, when stable.
-    pub(crate) anon_vma: *mut bindings::anon_vma,
-    /// NUMA node of the unstable tree holding the item.
-    pub(crate) nid: i32,
+#[derive(Clone, Copy)]
+union AnonVmaOrNid {
+    /// Read only with [`RMAP_FLAG`].
+    anon_vma: *mut bindings::anon_vma,
+    /// Read only with [`UNSTABLE_FLAG`].
+    nid: i32,
 }
 
 /// Reverse mapping item for one virtual page (`struct ksm_rmap_item`).
 ///
+/// Items are handled as [`ItemRef`]s, which stay valid while the thread mutex is held: an
+/// item is freed through the [`Graveyard`], as stable nodes are. Only the mutex's holder
+/// changes an item, except its stable-list links, which are also read by `rmap_walk_ksm()`
+/// under the KSM folio's lock, and written only under that lock too; the walk reads the
+/// fields of a stable item ([`RmapItem::stable_rmap`], the address, the mm), which do not
+/// change while it is listed. So every field that changes is a `Cell` or in an `UnsafeCell`:
+/// the item is only ever shared, never borrowed `&mut`.
+///
 /// # Invariants
 ///
-/// `address` is stable if and only if the item is on the item list of the stable node that
-/// `link.stable.head` points at; only this module makes it stable or plain again.
+/// - The item was allocated by [`alloc_at_cursor`], and is on the list of the mm slot of
+///   `mm` until it is freed ([`free_at_cursor`]): then it is [`DEAD_FLAG`] and in the
+///   graveyard, which frees it when the thread mutex is released.
+/// - `mm` stays valid: the mm slot holds an `mmgrab()` reference while the item is on its
+///   list, and the graveyard (or a leak) one of its own afterwards.
+/// - With [`STABLE_FLAG`], the item is on the item list of the node that `link.stable.head`
+///   points at; without it, on no such list.
+/// - With [`UNSTABLE_FLAG`], `anon_vma_or_nid.nid` is the nid of the unstable tree the item
+///   was inserted in, during the scan of its sequence number bits. The item is in that tree if
+///   and only if [`LINKED_FLAG`] is set too, and in no unstable tree otherwise; it is not freed
+///   while linked.
+/// - With [`RMAP_FLAG`], the item holds a reference on `anon_vma_or_nid.anon_vma`, and
+///   `info.linear_page_index` is set.
 #[repr(C)]
 pub(crate) struct RmapItem {
-    /// Next item of the same mm slot, in address order.
-    pub(crate) rmap_list: *mut RmapItem,
-    pub(crate) anon_vma_or_nid: AnonVmaOrNid,
-    /// The mm, kept alive by the mm slot's `mmgrab()`.
-    pub(crate) mm: *const Mm,
+    /// Next item of the same mm slot, in address order; for a freed item, the next in the
+    /// graveyard. Atomic (relaxed) only so that the head of a slot's list is too: see
+    /// [`ItemList`].
+    rmap_list: Atomic<*mut RmapItem>,
+    anon_vma_or_nid: Cell<AnonVmaOrNid>,
+    /// The mm (see the invariants).
+    mm: NonNull<Mm>,
     /// The address with the flags and sequence number.
-    address: PackedAddress,
-    pub(crate) info: Info,
+    address: Cell<PackedAddress>,
+    info: Cell<Info>,
     /// Where the item is linked (the unstable tree or a stable node's list; accessed through
     /// [`UnstableLinks`] and [`StableItemLinks`] only).
     link: ItemLink,
@@ -195,94 +298,331 @@ pub(crate) const RMAP_ITEM_SIZE: usize = core::mem::size_of::<RmapItem>();
 #[cfg(CONFIG_64BIT)]
 const _: () = assert!(RMAP_ITEM_SIZE == 64);
 
-// SAFETY: The raw pointers are only used under KSM's locks.
+// SAFETY: An item is allocated and freed under the thread mutex, and may be freed by a thread
+// other than the one that allocated it; nothing in it is tied to a thread.
 unsafe impl Send for RmapItem {}
 
 impl RmapItem {
-    /// A fresh item for `addr` in `mm`.
-    pub(crate) fn new(mm: *const Mm, addr: usize) -> Self {
-        Self {
-            rmap_list: core::ptr::null_mut(),
-            anon_vma_or_nid: AnonVmaOrNid { nid: 0 },
-            mm,
-            address: PackedAddress::new(addr),
-            info: Info {
-                linear_page_index: 0,
-            },
-            link: ItemLink {
-                stable: ManuallyDrop::new(StableLink {
-                    head: core::ptr::null_mut(),
-                    hlist: hlist::Links::new(),
-                }),
-            },
-        }
-    }
-
     /// The mm of the item.
     pub(crate) fn mm(&self) -> &Mm {
-        // SAFETY: The mm slot holds a `mmgrab()` reference for as long as items exist.
-        unsafe { &*self.mm }
-    }
-
-    /// The unstable-state information, read only.
-    pub(crate) fn info_unstable(&self) -> &UnstableInfo {
-        // SAFETY: Both union members are plain data of the same size; any bits are valid.
-        unsafe { &self.info.unstable }
-    }
-
-    /// The unstable-state information.
-    pub(crate) fn unstable(&mut self) -> &mut UnstableInfo {
-        // SAFETY: Both union members are plain data of the same size; any bits are valid.
-        unsafe { &mut self.info.unstable }
+        // SAFETY: `mm` stays valid for as long as the item (type invariant).
+        unsafe { self.mm.as_ref() }
     }
 
     /// The page-aligned address, with the flags and sequence number.
     pub(crate) fn address(&self) -> PackedAddress {
-        self.address
+        self.address.get()
     }
 
-    /// Marks a plain item as inserted in the unstable tree during scan `seqnr`; warns and does
-    /// nothing for a stable item.
-    pub(crate) fn set_unstable(&mut self, seqnr: usize) {
-        if !kernel::warn_on!(self.address.is_stable()) {
-            self.address = self.address.into_unstable(seqnr);
+    /// The smart scan's record and the checksum (meaningless while merged).
+    pub(crate) fn unstable_info(&self) -> UnstableInfo {
+        // SAFETY: Every field of `unstable` was written: `Info::new()` writes them, and later
+        // writes are of `unstable`, or of the index over it (`Info::with_index()`).
+        unsafe { self.info.get().unstable }
+    }
+
+    /// Updates the smart scan's record and the checksum; warns and does nothing while the item
+    /// is merged (the page index is kept in its place).
+    pub(crate) fn set_unstable_info(&self, info: UnstableInfo) {
+        if !kernel::warn_on!(self.address().has_rmap() || self.address().is_dead()) {
+            self.info.set(Info { unstable: info });
         }
     }
 
-    /// Makes an unstable item plain again; warns and does nothing for a stable item.
-    pub(crate) fn clear_unstable(&mut self) {
-        if !kernel::warn_on!(self.address.is_stable()) {
-            self.address = PackedAddress::new(self.address.addr());
+    /// Takes a reference on the anon_vma of `vma`, the area mapping the item's page at its
+    /// address, and records the page's index in it, before the item goes into the stable tree
+    /// (`try_to_merge_with_ksm_page()`). Refuses (with a warning) unless the item is plain:
+    /// in no tree and holding no reference.
+    pub(crate) fn set_rmap(&self, vma: &VmaRef) -> Result {
+        let a = self.address();
+        let anon_vma = vma.anon_vma();
+        if kernel::warn_on!(!a.is_plain() || anon_vma.is_null()) {
+            return Err(EINVAL);
         }
+        // SAFETY: The area's anon_vma is valid while its mmap or VMA lock is held (`VmaRef`).
+        unsafe { crate::get_anon_vma(anon_vma) };
+        // INVARIANT: The item holds the reference and the index.
+        self.anon_vma_or_nid.set(AnonVmaOrNid { anon_vma });
+        let index = vma.linear_anon_page_index(a.addr());
+        self.info.set(self.info.get().with_index(index));
+        self.address.set(a.into_rmap());
+        Ok(())
     }
 
-    /// Records the stable node whose list the item is on (or null, when it leaves the list).
-    fn set_stable_node(&mut self, node: *mut StableNode) {
-        // SAFETY: Writing a raw pointer leaves `link` initialized plain data; it is only read as
-        // the stable member while the item is stable.
-        unsafe { (*self.link.stable).head = node };
+    /// Drops the anon_vma reference of a merged item that is not listed from a stable node
+    /// (`break_cow()`); does nothing for an item that holds none, and warns for a stable one.
+    pub(crate) fn put_rmap(&self) {
+        let a = self.address();
+        if !a.has_rmap() || kernel::warn_on!(a.is_stable()) {
+            return;
+        }
+        self.drop_rmap();
+    }
+
+    /// Drops the item's anon_vma reference and makes it a plain item.
+    fn drop_rmap(&self) {
+        // SAFETY: With `RMAP_FLAG`, `anon_vma` is the member in use (type invariant).
+        let anon_vma = unsafe { self.anon_vma_or_nid.get().anon_vma };
+        // INVARIANT: Plain, holding no reference; C resets the index to 0.
+        self.address.set(PackedAddress::new(self.address().addr()));
+        self.info.set(self.info.get().with_index(0));
+        // SAFETY: The item held this reference (type invariant), and gave it up above.
+        unsafe { crate::put_anon_vma(anon_vma) };
+    }
+
+    /// The anon_vma and the page index of a merged item, for the reverse map; `None` if the
+    /// item is not merged.
+    pub(crate) fn stable_rmap(&self) -> Option<(*mut bindings::anon_vma, usize)> {
+        if !self.address().has_rmap() {
+            return None;
+        }
+        // SAFETY: With `RMAP_FLAG`, `anon_vma` and `linear_page_index` are in use (type
+        // invariant).
+        Some(unsafe {
+            (
+                self.anon_vma_or_nid.get().anon_vma,
+                self.info.get().linear_page_index,
+            )
+        })
     }
 
     /// Whether the item is the last one of its stable node's list (for stable items); the
     /// list's last item counts as the shared page, the others as sharing it.
     pub(crate) fn is_last_stable(&self) -> bool {
         // C: the callers pass stable items only.
-        if kernel::warn_on!(!self.address.is_stable()) {
+        if kernel::warn_on!(!self.address().is_stable()) {
             return true;
         }
-        // SAFETY: A stable item is on its stable node's list, which the callers hold (the thread
-        // mutex or the KSM folio's lock).
+        // SAFETY: A stable item is on its stable node's list (type invariant), which the
+        // callers hold (the thread mutex or the KSM folio's lock).
         unsafe { hlist::Head::<StableItemLinks>::next(NonNull::from(self)) }.is_none()
-    }
-
-    /// Resets the unstable/stable information (C: `linear_page_index = 0`).
-    pub(crate) fn clear_info(&mut self) {
-        self.info = Info {
-            linear_page_index: 0,
-        };
     }
 }
 
+/// A stable node or an rmap item that stays allocated for `'g`, the borrow of the held thread
+/// mutex ([`Ksm`]`<'g>`) it was found through: a [`NodeRef`] or an [`ItemRef`].
+///
+/// Nodes and items are freed only when the thread mutex is released, after every `Ksm<'g>`
+/// borrowed from the guard, and so every `Ref<'g, _>`, is gone ([`Graveyard`]). Functions that
+/// link a node or item somewhere or take it out check where it is first, and refuse (with a
+/// warning) what would corrupt a tree or list, so a reference may be kept across any of them.
+///
+/// # Invariants
+///
+/// `ptr` points to a `T` allocated by this module ([`alloc`], [`alloc_chain`],
+/// [`alloc_at_cursor`]) that is not freed before `'g` ends.
+pub(crate) struct Ref<'g, T: Graved> {
+    ptr: NonNull<T>,
+    _t: PhantomData<&'g T>,
+}
+
+/// A stable node, kept allocated for `'g` (see [`Ref`]).
+pub(crate) type NodeRef<'g> = Ref<'g, StableNode>;
+
+/// An rmap item, kept allocated for `'g` (see [`Ref`]).
+pub(crate) type ItemRef<'g> = Ref<'g, RmapItem>;
+
+/// The types this module frees through the [`Graveyard`].
+///
+/// # Safety
+///
+/// Values are freed only through the graveyard, and every field that changes after
+/// initialization is a `Cell`, an atomic or in an `UnsafeCell`, so that `&T` may be held while
+/// they change.
+pub(crate) unsafe trait Graved {}
+
+// SAFETY: Nodes are freed by `Graveyard::drain()` only; see `StableNode` for its fields.
+unsafe impl Graved for StableNode {}
+
+// SAFETY: Items are freed by `Graveyard::drain()` only; see `RmapItem` for its fields.
+unsafe impl Graved for RmapItem {}
+
+impl<T: Graved> Clone for Ref<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: Graved> Copy for Ref<'_, T> {}
+
+impl<T: Graved> PartialEq for Ref<'_, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.ptr == other.ptr
+    }
+}
+
+impl<T: Graved> Eq for Ref<'_, T> {}
+
+impl<T: Graved> Deref for Ref<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: Allocated for `'g` (type invariant). Every field that changes after
+        // initialization is a `Cell`, atomic or in an `UnsafeCell` (`Graved`). Neither type is
+        // `Sync`, yet rmap walks on other CPUs make `&RmapItem`s of the stable items they find
+        // (`StableNode::items()`): that is no data race, since they read `mm`, which never
+        // changes, and `Cell`s that change only under the KSM folio's lock they hold, or while
+        // no folio points at the item's node.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: Graved> Ref<'_, T> {
+    /// A reference to the node or item at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a `T` allocated by this module that is not freed before `'g` ends:
+    /// one found, during `'g`, in a tree, on a list, through a live item or a KSM folio, or
+    /// just allocated.
+    unsafe fn new(ptr: NonNull<T>) -> Self {
+        // INVARIANT: As the caller guarantees.
+        Self {
+            ptr,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// The list of an mm slot's items, in address order (C: `mm_slot->rmap_list`).
+///
+/// Changed by the scanner only, through the cursor ([`set_cursor`]), while the slot is the scan
+/// cursor's. The head is atomic (relaxed) so that `__ksm_exit()` may test whether it is empty
+/// under the mm list's spinlock alone.
+///
+/// # Invariants
+///
+/// `mm` is the slot's mm, valid for as long as the list is: the slot holds an `mmgrab()`
+/// reference on it.
+pub(crate) struct ItemList {
+    first: Atomic<*mut RmapItem>,
+    mm: NonNull<Mm>,
+}
+
+impl ItemList {
+    /// An empty list for the items of `mm`.
+    ///
+    /// # Safety
+    ///
+    /// `mm` must stay valid for as long as the list: the list's owner holds a reference on it.
+    pub(crate) unsafe fn new(mm: &Mm) -> Self {
+        // INVARIANT: As the caller guarantees.
+        Self {
+            first: Atomic::new(core::ptr::null_mut()),
+            mm: NonNull::from(mm),
+        }
+    }
+
+    /// Whether the list is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.load(Relaxed).is_null()
+    }
+}
+
+/// Points the item cursor at the start of `list`: the scan of an mm slot starts.
+///
+/// # Safety
+///
+/// `list` must stay valid, with the items only changed through the cursor, until the cursor
+/// is set again or cleared ([`clear_cursor`]): it is the list of the mm slot under the scan
+/// cursor, which nothing but the holder of the thread mutex frees.
+pub(crate) unsafe fn set_cursor(ksm: &mut Ksm<'_>, list: &ItemList) {
+    // INVARIANT: As the caller guarantees; the list's mm is valid while the list is.
+    ksm.item_cursor = &raw const list.first;
+    ksm.cursor_mm = list.mm.as_ptr().cast_const();
+}
+
+/// Detaches the item cursor from any list: before the mm slot it was on may be freed.
+pub(crate) fn clear_cursor(ksm: &mut Ksm<'_>) {
+    ksm.item_cursor = core::ptr::null();
+    ksm.cursor_mm = core::ptr::null();
+}
+
+/// The link the item cursor points at (a slot's list head or an item's `rmap_list`), if any.
+fn cursor_link<'a>(ksm: &'a Ksm<'_>) -> Option<&'a Atomic<*mut RmapItem>> {
+    // SAFETY: The cursor is null or points at a valid link: into the list of the slot it was
+    // set to, which stays valid until the cursor is set again or cleared (`set_cursor()`),
+    // either its head or the `rmap_list` of one of its items, which stays on the list (only
+    // the item after the cursor is taken off, `free_at_cursor()`).
+    unsafe { ksm.item_cursor.as_ref() }
+}
+
+/// The item at the cursor: the next one on the list, if any.
+pub(crate) fn cursor_item<'g>(ksm: &Ksm<'g>) -> Option<ItemRef<'g>> {
+    let p = NonNull::new(cursor_link(ksm)?.load(Relaxed))?;
+    // SAFETY: An item on a slot's list is not freed before it leaves it, then it waits in the
+    // graveyard until `'g` ended.
+    Some(unsafe { ItemRef::new(p) })
+}
+
+/// Moves the cursor past the item at the cursor.
+pub(crate) fn cursor_step(ksm: &mut Ksm<'_>) {
+    if let Some(item) = cursor_item(ksm) {
+        // INVARIANT: The link of an item on the cursor's list.
+        ksm.item_cursor = &raw const item.rmap_list;
+    }
+}
+
+/// Allocates an item for `addr` in the mm of the cursor's list and links it in at the cursor,
+/// in front of the item at the cursor (`alloc_rmap_item()`). May fail quietly under memory
+/// pressure; the scan just moves on.
+pub(crate) fn alloc_at_cursor<'g>(ksm: &mut Ksm<'g>, addr: usize) -> Option<ItemRef<'g>> {
+    let Some(link) = cursor_link(ksm) else {
+        kernel::warn_on!(true);
+        return None;
+    };
+    // SAFETY: The mm of the list the cursor is on, set with it, and valid while the list is
+    // (`set_cursor()`).
+    let mm: &Mm = unsafe { &*ksm.cursor_mm };
+    // INVARIANT: Plain, on the list of `mm`'s slot (the caller's), which holds an `mmgrab()`
+    // reference.
+    let item = RmapItem {
+        rmap_list: Atomic::new(link.load(Relaxed)),
+        anon_vma_or_nid: Cell::new(AnonVmaOrNid { nid: 0 }),
+        mm: NonNull::from(mm),
+        address: Cell::new(PackedAddress::new(addr)),
+        info: Cell::new(Info::new()),
+        link: ItemLink {
+            stable: ManuallyDrop::new(StableLink {
+                head: Cell::new(core::ptr::null_mut()),
+                hlist: hlist::Links::new(),
+            }),
+        },
+    };
+    let p = crate::alloc_rmap_item(item)?;
+    link.store(p.as_ptr(), Relaxed);
+    account_rmap_item(ksm, mm, 1);
+    // SAFETY: Just allocated and listed; freed only through the graveyard, after `'g`.
+    Some(unsafe { ItemRef::new(p) })
+}
+
+/// Accounts for an item of `mm` allocated (`n = 1`) or freed (`n = -1`).
+fn account_rmap_item(ksm: &Ksm<'_>, mm: &Mm, n: isize) {
+    RMAP_ITEMS.add(ksm, n);
+    add_mm_counters(ksm, mm, 0, n);
+}
+
+/// Takes the item at the cursor off its list and frees it (`free_rmap_item()`): it goes to
+/// the graveyard, to be freed when the thread mutex is released. The caller has taken it out
+/// of its tree (`remove_rmap_item_from_tree()`); if it is still in one, or holds an anon_vma
+/// reference, it is leaked with a warning instead, since a tree or list may still reach it.
+pub(crate) fn free_at_cursor(ksm: &mut Ksm<'_>) {
+    let (Some(link), Some(item)) = (cursor_link(ksm), cursor_item(ksm)) else {
+        return;
+    };
+    link.store(item.rmap_list.load(Relaxed), Relaxed);
+    // The mm slot's reference on the mm stops covering the item: take one for it, dropped
+    // when the item is freed (never, if leaked).
+    core::mem::forget(ARef::from(item.mm()));
+    let a = item.address();
+    // Unstable but unlinked would be no harm, but the caller forgot to uncount it.
+    if kernel::warn_on!(a.is_stable() || a.has_rmap() || a.is_unstable()) {
+        return;
+    }
+    account_rmap_item(ksm, item.mm(), -1);
+    // The graveyard drops the reference on `mm`.
+    ksm.graveyard().bury_item(item);
+}
 pub(crate) mod locked;
 
 /// Proof that a constructor is called from this module or [`locked`]: [`StableTrees`] and
@@ -536,57 +876,7 @@ impl StableNode {
     }
 }
 
-/// A stable node that stays allocated for `'g`, the borrow of the held thread mutex
-/// ([`Ksm`]`<'g>`) it was found through.
-///
-/// A node is freed only when the thread mutex is released, after every `Ksm<'g>` borrowed from
-/// the guard, and so every `NodeRef<'g>`, is gone ([`Graveyard`]). Functions that take the node
-/// out of a tree or list, or free it, check where it is and refuse (with a warning) what would
-/// corrupt a tree or list, so a `NodeRef` may be kept across any of them.
-///
-/// # Invariants
-///
-/// `ptr` points to a [`StableNode`] allocated by [`alloc`] that is not freed before `'g` ends.
-#[derive(Clone, Copy)]
-pub(crate) struct NodeRef<'g> {
-    ptr: NonNull<StableNode>,
-    _node: PhantomData<&'g StableNode>,
-}
-
-impl PartialEq for NodeRef<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.ptr == other.ptr
-    }
-}
-
-impl Eq for NodeRef<'_> {}
-
-impl Deref for NodeRef<'_> {
-    type Target = StableNode;
-
-    fn deref(&self) -> &StableNode {
-        // SAFETY: The node is allocated for `'g` (type invariant). Only this thread, which holds
-        // the thread mutex, changes the fields that are not `Cell`s, atomics or behind
-        // `UnsafeCell`s (in `link` and `head`): none, after initialization.
-        unsafe { self.ptr.as_ref() }
-    }
-}
-
 impl<'g> NodeRef<'g> {
-    /// A reference to the node at `ptr`.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must point to a node allocated by [`alloc`] that is not freed before `'g` ends: a
-    /// node found, during `'g`, in a tree, a list, or through a live item or a KSM folio.
-    unsafe fn new(ptr: NonNull<StableNode>) -> Self {
-        // INVARIANT: As the caller guarantees.
-        Self {
-            ptr,
-            _node: PhantomData,
-        }
-    }
-
     /// The node's address, as rmap items and folios record it.
     pub(crate) fn as_ptr(self) -> *mut StableNode {
         self.ptr.as_ptr()
@@ -740,11 +1030,10 @@ pub(crate) fn folio_stable_node<'g>(_ksm: &Ksm<'g>, folio: &Folio) -> Option<Nod
 
 /// The stable node whose list a stable item is on.
 pub(crate) fn item_stable_node<'g>(_ksm: &Ksm<'g>, item: &RmapItem) -> Option<NodeRef<'g>> {
-    if !item.address.is_stable() {
+    if !item.address().is_stable() {
         return None;
     }
-    // SAFETY: `link.stable` is in use for a stable item (type invariant of `RmapItem`).
-    let ptr = NonNull::new(unsafe { item.link.stable.head })?;
+    let ptr = NonNull::new(item.stable_link().head.get())?;
     // SAFETY: A stable item is on the list of the node it points at (type invariant of
     // `RmapItem`), and a node with items is not freed (type invariant of `StableNode`).
     Some(unsafe { NodeRef::new(ptr) })
@@ -1012,53 +1301,64 @@ pub(crate) fn migrate_list<'g>(ksm: &Ksm<'g>) -> NodeIter<'g> {
 
 /// Lists `item` first on the item list of `node` (a plain node or dup), whose KSM folio the
 /// caller has locked (`kfolio`), and marks it stable (`stable_tree_append()`, without the
-/// accounting). The caller has taken the item's anon_vma reference.
+/// accounting). The item holds its anon_vma reference ([`RmapItem::set_rmap`]), which it
+/// keeps while listed.
 ///
 /// Fails only if `kfolio` is not the node's page, `node` is a chain or freed, or its count is
-/// out of range (C: `BUG_ON()`), or the item is in a tree or list already: then nothing
+/// out of range (C: `BUG_ON()`), or the item is not merged or is listed already: then nothing
 /// changes.
 pub(crate) fn add_item(
     node: NodeRef<'_>,
     kfolio: &FolioLockGuard<'_>,
-    item: &mut RmapItem,
+    item: ItemRef<'_>,
 ) -> Result {
     let Some(items) = node.items_head() else {
         kernel::warn_on!(true);
         return Err(EINVAL);
     };
     let len = node.rmap_hlist_len.get();
+    let a = item.address();
     if kernel::warn_on!(
         kfolio.raw_mapping() != node.expected_mapping()
             || len < 0
             || len == i32::MAX
             || node.place.get() == Place::Dead
-            || item.address.is_stable()
-            || item.address.is_unstable()
+            || !a.has_rmap()
+            || a.is_stable()
     ) {
         return Err(EINVAL);
     }
-    // SAFETY: The item is neither stable nor unstable, so on no list nor in a tree (type
-    // invariant of `RmapItem`), and its links are used by the list only. It is taken off the
-    // list before it is freed (`free_rmap_item()`), and items do not move. The thread mutex
-    // and the lock of the node's folio serialize the list's users.
-    unsafe { items.push_front(NonNull::from(&mut *item)) };
+    // SAFETY: A merged item that is not stable is on no list nor in a tree (type invariant of
+    // `RmapItem`), and its links are used by the list only. It is taken off the list before it
+    // is freed (`free_at_cursor()` refuses a stable item), and items do not move. The thread
+    // mutex and the lock of the node's folio serialize the list's users.
+    unsafe { items.push_front(item.ptr) };
     // INVARIANT: The item is on the list of the node it points at, and stable; the count
     // follows the list.
-    item.set_stable_node(node.as_ptr());
-    item.address = item.address.into_stable();
+    item.stable_link().head.set(node.as_ptr());
+    item.address.set(a.into_stable());
     node.rmap_hlist_len.set(len + 1);
     Ok(())
 }
 
+impl RmapItem {
+    /// The stable-list linkage (meaningful with [`STABLE_FLAG`]).
+    fn stable_link(&self) -> &StableLink {
+        // SAFETY: Both members of `link` are plain data in `UnsafeCell`s (`Opaque` links and a
+        // `Cell`), initialized as `stable`, and any bits are valid for `stable`.
+        unsafe { &self.link.stable }
+    }
+}
+
 /// Takes a stable `item` off the item list of its node (`hlist_del()`), which it returns,
-/// and makes it a plain item. The caller has locked the node's KSM folio (`kfolio`); refuses
-/// (with a warning) if that is not the node's page.
+/// and makes it a plain item, dropping its anon_vma reference. The caller has locked the
+/// node's KSM folio (`kfolio`); refuses (with a warning) if that is not the node's page.
 pub(crate) fn take_item<'g>(
     ksm: &Ksm<'g>,
     kfolio: &FolioLockGuard<'_>,
-    item: &mut RmapItem,
+    item: ItemRef<'_>,
 ) -> Option<NodeRef<'g>> {
-    let node = item_stable_node(ksm, item)?;
+    let node = item_stable_node(ksm, &item)?;
     if kernel::warn_on!(kfolio.raw_mapping() != node.expected_mapping()) {
         return None;
     }
@@ -1068,56 +1368,193 @@ pub(crate) fn take_item<'g>(
 }
 
 /// Takes a stable `item` off the item list of its node, which no folio points at any more
-/// (it is stale, or its page's mapping was reset under the folio lock).
+/// (it is stale, or its page's mapping was reset under the folio lock), as [`take_item`].
 ///
 /// # Safety
 ///
 /// No folio's mapping may point at the item's node: then no rmap walk reaches its list.
 pub(crate) unsafe fn take_item_unmapped<'g>(
     ksm: &Ksm<'g>,
-    item: &mut RmapItem,
+    item: ItemRef<'_>,
 ) -> Option<NodeRef<'g>> {
-    let node = item_stable_node(ksm, item)?;
+    let node = item_stable_node(ksm, &item)?;
     // SAFETY: No rmap walk reaches the list (the caller's promise); the thread mutex
     // serializes its other users.
     unsafe { unlink_item(node, item) };
     Some(node)
 }
 
-/// Unlinks the stable `item` from the list of `node`, the node it points at.
+/// Unlinks the stable `item` from the list of `node`, the node it points at, and drops its
+/// anon_vma reference.
 ///
 /// # Safety
 ///
 /// Nothing else may use the list during the call.
-unsafe fn unlink_item(node: NodeRef<'_>, item: &mut RmapItem) {
+unsafe fn unlink_item(node: NodeRef<'_>, item: ItemRef<'_>) {
     // SAFETY: The item is on the list of `node` (type invariant of `RmapItem`), which nothing
     // else uses (the caller's promise).
-    unsafe { hlist::Head::<StableItemLinks>::remove(NonNull::from(&mut *item)) };
-    // INVARIANT: A plain item, on no list; the count follows the list.
-    item.set_stable_node(core::ptr::null_mut());
-    item.address = PackedAddress::new(item.address.addr());
+    unsafe { hlist::Head::<StableItemLinks>::remove(item.ptr) };
+    // INVARIANT: On no list; the count follows the list. Plain once the reference is dropped.
+    item.stable_link().head.set(core::ptr::null_mut());
     node.rmap_hlist_len.set(node.rmap_hlist_len.get() - 1);
+    item.drop_rmap();
 }
 
-/// The stable nodes freed under the thread mutex, which are really freed when it is released
-/// (when the [`crate::KsmGuard`] is dropped): a [`NodeRef`] cannot outlive that.
+/// The items of a plain node or dup (none for a chain), from the first.
+///
+/// Each item's successor is read before the item is handed out, so the caller may take that
+/// item off the list; if other items of the list leave it meanwhile, the iteration may end
+/// early or go on along another list, never reaching freed memory.
+pub(crate) fn node_items<'g>(node: NodeRef<'g>) -> ItemIter<'g> {
+    let first = node.items_head().and_then(|h| h.first());
+    ItemIter {
+        // SAFETY: An item on a list is not freed before it leaves it, and then not before `'g`
+        // ends (type invariants).
+        next: first.map(|p| unsafe { ItemRef::new(p) }),
+    }
+}
+
+/// See [`node_items`].
+pub(crate) struct ItemIter<'g> {
+    next: Option<ItemRef<'g>>,
+}
+
+impl<'g> Iterator for ItemIter<'g> {
+    type Item = ItemRef<'g>;
+
+    fn next(&mut self) -> Option<ItemRef<'g>> {
+        let cur = self.next?;
+        self.next = if cur.address().is_stable() {
+            // SAFETY: A stable item is on a node's list (type invariant), which only this
+            // thread changes (under the thread mutex). The next item, if any, is listed too,
+            // and not freed before `'g` ends.
+            unsafe { hlist::Head::<StableItemLinks>::next(cur.ptr) }
+                .map(|p| unsafe { ItemRef::new(p) })
+        } else {
+            None
+        };
+        Some(cur)
+    }
+}
+
+/// What a walk of an unstable tree found.
+pub(crate) enum UnstableFound<'g> {
+    /// An item the comparison called equal.
+    Item(ItemRef<'g>),
+    /// The vacant position for the key, to insert at ([`unstable_insert`]).
+    Vacant(Position<UnstableLinks>),
+}
+
+/// Walks the unstable tree of `nid` down by `cmp`, which compares the key with each item on
+/// the way and may give up (`Err`) ([`Tree::find`]). `None` if there is no tree for `nid`.
+pub(crate) fn unstable_find<'g, E>(
+    ksm: &Ksm<'g>,
+    nid: i32,
+    mut cmp: impl FnMut(ItemRef<'g>) -> core::result::Result<Ordering, E>,
+) -> Option<core::result::Result<UnstableFound<'g>, E>> {
+    let tree = ksm.unstable_tree(nid)?;
+    // SAFETY: Items in an unstable tree are not freed before they leave it (type invariants),
+    // and then not before `'g` ends.
+    let found = tree.find(|p| cmp(unsafe { ItemRef::new(p) }));
+    Some(found.map(|f| match f {
+        // SAFETY: As above.
+        Found::Item(p) => UnstableFound::Item(unsafe { ItemRef::new(p) }),
+        Found::Vacant(pos) => UnstableFound::Vacant(pos),
+    }))
+}
+
+/// Links a plain `item` in at the vacant position `pos` of the unstable tree of `nid`, which
+/// a walk for its content found, and marks it unstable for the current scan. Warns and fails
+/// if the item is not plain or there is no such tree; `EAGAIN` if the tree changed since `pos`
+/// was found.
+pub(crate) fn unstable_insert<'g>(
+    ksm: &mut Ksm<'g>,
+    nid: i32,
+    pos: &Position<UnstableLinks>,
+    item: ItemRef<'g>,
+) -> Result {
+    let a = item.address();
+    if kernel::warn_on!(!a.is_plain()) {
+        return Err(EINVAL);
+    }
+    let seqnr = ksm.seqnr();
+    let tree = ksm.unstable_tree_mut(nid).ok_or(EINVAL)?;
+    // SAFETY: A plain item is in no tree (type invariant of `RmapItem`), and its links are used
+    // by the tree only. It stays valid until it leaves the tree: it is linked until
+    // `unstable_remove()` takes it out or the tree is emptied (`KsmState::reset_unstable_tree()`,
+    // which unlinks every item of the tree), and `free_at_cursor()` refuses to free it before.
+    unsafe { tree.insert(pos, item.ptr) }?;
+    // INVARIANT: Linked into the tree of `nid`, during the scan `seqnr`.
+    item.anon_vma_or_nid.set(AnonVmaOrNid { nid });
+    item.address.set(a.into_unstable(seqnr));
+    Ok(())
+}
+
+/// Takes an unstable item out of the unstable tree, if it is still in it (inserted during the
+/// current scan, and the tree not emptied since), and makes it plain. Returns how many scans
+/// ago it was inserted, or `None` if it is not unstable.
+pub(crate) fn unstable_remove(ksm: &mut Ksm<'_>, item: ItemRef<'_>) -> Option<u8> {
+    let a = item.address();
+    if !a.is_unstable() {
+        return None;
+    }
+    if a.is_linked() {
+        // SAFETY: `nid` is the member in use with `UNSTABLE_FLAG` (type invariant).
+        let nid = unsafe { item.anon_vma_or_nid.get().nid };
+        let Some(tree) = ksm.unstable_tree_mut(nid) else {
+            // Not reached: the item was inserted into that tree. Leave it linked.
+            return None;
+        };
+        // SAFETY: A linked item is in the unstable tree of its nid (type invariant).
+        unsafe { tree.remove(item.ptr) };
+    }
+    // INVARIANT: In no tree now.
+    item.address.set(PackedAddress::new(a.addr()));
+    Some(a.unstable_age(ksm.seqnr()))
+}
+
+/// Marks an item of an unstable tree that is being emptied as no longer linked
+/// (`KsmState::reset_unstable_tree()`); it stays unstable, counted in `pages_unshared` until
+/// the scanner passes it, as in C.
+///
+/// # Safety
+///
+/// `item` must be an item of an unstable tree, handed out by [`Tree::clear_each`].
+unsafe fn unlink_unstable(item: NonNull<RmapItem>) {
+    // SAFETY: An item in a tree is valid (type invariant of `RmapItem`); its `address` is a
+    // `Cell` that only the thread mutex's holder, who empties the tree, changes.
+    let item = unsafe { item.as_ref() };
+    // INVARIANT: Out of the tree, which is being emptied.
+    item.address.set(item.address().into_unlinked());
+}
+
+/// The stable nodes and rmap items freed under the thread mutex, which are really freed when
+/// it is released (when the [`crate::KsmGuard`] is dropped): a [`NodeRef`] or [`ItemRef`]
+/// cannot outlive that.
 ///
 /// # Invariants
 ///
-/// The list holds the nodes with [`Place::Dead`].
+/// - The list at `head` holds the nodes with [`Place::Dead`].
+/// - The list at `items`, linked through their `rmap_list`, holds the items with
+///   [`DEAD_FLAG`], each with an `mmgrab()` reference on its mm.
 pub(crate) struct Graveyard {
     /// In an allocation of its own, for the reason given at [`StableTrees::migrate`].
     head: Option<KBox<hlist::Head<ListLinks>>>,
+    /// The first dead item, or null.
+    items: Cell<*mut RmapItem>,
 }
 
-// SAFETY: Used under the thread mutex only; its nodes are not tied to a thread.
+// SAFETY: Used under the thread mutex only; its nodes and items are not tied to a thread.
 unsafe impl Send for Graveyard {}
 
 impl Graveyard {
     /// No graveyard yet: [`Graveyard::alloc`] makes it. Only the thread mutex has one
     /// ([`Seal`]).
     pub(crate) const fn new(_once: Seal) -> Self {
-        Self { head: None }
+        Self {
+            head: None,
+            items: Cell::new(core::ptr::null_mut()),
+        }
     }
 
     /// Allocates the list, at init; `EBUSY` if done already.
@@ -1144,9 +1581,30 @@ impl Graveyard {
         node.place.set(Place::Dead);
     }
 
-    /// Frees the nodes in the graveyard. Called when the thread mutex is released: exclusive
-    /// access proves that no [`Ksm`], and so no [`NodeRef`], is left.
+    /// Puts an item that is on no list and in no tree, and holds no anon_vma reference, into
+    /// the graveyard, with the caller's `mmgrab()` reference on its mm.
+    fn bury_item(&self, item: ItemRef<'_>) {
+        item.rmap_list.store(self.items.get(), Relaxed);
+        self.items.set(item.ptr.as_ptr());
+        // INVARIANT: Dead, on the graveyard's list, with the reference.
+        item.address.set(item.address().into_dead());
+    }
+
+    /// Frees the nodes and items in the graveyard. Called when the thread mutex is released:
+    /// exclusive access proves that no [`Ksm`], and so no [`NodeRef`] or [`ItemRef`], is left.
     pub(crate) fn drain(&mut self) {
+        while let Some(item) = NonNull::new(self.items.get()) {
+            // SAFETY: A dead item, on this list (type invariant), which only we change.
+            let (next, mm) = unsafe { (item.as_ref().rmap_list.load(Relaxed), item.as_ref().mm) };
+            self.items.set(next);
+            // SAFETY: The graveyard held this reference on the mm for the item (type
+            // invariant); it is dropped once.
+            drop(unsafe { ARef::from_raw(mm) });
+            // SAFETY: A dead item was allocated by `alloc_at_cursor()`, and is off every tree
+            // and list; no `ItemRef` to it is left (`&mut self`).
+            unsafe { crate::free_rmap_item(item) };
+            cond_resched();
+        }
         let Some(head) = self.head.as_deref() else {
             return;
         };
@@ -1173,15 +1631,27 @@ mod tests {
         let a = PackedAddress::new(0x7f00_0000_1000 + 0x123);
         assert_eq!(a.addr(), 0x7f00_0000_1000);
         assert!(!a.is_stable() && !a.is_unstable());
+        assert!(a.is_plain() && !a.is_linked() && !a.is_dead() && !a.has_rmap());
         let u = a.into_unstable(0x1_2345);
-        assert!(u.is_unstable() && !u.is_stable());
+        assert!(u.is_unstable() && u.is_linked() && !u.is_stable() && !u.is_dead());
         assert_eq!(u.addr(), 0x7f00_0000_1000);
-        assert_eq!(u, PackedAddress(0x7f00_0000_1000 | UNSTABLE_FLAG | 0x45));
-        let s = u.into_stable();
-        assert!(s.is_stable() && !s.is_unstable());
+        assert_eq!(
+            u,
+            PackedAddress(0x7f00_0000_1000 | UNSTABLE_FLAG | LINKED_FLAG | 0x45)
+        );
+        // Out of its emptied tree, still unstable: the same bit does not say dead.
+        let o = u.into_unlinked();
+        assert!(o.is_unstable() && !o.is_linked() && !o.is_dead());
+        assert_eq!(o.unstable_age(0x1_2345), 0);
+        let r = a.into_rmap();
+        assert!(r.has_rmap() && !r.is_stable() && !r.is_plain());
+        let s = r.into_stable();
+        assert!(s.is_stable() && s.has_rmap() && !s.is_unstable());
         assert_eq!(s.addr(), 0x7f00_0000_1000);
         assert_eq!(PackedAddress::new(s.addr()), a);
-        assert!(SEQNR_MASK < UNSTABLE_FLAG && STABLE_FLAG < PAGE_SIZE);
+        let d = a.into_dead();
+        assert!(d.is_dead() && !d.is_unstable() && !d.is_linked() && d.addr() == a.addr());
+        assert!(SEQNR_MASK < UNSTABLE_FLAG && DEAD_FLAG < PAGE_SIZE);
     }
 
     #[test]
@@ -1297,6 +1767,98 @@ mod node_tests {
             }
             // Freed nodes stay readable until the guard goes.
             check(f, [a, b, c].iter().all(|n| n.place.get() == Place::Dead));
+        }
+        assert_eq!(failed, 0);
+    }
+
+    /// The vacant position for `hash` in the unstable tree of `nid`, by checksum alone (items
+    /// of the same checksum go to the right), as the scanner's walk would find for a page of
+    /// that checksum.
+    fn unstable_position(ksm: &Ksm<'_>, nid: i32, hash: u32) -> Option<Position<UnstableLinks>> {
+        let found = unstable_find(ksm, nid, |i| {
+            Ok::<_, ()>(if hash < i.unstable_info().oldchecksum {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            })
+        });
+        match found {
+            Some(Ok(UnstableFound::Vacant(pos))) => Some(pos),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn items_move_between_list_tree_and_graveyard() {
+        let mut failed = 0;
+        let f = &mut failed;
+        // SAFETY: `init_mm` lives forever.
+        let mm = unsafe { Mm::from_raw(&raw const bindings::init_mm) };
+        // SAFETY: `init_mm` lives forever.
+        let list = unsafe { ItemList::new(mm) };
+        {
+            let mut g = crate::lock_ksm();
+            let ksm = &mut g.ksm();
+            let before = RMAP_ITEMS.get();
+            // ksmd may be in the middle of a scan: give its cursor back at the end.
+            let saved = (ksm.item_cursor, ksm.cursor_mm);
+            // SAFETY: Nothing else uses `list`, which outlives the cursor: put back below.
+            unsafe { set_cursor(ksm, &list) };
+            // Each item goes in front of the cursor, which then steps over it: address order.
+            let a = alloc_at_cursor(ksm, 0x1000);
+            cursor_step(ksm);
+            let b = alloc_at_cursor(ksm, 0x2000);
+            cursor_step(ksm);
+            check(f, RMAP_ITEMS.get() == before + 2 && !list.is_empty());
+            if let (Some(a), Some(b)) = (a, b) {
+                check(f, a.address().is_plain() && a.mm().as_raw() == mm.as_raw());
+                // Into the unstable tree, and out of it, as the scanner does.
+                let hash = 0x5eed_0002;
+                a.set_unstable_info(UnstableInfo {
+                    oldchecksum: hash,
+                    age: 0,
+                    remaining_skips: 0,
+                });
+                let inserted = unstable_position(ksm, 0, hash)
+                    .is_some_and(|pos| unstable_insert(ksm, 0, &pos, a).is_ok());
+                check(f, inserted && a.address().is_linked());
+                check(f, a.address().unstable_age(ksm.seqnr()) == 0);
+                let found = unstable_find(ksm, 0, |i| {
+                    Ok::<_, ()>(match hash.cmp(&i.unstable_info().oldchecksum) {
+                        Ordering::Equal if i != a => Ordering::Greater,
+                        o => o,
+                    })
+                });
+                check(
+                    f,
+                    matches!(found, Some(Ok(UnstableFound::Item(i))) if i == a),
+                );
+                check(
+                    f,
+                    unstable_remove(ksm, a) == Some(0) && a.address().is_plain(),
+                );
+                check(f, unstable_remove(ksm, a).is_none());
+                // A plain item holds no anon_vma reference: nothing to put.
+                a.put_rmap();
+                check(f, a.stable_rmap().is_none());
+                // Free both from the start of the list.
+                // SAFETY: As above.
+                unsafe { set_cursor(ksm, &list) };
+                check(f, cursor_item(ksm) == Some(a));
+                free_at_cursor(ksm);
+                check(f, cursor_item(ksm) == Some(b));
+                free_at_cursor(ksm);
+                check(f, cursor_item(ksm).is_none() && list.is_empty());
+                // Freed items stay readable until the guard goes.
+                check(f, a.address().is_dead() && b.address().is_dead());
+                check(
+                    f,
+                    a.address().addr() == 0x1000 && b.address().addr() == 0x2000,
+                );
+            }
+            check(f, RMAP_ITEMS.get() == before);
+            // INVARIANT: ksmd's cursor, on its list as before.
+            (ksm.item_cursor, ksm.cursor_mm) = saved;
         }
         assert_eq!(failed, 0);
     }

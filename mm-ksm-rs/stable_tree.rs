@@ -38,13 +38,15 @@
 //! page migrated and is looked up at its new pfn; otherwise the node really is stale. Without
 //! the barrier pair a weakly ordered CPU could see the old mapping cleared but the old `kpfn`,
 //! and free a node that the new folio's mapping still points to.
+//!
+//! [`StableNode`]: crate::node::StableNode
 
 use crate::{
     node::{
         self, add_item, chain_add_dup, dup_unlink, dups, is_first_dup, is_only_dup, migrate_list,
         migrate_list_add, migrate_list_del, take_item_unmapped, tree_descend, tree_first,
-        tree_insert, tree_next, tree_node_at, tree_remove, tree_replace, NodeRef, RmapItem,
-        StableNode,
+        tree_insert, tree_next, tree_node_at, tree_remove, tree_replace, ItemRef, NodeRef,
+        RmapItem,
     },
     state::{
         add_mm_counters, MAX_PAGE_SHARING, PAGES_SHARED, PAGES_SHARING,
@@ -249,26 +251,15 @@ pub(crate) unsafe fn remove_node_from_stable_tree<'g>(ksm: &mut Ksm<'g>, node: N
         return;
     }
     let kpfn = node.kpfn();
-    // SAFETY: A plain node or dup, thread mutex held: no folio points at the node (the
-    // caller's promise), so no rmap walk reaches its list and only we change it, only by
-    // taking off the item handed out. Items are freed only after they left the list.
-    let items = unsafe { StableNode::items(node.as_ptr()) };
-    for item in items {
-        // SAFETY: Items listed from the node are valid. No other reference to this one is in
-        // use: callers that hold an item take it off its node's list before any lookup that
-        // may remove that node (`remove_rmap_item_from_tree()`, `cmp_and_merge_page()`).
-        let item = unsafe { &mut *item };
+    for item in node::node_items(node) {
         let sharing = !item.is_last_stable();
         if sharing {
-            crate::trace::remove_rmap_item(kpfn, item, item.mm());
+            crate::trace::remove_rmap_item(kpfn, &*item, item.mm());
         }
-        // SAFETY: No folio points at the node (the caller's promise). It was the item's node,
-        // and the item held an anon_vma reference as a stable item.
-        unsafe {
-            let taken = take_item_unmapped(ksm, item);
-            kernel::warn_on!(taken != Some(node));
-            forget_stable_item(ksm, item, sharing);
-        }
+        // SAFETY: No folio points at the node (the caller's promise), and it is the item's.
+        let taken = unsafe { take_item_unmapped(ksm, item) };
+        kernel::warn_on!(taken != Some(node));
+        forget_stable_item(ksm, &item, sharing);
         cond_resched();
     }
     crate::trace::remove_ksm_page(kpfn);
@@ -282,22 +273,14 @@ pub(crate) unsafe fn remove_node_from_stable_tree<'g>(ksm: &mut Ksm<'g>, node: N
 }
 
 /// Accounts for `item`, just taken off its stable node's list, leaving it (it was a sharing
-/// mapping or the shared page), and drops its anon_vma reference.
-///
-/// # Safety
-///
-/// `item` must have just been taken off a stable node's list, and hold the reference on the
-/// anon_vma in `anon_vma_or_nid` that it took when it was listed.
-pub(crate) unsafe fn forget_stable_item(ksm: &Ksm<'_>, item: &mut RmapItem, sharing: bool) {
+/// mapping or the shared page).
+pub(crate) fn forget_stable_item(ksm: &Ksm<'_>, item: &RmapItem, sharing: bool) {
     if sharing {
         PAGES_SHARING.add(ksm, -1);
     } else {
         PAGES_SHARED.add(ksm, -1);
     }
     add_mm_counters(ksm, item.mm(), -1, 0);
-    // SAFETY: The item holds this reference (the caller's promise).
-    unsafe { crate::put_anon_vma(item.anon_vma_or_nid.anon_vma) };
-    item.clear_info();
 }
 
 /// Picks the best dup of `*chain` to merge with and returns its page (`stable_node_dup()`):
@@ -678,7 +661,7 @@ fn link_new<'g>(ksm: &mut Ksm<'g>, nid: i32, found: Walk<'g>, new: NodeRef<'g>) 
 pub(crate) fn append<'g>(
     ksm: &Ksm<'g>,
     kfolio: &FolioLockGuard<'_>,
-    item: &mut RmapItem,
+    item: ItemRef<'_>,
     node: Option<NodeRef<'g>>,
     bypass_limit: bool,
 ) -> Result {

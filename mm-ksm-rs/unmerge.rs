@@ -7,7 +7,7 @@
 //! shared mapping by an exclusive anonymous page. The rmap items are left for ksmd to drop when
 //! it next passes, as in mm/ksm.c.
 
-use crate::{state, unstable_tree::remove_rmap_item_from_tree, Ksm};
+use crate::{node, unstable_tree::remove_rmap_item_from_tree, Ksm};
 use core::ops::ControlFlow;
 use kernel::{
     bindings,
@@ -18,7 +18,7 @@ use kernel::{
 // What only `run = 2` (a sysfs store) needs.
 #[cfg(CONFIG_SYSFS)]
 use {
-    crate::{mm_slot::MmSlot, page::with_mm, stable_tree, KsmGuard, MMLIST},
+    crate::{mm_slot, page::with_mm, stable_tree, state, KsmGuard},
     kernel::mm::{pgtable::VmaMmapRead, virt::flags, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY},
 };
 
@@ -107,71 +107,48 @@ pub(crate) fn break_ksm<V: MmapLockedVma>(vma: &V, start: usize, end: usize) -> 
 #[cfg(CONFIG_SYSFS)]
 pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
     let ksm = &mut g.ksm();
-    let mut slot = {
-        let mut l = MMLIST.lock();
-        l.cursor = l.next_of(core::ptr::null_mut());
-        l.cursor
-    };
-    while !slot.is_null() {
-        // SAFETY: The cursor slot is not freed by anyone but us (ksm_exit leaves it alone).
-        // Shared: its list links may change under MMLIST meanwhile (they are `UnsafeCell`s);
-        // its item list is ours (thread mutex), reached through the raw pointer.
-        let s: &MmSlot = unsafe { &*slot };
-        let r = with_mm(&s.mm, |mg| {
-            let mut addr = 0;
-            while let Some(vma) = VmaMmapRead::find(mg, addr) {
-                addr = vma.end();
-                if vma.flags() & flags::MERGEABLE == 0 || vma.anon_vma().is_null() {
-                    continue;
+    // The cursor walks all slots, as a full scan would.
+    let mut more = mm_slot::start_pass(ksm);
+    while more {
+        let r = mm_slot::cursor_slot(ksm).and_then(|s| {
+            with_mm(s.mm(), |mg| {
+                let mut addr = 0;
+                while let Some(vma) = VmaMmapRead::find(mg, addr) {
+                    addr = vma.end();
+                    if vma.flags() & flags::MERGEABLE == 0 || vma.anon_vma().is_null() {
+                        continue;
+                    }
+                    break_ksm(vma, vma.start(), vma.end())?;
                 }
-                break_ksm(vma, vma.start(), vma.end())?;
-            }
-            Ok(())
+                Ok(())
+            })
         });
         if let Some(Err(e)) = r {
-            MMLIST.lock().cursor = core::ptr::null_mut();
+            mm_slot::abort_pass(ksm);
             return Err(e);
         }
-        // SAFETY: `slot` is valid (above); only the thread mutex holder uses `rmap_list`.
-        remove_trailing_rmap_items(ksm, unsafe { &raw mut (*slot).rmap_list });
-        let exiting = s.mm.is_exiting();
-        let mut l = MMLIST.lock();
-        l.cursor = l.next_of(slot);
-        if exiting {
-            l.remove(slot);
-            drop(l);
-            s.mm.flags_clear(MMF_VM_MERGEABLE);
-            s.mm.flags_clear(MMF_VM_MERGE_ANY);
-            // SAFETY: Off the list and the map, with no items left (above); not used again.
-            unsafe { crate::free_mm_slot(slot) };
-        } else {
-            drop(l);
+        // The item cursor is at the start of the slot's list.
+        remove_trailing_rmap_items(ksm);
+        let exiting = mm_slot::cursor_slot(ksm).is_some_and(|s| s.mm().is_exiting());
+        let (m, removed) = mm_slot::next_slot(ksm, exiting);
+        if let Some(s) = removed {
+            s.mm().flags_clear(MMF_VM_MERGEABLE);
+            s.mm().flags_clear(MMF_VM_MERGE_ANY);
+            // Dropping the slot frees it: all its items went above.
         }
-        slot = MMLIST.lock().cursor;
+        more = m;
     }
     // Clean up the stable nodes, but don't worry if some are still busy.
     stable_tree::remove_all_stable_nodes(ksm);
-    ksm.seqnr = 0;
+    ksm.restart_full_scans();
     state::FULL_SCANS.set(ksm, 0);
     Ok(())
 }
 
-/// Frees the items from `*list` on (`remove_trailing_rmap_items()`).
-pub(crate) fn remove_trailing_rmap_items(ksm: &mut Ksm<'_>, list: *mut *mut crate::node::RmapItem) {
-    // SAFETY: `list` points into an mm slot's item list, owned by the scanner (mutex held). An
-    // item unlinked from it and taken out of the trees is in no list or tree, and is freed.
-    unsafe {
-        while !(*list).is_null() {
-            let item = *list;
-            *list = (*item).rmap_list;
-            remove_rmap_item_from_tree(ksm, &mut *item);
-            crate::free_rmap_item(ksm, item);
-        }
+/// Frees the items from the item cursor on (`remove_trailing_rmap_items()`).
+pub(crate) fn remove_trailing_rmap_items(ksm: &mut Ksm<'_>) {
+    while let Some(item) = node::cursor_item(ksm) {
+        remove_rmap_item_from_tree(ksm, item);
+        node::free_at_cursor(ksm);
     }
-}
-
-/// Accounting helper shared with the scanner.
-pub(crate) fn account_rmap_item(ksm: &Ksm<'_>, mm: &kernel::mm::Mm, n: isize) {
-    state::RMAP_ITEMS.add(ksm, n);
-    state::add_mm_counters(ksm, mm, 0, n);
 }

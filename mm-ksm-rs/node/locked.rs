@@ -17,9 +17,13 @@
 use crate::node;
 use core::ops::{Deref, DerefMut};
 use kernel::{
+    mm::Mm,
     prelude::*,
     rbtree::intrusive::Tree,
-    sync::{atomic::Relaxed, lock::GlobalGuard},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        lock::GlobalGuard,
+    },
 };
 
 /// The scanner's state (C: the trees, `ksm_scan` minus its mm slot, which is in
@@ -28,14 +32,18 @@ pub(crate) struct KsmState {
     /// The stable trees and the migrate list.
     stable: node::StableTrees,
     /// Unstable tree roots, one per NUMA node (only the first is used with
-    /// `merge_across_nodes = 1`).
+    /// `merge_across_nodes = 1`). Emptied whenever `seqnr` changes (see
+    /// [`node::unstable_insert`]).
     unstable_roots: KVec<Tree<node::UnstableLinks>>,
     /// Next address to scan in the cursor's mm.
     pub(crate) address: usize,
-    /// Link to the next item to look at in the cursor's mm's list.
-    pub(crate) rmap_list: *mut *mut node::RmapItem,
+    /// The item cursor: the link to the next item to look at in the list of the mm slot being
+    /// scanned, or null (see [`node::set_cursor`]).
+    pub(super) item_cursor: *const Atomic<*mut node::RmapItem>,
+    /// The mm of the list the item cursor is on, or null.
+    pub(super) cursor_mm: *const Mm,
     /// Completed full scans.
-    pub(crate) seqnr: usize,
+    seqnr: usize,
 }
 
 // SAFETY: Only accessed under KSM_THREAD_MUTEX.
@@ -47,7 +55,8 @@ impl KsmState {
             stable: node::StableTrees::new(node::Seal(())),
             unstable_roots: KVec::new(),
             address: 0,
-            rmap_list: core::ptr::null_mut(),
+            item_cursor: core::ptr::null(),
+            cursor_mm: core::ptr::null(),
             seqnr: 0,
         }
     }
@@ -89,22 +98,58 @@ impl KsmState {
         }
     }
 
-    /// The unstable tree of `nid`.
-    pub(crate) fn unstable_tree(&mut self, nid: i32) -> &mut Tree<node::UnstableLinks> {
-        &mut self.unstable_roots[nid as usize]
+    /// The number of completed full scans.
+    pub(crate) fn seqnr(&self) -> usize {
+        self.seqnr
     }
 
-    /// Forgets the unstable trees at the end and at the start of a full scan: their items are
-    /// recognized as stale by their sequence number.
+    /// Ends a full scan: counts it, and empties the unstable trees.
+    pub(crate) fn end_full_scan(&mut self) {
+        self.seqnr = self.seqnr.wrapping_add(1);
+        self.reset_unstable_tree();
+    }
+
+    /// Starts counting full scans again from 0 (`run = 2`), and empties the unstable trees.
+    pub(crate) fn restart_full_scans(&mut self) {
+        self.seqnr = 0;
+        self.reset_unstable_tree();
+    }
+
+    /// The unstable tree of `nid`; warns if there is none (its nid would be out of range).
+    pub(super) fn unstable_tree(&self, nid: i32) -> Option<&Tree<node::UnstableLinks>> {
+        let t = usize::try_from(nid)
+            .ok()
+            .and_then(|n| self.unstable_roots.get(n));
+        kernel::warn_on!(t.is_none());
+        t
+    }
+
+    /// As [`KsmState::unstable_tree`], to change it.
+    pub(super) fn unstable_tree_mut(&mut self, nid: i32) -> Option<&mut Tree<node::UnstableLinks>> {
+        let t = usize::try_from(nid)
+            .ok()
+            .and_then(|n| self.unstable_roots.get_mut(n));
+        kernel::warn_on!(t.is_none());
+        t
+    }
+
+    /// Empties the unstable trees: at the start and at the end of a full scan, and on
+    /// `run = 2`. Their items stay unstable, and are counted in `pages_unshared`, until the
+    /// scanner passes them, as in C; they are no longer linked (C tells that from the sequence
+    /// number: see [`node::unstable_remove`]).
     ///
     /// All of them, not only those of the current `merge_across_nodes` mode (C: only
     /// `ksm_nr_node_ids`): the per-node trees keep what they held while merging across nodes,
     /// items that may be freed since, and switching back to per-node trees in the middle of a
-    /// scan would walk them (a use-after-free seen under `ksm_stress -f`). Emptied here, a
-    /// tree only ever holds items of the current scan, which unlink themselves when freed.
+    /// scan would walk them (a use-after-free seen under `ksm_stress -f`).
     pub(crate) fn reset_unstable_tree(&mut self) {
         for tree in self.unstable_roots.iter_mut() {
-            tree.clear();
+            tree.clear_each(|item| {
+                // SAFETY: `clear_each()` hands out the items of the tree, once each.
+                unsafe { node::unlink_unstable(item) };
+                // One visit per unstable page per scan: may be millions.
+                kernel::kthread::cond_resched();
+            });
         }
     }
 }

@@ -409,7 +409,8 @@ impl<A: Adapter> Tree<A> {
     /// # Safety
     ///
     /// `item` must be valid and must not be in a tree through the links `A` names. Until it is
-    /// taken out of this tree (by [`Tree::remove`], [`Tree::replace`] or [`Tree::clear`]) or
+    /// taken out of this tree (by [`Tree::remove`], [`Tree::replace`], [`Tree::clear`] or
+    /// [`Tree::clear_each`]) or
     /// the tree is dropped, the item must stay valid, must not move, and its links must be
     /// accessed only by this tree.
     pub unsafe fn insert(&mut self, pos: &Position<A>, item: NonNull<A::Item>) -> Result {
@@ -468,6 +469,26 @@ impl<A: Adapter> Tree<A> {
         // INVARIANT: An empty tree.
         self.root.rb_node = core::ptr::null_mut();
         self.changed();
+    }
+
+    /// Empties the tree, handing each of its items to `f` first, children before their parents
+    /// (`rbtree_postorder_for_each_entry_safe()`).
+    ///
+    /// The walk does not look at an item again once `f` has it, so `f` may reuse the item's links
+    /// or free it; nothing is rebalanced, which makes this cheaper than removing the items one
+    /// by one.
+    pub fn clear_each(&mut self, mut f: impl FnMut(NonNull<A::Item>)) {
+        // SAFETY: The root is valid; the walk reads the tree's nodes only.
+        let mut node = unsafe { bindings::rb_first_postorder(&raw const self.root) };
+        while let Some(n) = NonNull::new(node) {
+            // The next node in post order is found from `n`'s parent, read before `f` may reuse
+            // or free `n`; it is never a descendant of `n`, all of which came before.
+            // SAFETY: `n` is a node of this tree (type invariant).
+            node = unsafe { bindings::rb_next_postorder(n.as_ptr()) };
+            // SAFETY: As above.
+            f(unsafe { Self::item_of(n) });
+        }
+        self.clear();
     }
 
     /// The first item in order (`rb_first()`).
@@ -638,6 +659,36 @@ mod tests {
             Err::<Ordering, _>(EBUSY)
         });
         assert!(matches!(r, Err(e) if e == EBUSY) && steps == 1);
+        Ok(())
+    }
+
+    #[test]
+    fn clear_each_visits_every_item() -> Result {
+        const N: u32 = 100;
+        let mut v = items(N)?;
+        let mut tree = Tree::<ByKey>::new();
+        for item in v.iter_mut() {
+            let key = item.key;
+            let Found::Vacant(pos) = tree.find(|i: NonNull<Item>| -> Result<Ordering> {
+                // SAFETY: An item of the tree; the tests' items outlive their trees.
+                Ok(key.cmp(&unsafe { i.as_ref() }.key))
+            })?
+            else {
+                return Err(EINVAL);
+            };
+            // SAFETY: The item is in no tree and outlives the tree.
+            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+        }
+        let mut seen = KVec::with_capacity(N as usize, GFP_KERNEL)?;
+        let root = tree.root();
+        tree.clear_each(|i| {
+            // SAFETY: An item of the tree, valid (the tests' items outlive their trees).
+            let _ = seen.push(unsafe { i.as_ref() }.key, GFP_KERNEL);
+        });
+        seen.sort_unstable();
+        assert!(seen.len() == N as usize && seen.iter().enumerate().all(|(i, &k)| k == i as u32));
+        // Empty, and positions taken before are stale.
+        assert!(tree.is_empty() && tree.item_at(&root).is_err());
         Ok(())
     }
 
