@@ -197,10 +197,12 @@ fn should_skip_rmap_item<'g>(ksm: &mut Ksm<'g>, folio: &Folio, item: ItemRef<'g>
 /// and page (`scan_get_next_rmap_item()`); `None` at the end of a full scan or when there is
 /// nothing to scan.
 fn scan_get_next_rmap_item<'g>(ksm: &mut Ksm<'g>) -> Option<(ItemRef<'g>, PageRef)> {
-    if MMLIST.lock().is_empty() {
+    // One look at the mm list per page scanned: it is taken on every call.
+    let mut cursor = mm_slot::cursor_mm(ksm);
+    if matches!(cursor, mm_slot::Cursor::Empty) {
         return None;
     }
-    if mm_slot::cursor_slot(ksm).is_none() {
+    if matches!(cursor, mm_slot::Cursor::Head) {
         // Start of a full scan.
         crate::advisor::start_scan();
         crate::trace::start_scan(ksm.seqnr(), state::RMAP_ITEMS.get());
@@ -221,6 +223,7 @@ fn scan_get_next_rmap_item<'g>(ksm: &mut Ksm<'g>) -> Option<(ItemRef<'g>, PageRe
             return None;
         }
         ksm.address = 0;
+        cursor = mm_slot::cursor_mm(ksm);
     }
     loop {
         // The walk may free the slot (finish_mm()), and with it the slot's reference on the
@@ -239,12 +242,12 @@ fn scan_get_next_rmap_item<'g>(ksm: &mut Ksm<'g>) -> Option<(ItemRef<'g>, PageRe
         // `exit_aio()` waits for the process's in-flight AIO, and sysfs stores wait for
         // ksmd meanwhile (in C, the exiting process waits). Not holding `mm_users` at all,
         // as C, would avoid it: that is the larger rework of how ksmd and exit race.
+        //
         // The cursor is on a slot (`start_pass()`, `next_slot()`).
-        let Some(slot) = mm_slot::cursor_slot(ksm) else {
+        let mm_slot::Cursor::Slot(mmu) = cursor else {
             kernel::warn_on!(true);
             return None;
         };
-        let mmu = slot.mm().mmget_not_zero();
         let outcome = mmu.as_ref().map(|mmu| {
             let mg = &mmu.mmap_read_lock();
             let mut vma_opt = VmaMmapRead::find(mg, ksm.address);
@@ -314,6 +317,7 @@ fn scan_get_next_rmap_item<'g>(ksm: &mut Ksm<'g>) -> Option<(ItemRef<'g>, PageRe
             break;
         }
         ksm.address = 0;
+        cursor = mm_slot::cursor_mm(ksm);
     }
     crate::advisor::stop_scan();
     crate::trace::stop_scan(ksm.seqnr(), state::RMAP_ITEMS.get());

@@ -24,7 +24,7 @@ use crate::{
 use core::{cell::UnsafeCell, mem::ManuallyDrop, ops::Deref};
 use kernel::{
     alloc::flags::GFP_KERNEL,
-    mm::Mm,
+    mm::{Mm, MmWithUser},
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
     slab::CacheBox,
@@ -307,6 +307,33 @@ pub(crate) fn cursor_slot<'k>(ksm: &'k Ksm<'_>) -> Option<&'k MmSlot> {
     // `&mut Ksm`: not while `ksm` is borrowed. `exit()` takes off slots not under the cursor
     // only. The slot's fields that others change (the links) are in `UnsafeCell`s.
     unsafe { cursor.as_ref() }
+}
+
+/// Where the scan cursor is (see [`cursor_mm`]).
+pub(crate) enum Cursor {
+    /// No mm is registered.
+    Empty,
+    /// At the head of the list: between two full scans.
+    Head,
+    /// On a slot: an `mm_users` reference on its mm, or `None` if the mm is exiting.
+    Slot(Option<ARef<MmWithUser>>),
+}
+
+/// Where the scan cursor is, and, on a slot, an `mm_users` reference on its mm, with one lock
+/// of [`MMLIST`]. Drop the reference with the thread mutex held, outside the spinlock: it may
+/// be the last and tear the address space down.
+pub(crate) fn cursor_mm(_ksm: &Ksm<'_>) -> Cursor {
+    let l = MMLIST.lock();
+    if l.is_empty() {
+        return Cursor::Empty;
+    }
+    // SAFETY: The cursor is null or a listed slot (type invariant of `MmList`), valid while
+    // the spinlock is held.
+    match unsafe { l.cursor.as_ref() } {
+        None => Cursor::Head,
+        // Only an atomic increment under the spinlock.
+        Some(slot) => Cursor::Slot(slot.mm.mmget_not_zero()),
+    }
 }
 
 /// Points the item cursor at the start of the item list of the slot under the scan cursor, or

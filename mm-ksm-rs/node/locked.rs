@@ -143,12 +143,16 @@ impl KsmState {
     /// items that may be freed since, and switching back to per-node trees in the middle of a
     /// scan would walk them (a use-after-free seen under `ksm_stress -f`).
     pub(crate) fn reset_unstable_tree(&mut self) {
+        let mut n = 0u32;
         for tree in self.unstable_roots.iter_mut() {
             tree.clear_each(|item| {
                 // SAFETY: `clear_each()` hands out the items of the tree, once each.
                 unsafe { node::unlink_unstable(item) };
                 // One visit per unstable page per scan: may be millions.
-                kernel::kthread::cond_resched();
+                n = n.wrapping_add(1);
+                if n % 256 == 0 {
+                    kernel::kthread::cond_resched();
+                }
             });
         }
     }
