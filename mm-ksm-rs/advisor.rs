@@ -27,7 +27,7 @@ use crate::state::PAGES_TO_SCAN;
 use kernel::{
     current,
     sync::atomic::{Atomic, AtomicType, Relaxed},
-    time::{ClockSource, Monotonic},
+    time::{ClockSource, Delta, Monotonic},
 };
 
 /// `advisor_mode`: which advisor sets `pages_to_scan` (C: `enum ksm_advisor_type`).
@@ -157,8 +157,10 @@ struct Advice {
 /// `pages_to_scan` pages per batch.
 fn advise(ctx: Ctx, now: i64, cpu_time: u64, pages_to_scan: u32, limits: Limits) -> Advice {
     // Convert scan time to seconds: `div_s64(ktime_ms_delta(now, start), MSEC_PER_SEC)`, both
-    // divisions truncating towards zero, then the conversion to `unsigned long`.
-    let scan_time = (now.wrapping_sub(ctx.start_scan) / 1_000_000 / 1000) as usize;
+    // divisions truncating towards zero, as one division by a second does, then the conversion
+    // to `unsigned long`. `Delta` divides with `div64_s64()` on 32-bit, which has no 64-bit `/`.
+    let elapsed = Delta::from_nanos(now.wrapping_sub(ctx.start_scan));
+    let scan_time = (elapsed / Delta::from_secs(1)) as usize;
     let scan_time = if scan_time != 0 { scan_time } else { 1 };
 
     // CPU consumption of ksmd: `task_sched_runtime()` is stored in an `unsigned long`.
@@ -309,6 +311,8 @@ mod tests {
         );
     }
 
+    // 50 s of CPU in one scan needs a 64-bit `unsigned long` (see `cpu_time_wraps_on_32_bit`).
+    #[cfg(CONFIG_64BIT)]
     #[test]
     fn slow_scans_speed_up_up_to_the_cpu_cap() {
         // A 400 s scan (twice the target) after a 400 s one, with 50 s of CPU (12%).
@@ -390,6 +394,24 @@ mod tests {
         let a = advise(Ctx::default(), SEC / 2, 0, 100, DEFAULT_LIMITS);
         assert_eq!(a.ctx.scan_time, 1);
         assert_eq!(a.cpu_percent, 1);
+    }
+
+    // C keeps ksmd's CPU time in an `unsigned long`: on 32-bit, the CPU time of one scan is
+    // taken modulo 2^32 ns (4.29 s), and so is it here. 50 s of CPU in a 400 s scan counts as
+    // 2.755 s, under 1%, which counts as 1%.
+    #[cfg(not(CONFIG_64BIT))]
+    #[test]
+    fn cpu_time_wraps_on_32_bit() {
+        let ctx = Ctx {
+            start_scan: 100 * SEC,
+            scan_time: 400,
+            change: 100,
+            // What the last scan stored: 10 s, modulo 2^32 ns.
+            cpu_time: (10 * SEC as u64) & u64::from(u32::MAX),
+        };
+        let a = advise(ctx, 500 * SEC, 60 * SEC as u64, 1000, DEFAULT_LIMITS);
+        assert_eq!(a.cpu_percent, 1);
+        assert_eq!(a.ctx.cpu_time, (60 * SEC as u64) & u64::from(u32::MAX));
     }
 
     // The values below assume a 64-bit `unsigned long`.

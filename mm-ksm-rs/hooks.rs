@@ -14,7 +14,6 @@ use crate::{
     unmerge::break_ksm,
     MMLIST,
 };
-use core::ffi::c_void;
 use kernel::{
     bindings,
     error::{code::*, Result},
@@ -45,8 +44,8 @@ fn ksm_compatible(vm_flags: bindings::vm_flags_t, dax: bool) -> bool {
     }
     // SAFETY: A `const` defined in glue.c with this type.
     let arch = unsafe { ksm_rs_arch_unmergeable };
-    vm_flags & (flags::SHARED | flags::MAYSHARE | flags::HUGETLB) == 0
-        && vm_flags & flags::DROPPABLE == 0
+    // `VM_DROPPABLE` is 0 on 32-bit: only in the mask, never tested alone.
+    vm_flags & (flags::SHARED | flags::MAYSHARE | flags::HUGETLB | flags::DROPPABLE) == 0
         && vm_flags & flags::SPECIAL == 0
         && vm_flags & arch == 0
         && !dax
@@ -402,7 +401,7 @@ pub unsafe extern "C" fn folio_migrate_ksm(
 extern "C" {
     #[cfg(CONFIG_MEMORY_FAILURE)]
     fn ksm_rs_collect_procs(
-        anon_vma: *mut c_void,
+        anon_vma: *mut core::ffi::c_void,
         index: usize,
         addr: usize,
         page: *const core::ffi::c_void,

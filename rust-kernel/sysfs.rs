@@ -678,7 +678,7 @@ mod tests {
 
         let mut small = [0xffu8; 4];
         let mut out = Emitter::new(&mut small);
-        write!(out, "{}", -12345i64)?;
+        write!(out, "{}", -12345i32)?;
         assert_eq!(out.as_bytes(), b"-12");
         assert_eq!(small, *b"-12\0");
 

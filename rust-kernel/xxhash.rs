@@ -54,6 +54,7 @@ pub fn xxhash(input: &[u8], seed: u64) -> usize {
 #[macros::kunit_tests(rust_kernel_xxhash)]
 mod tests {
     use super::*;
+    use crate::prelude::*;
 
     // Reference values from the xxHash specification's implementation.
     const QUOTE: &[u8] = b"Nobody inspects the spammish repetition";
@@ -79,12 +80,14 @@ mod tests {
     }
 
     #[test]
-    fn xxh64_of_pages() {
-        // Page-sized inputs, as KSM hashes them: all zeroes and a filled page.
-        let zero = [0u8; 4096];
-        let filled = [0x11u8; 4096];
+    fn xxh64_of_pages() -> Result {
+        // Page-sized inputs, as KSM hashes them: all zeroes and a filled page. Allocated: two
+        // pages on the stack would overflow 32-bit kernel stacks.
+        let zero = KVec::from_elem(0u8, 4096, GFP_KERNEL)?;
+        let filled = KVec::from_elem(0x11u8, 4096, GFP_KERNEL)?;
         assert_eq!(xxh64(&zero, 0), 0xac86_9b6f_32d8_bbdb);
         assert_eq!(xxh64(&filled, 0), 0x90e1_6c6b_acdb_4f93);
+        Ok(())
     }
 
     #[test]

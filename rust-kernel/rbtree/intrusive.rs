@@ -62,7 +62,7 @@
 //! let mut added = 0;
 //! for item in items.iter_mut() {
 //!     // SAFETY: Every item is in no tree, and outlives the tree.
-//!     added += unsafe { insert_unique(&mut tree, NonNull::from(item)) }? as u32;
+//!     added += u32::from(unsafe { insert_unique(&mut tree, NonNull::from(item)) }?);
 //! }
 //! assert_eq!(added, 3);
 //! let mut keys = KVec::new();

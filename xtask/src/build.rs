@@ -27,6 +27,9 @@ pub enum Arch {
     X86_64,
     /// arm64, cross-built with LLVM, under qemu-system-aarch64 (virt, MTE)
     Arm64,
+    /// 32-bit arm (ARMv7, LPAE), cross-built with LLVM, under qemu-system-arm (virt): the
+    /// KUnit suites only (`cargo xtask kunit --arch arm`)
+    Arm,
 }
 
 impl Arch {
@@ -35,6 +38,7 @@ impl Arch {
         match self {
             Arch::X86_64 => ("arch-x86_64.config", ARCH_X86_64),
             Arch::Arm64 => ("arch-arm64.config", ARCH_ARM64),
+            Arch::Arm => ("arch-arm.config", ARCH_ARM),
         }
     }
 
@@ -43,6 +47,7 @@ impl Arch {
         match self {
             Arch::X86_64 => None,
             Arch::Arm64 => Some("arm64"),
+            Arch::Arm => Some("arm"),
         }
     }
 
@@ -51,6 +56,7 @@ impl Arch {
         match self {
             Arch::X86_64 => ("bzImage", "arch/x86/boot/bzImage"),
             Arch::Arm64 => ("Image", "arch/arm64/boot/Image"),
+            Arch::Arm => ("zImage", "arch/arm/boot/zImage"),
         }
     }
 
@@ -59,6 +65,7 @@ impl Arch {
         match self {
             Arch::X86_64 => "gcc",
             Arch::Arm64 => "aarch64-linux-gnu-gcc",
+            Arch::Arm => "arm-linux-gnueabihf-gcc",
         }
     }
 }
@@ -76,6 +83,7 @@ const IMPL_RUST: &str = include_str!("../configs/impl-rust.config");
 const DEBUG: &str = include_str!("../configs/debug.config");
 const ARCH_X86_64: &str = include_str!("../configs/arch-x86_64.config");
 const ARCH_ARM64: &str = include_str!("../configs/arch-arm64.config");
+const ARCH_ARM: &str = include_str!("../configs/arch-arm.config");
 
 impl Flavour {
     /// An x86_64 flavour (the benchmark's and KUnit's architecture).
@@ -93,8 +101,10 @@ impl Flavour {
             Impl::Rust => "rust",
         }
         .to_string();
-        if self.arch == Arch::Arm64 {
-            n.push_str("-arm64");
+        match self.arch {
+            Arch::X86_64 => {}
+            Arch::Arm64 => n.push_str("-arm64"),
+            Arch::Arm => n.push_str("-arm"),
         }
         if self.debug {
             n.push_str("-debug");
@@ -102,9 +112,14 @@ impl Flavour {
         n
     }
 
-    /// The fragments in merge order.
+    /// The fragments in merge order. 32-bit arm has no guest, only KUnit at boot: its fragment
+    /// stands alone.
     pub fn fragments(&self) -> Vec<(&'static str, &'static str)> {
-        let mut v = vec![("guest.config", GUEST), self.arch.fragment()];
+        let mut v = if self.arch == Arch::Arm {
+            vec![self.arch.fragment()]
+        } else {
+            vec![("guest.config", GUEST), self.arch.fragment()]
+        };
         v.push(match self.imp {
             Impl::C => ("impl-c.config", IMPL_C),
             Impl::Rust => ("impl-rust.config", IMPL_RUST),
@@ -127,7 +142,7 @@ impl Flavour {
         paths::build().join(self.name())
     }
 
-    /// The kernel image QEMU boots (`bzImage` on x86_64, `Image` on arm64).
+    /// The kernel image QEMU boots (`bzImage` on x86_64, `Image` on arm64, `zImage` on arm).
     pub fn bzimage(&self) -> PathBuf {
         self.dir().join(self.arch.image().1)
     }
@@ -301,6 +316,24 @@ mod tests {
             crate::kconfig::Value::Set("y".into())
         );
         assert!(!m.values.contains_key("CONFIG_X86_MCE"));
+        let a = Flavour {
+            imp: Impl::Rust,
+            debug: false,
+            arch: Arch::Arm,
+        };
+        assert_eq!(a.name(), "rust-arm");
+        assert!(a.bzimage().ends_with("rust-arm/arch/arm/boot/zImage"));
+        let m = a.merged().unwrap();
+        // 32-bit: not the 64-bit guest's fragment.
+        assert!(!m.values.contains_key("CONFIG_64BIT"));
+        assert_eq!(
+            m.values["CONFIG_ARM_LPAE"],
+            crate::kconfig::Value::Set("y".into())
+        );
+        assert_eq!(
+            m.values["CONFIG_KSM_RUST"],
+            crate::kconfig::Value::Set("y".into())
+        );
     }
 
     #[test]

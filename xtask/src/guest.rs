@@ -209,6 +209,7 @@ pub fn pack(
     let busybox = match arch {
         Arch::X86_64 => PathBuf::from("/bin/busybox"),
         Arch::Arm64 => crate::provision::arm64_root().join("bin/busybox"),
+        Arch::Arm => bail!("32-bit arm guests have no user space (`cargo xtask kunit --arch arm`)"),
     };
     if !busybox.exists() {
         bail!(

@@ -1,9 +1,11 @@
 //! `cargo xtask kunit`: `tools/testing/kunit/kunit.py run` on the kernel tree
-//! with the project's `mm/ksm-rs/.kunitconfig`, on UML.
+//! with the project's `mm/ksm-rs/.kunitconfig`, on UML; with `--arch arm`, the
+//! same suites at boot of a 32-bit arm guest.
 
-use crate::build;
+use crate::build::{self, Arch, Flavour, Impl};
 use crate::paths;
 use crate::pin::Pin;
+use crate::qemu::{self, Accel, Vm};
 use crate::selftests::Summary;
 use crate::series;
 use crate::ui::{self, Step};
@@ -11,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use regex::Regex;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 pub const KUNITCONFIG: &str = "mm/ksm-rs/.kunitconfig";
 
@@ -91,6 +94,60 @@ pub fn run(pin: &Pin) -> Result<Summary> {
     println!("kunit: {}", s.line());
     Ok(s)
 }
+
+/// Builds the Rust implementation for 32-bit arm ([`Arch::Arm`]) with the KUnit suites and the
+/// rust/kernel doctests, boots it, and parses what KUnit printed before powering the guest
+/// off. A splat in the log fails the run whatever the tests said.
+pub fn run_arm(pin: &Pin) -> Result<Summary> {
+    let tree = series::ensure_tree(pin)?;
+    crate::provision::setup_arm()?;
+    let fl = Flavour {
+        imp: Impl::Rust,
+        debug: false,
+        arch: Arch::Arm,
+    };
+    let kernel = build::build(pin, &tree, fl, false)?;
+    let step = Step::start(format!("boot [{}]: KUnit at boot", fl.name()));
+    let vm = Vm {
+        kernel: &kernel,
+        initrd: None,
+        append: "kunit_shutdown=poweroff".into(),
+        timeout: Duration::from_secs(ARM_TIMEOUT_SECS),
+        accel: Accel::Tcg,
+        log: fl.dir().join("console.log"),
+        arch: Arch::Arm,
+    };
+    let mut lines = Vec::new();
+    let mut powered_off = false;
+    let boot = qemu::boot(&vm, |l| {
+        powered_off |= l.contains("reboot: Power down");
+        lines.push(l.to_string());
+    })?;
+    let mut s = parse_console(&tree, &lines, &fl.dir().join("kunit.log"))?;
+    for m in &boot.splats {
+        ui::warn(format!("    splat: {m}"));
+    }
+    if boot.timed_out || !powered_off || !boot.splats.is_empty() {
+        ui::warn(format!(
+            "    the guest {} (see {})",
+            if boot.timed_out {
+                "timed out"
+            } else if !boot.splats.is_empty() {
+                "logged a splat"
+            } else {
+                "did not power off after KUnit"
+            },
+            vm.log.display()
+        ));
+        s.failed += 1;
+    }
+    step.done();
+    println!("kunit [{}]: {}", fl.name(), s.line());
+    Ok(s)
+}
+
+/// How long the 32-bit guest may take: it runs the KUnit suites in about 2 s of guest time.
+const ARM_TIMEOUT_SECS: u64 = 600;
 
 /// Parses the KUnit results a Rust guest printed at boot (`lines`: the
 /// console up to init) with `kunit.py parse`; the console part is kept in

@@ -30,8 +30,8 @@ const DEFAULT_IMPL: Impl = Impl::Rust;
 /// as the reference that the same tests must pass on.
 const TEST_IMPLS: [Impl; 2] = [Impl::Rust, Impl::C];
 
-/// The architectures `cargo xtask test` runs on by default.
-const TEST_ARCHES: [Arch; 2] = [Arch::X86_64, Arch::Arm64];
+/// The architectures `cargo xtask test` runs on by default (32-bit arm: KUnit only).
+const TEST_ARCHES: [Arch; 3] = [Arch::X86_64, Arch::Arm64, Arch::Arm];
 
 #[derive(Parser)]
 #[command(
@@ -98,8 +98,14 @@ enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3600))]
         stress_secs: Option<u32>,
     },
-    /// Run the KUnit suites (mm/ksm-rs/.kunitconfig) with kunit.py on UML
-    Kunit,
+    /// Run the KUnit suites (mm/ksm-rs/.kunitconfig) with kunit.py on UML, or with `--arch arm`
+    /// at boot of a 32-bit arm guest (with the rust/kernel doctests)
+    Kunit {
+        /// `arm`: ARMv7 under qemu-system-arm (x86_64 and arm64 guests run KUnit at boot of
+        /// `cargo xtask selftests --impl rust`)
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
+    },
     /// Boot the KSM kernel and watch it merge the memory of a small workload
     Demo {
         #[arg(long, value_enum)]
@@ -129,11 +135,12 @@ enum Cmd {
         profile: bool,
     },
     /// Everything: setup, host unit tests, check, build, boot, selftests on x86_64 (Rust and C
-    /// unless --impl picks one) and on arm64 (Rust), KUnit at boot of each Rust guest
+    /// unless --impl picks one) and on arm64 (Rust), KUnit at boot of each Rust guest and of a
+    /// 32-bit arm one
     Test {
         #[arg(long, value_enum)]
         r#impl: Option<Impl>,
-        /// Only this architecture (both by default; arm64 runs the Rust implementation)
+        /// Only this architecture (all by default; arm64 and arm run the Rust implementation)
         #[arg(long, value_enum)]
         arch: Option<Arch>,
         #[arg(long, value_enum, default_value = "auto")]
@@ -214,8 +221,15 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Kunit => {
-            let s = kunit::run(&pin)?;
+        Cmd::Kunit { arch } => {
+            let s = match arch {
+                None => kunit::run(&pin)?,
+                Some(Arch::Arm) => kunit::run_arm(&pin)?,
+                Some(a) => bail!(
+                    "--arch {a:?}: its Rust guests run KUnit at boot \
+                     (cargo xtask selftests --impl rust --arch ...)"
+                ),
+            };
             if s.failed > 0 {
                 bail!("{} KUnit test(s) failed", s.failed);
             }
@@ -263,6 +277,7 @@ fn real_main() -> Result<()> {
 /// The selftests on x86_64 for each of `impls`, then on arm64 for the Rust
 /// implementation (`arches` picks); every Rust guest also runs the KUnit
 /// suites at boot, so the UML run of `cargo xtask kunit` is not needed here.
+/// Last, the KUnit suites on 32-bit arm (`cargo xtask kunit --arch arm`).
 fn test(pin: &pin::Pin, impls: &[Impl], arches: &[Arch], accel: Accel) -> Result<()> {
     let mut phases: Vec<(String, std::time::Duration, String)> = Vec::new();
     let mut total = Summary::default();
@@ -278,8 +293,9 @@ fn test(pin: &pin::Pin, impls: &[Impl], arches: &[Arch], accel: Accel) -> Result
             arch: Arch::Arm64,
         });
     }
-    if flavours.is_empty() {
-        bail!("nothing to test: arm64 runs the Rust implementation only (--impl {impls:?}, --arch {arches:?})");
+    let arm_kunit = arches.contains(&Arch::Arm) && impls.contains(&Impl::Rust);
+    if flavours.is_empty() && !arm_kunit {
+        bail!("nothing to test: arm64 and arm run the Rust implementation only (--impl {impls:?}, --arch {arches:?})");
     }
     provision::setup(pin)?;
     if flavours.iter().any(|f| f.arch == Arch::Arm64) {
@@ -308,6 +324,12 @@ fn test(pin: &pin::Pin, impls: &[Impl], arches: &[Arch], accel: Accel) -> Result
             "selftests"
         };
         phases.push((format!("{what} [{}]", fl.name()), t.elapsed(), s.line()));
+        total.add(s);
+    }
+    if arm_kunit {
+        let t = std::time::Instant::now();
+        let s = kunit::run_arm(pin)?;
+        phases.push(("kunit [rust-arm]".into(), t.elapsed(), s.line()));
         total.add(s);
     }
 

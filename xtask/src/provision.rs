@@ -220,6 +220,25 @@ fn fetch_arm64_qemu(step: &Step) -> Result<()> {
     Ok(())
 }
 
+/// The 32-bit arm emulator, from the same packages as [`arm64_qemu`].
+pub fn arm_qemu() -> PathBuf {
+    arm64_qemu_root().join("usr/bin/qemu-system-arm")
+}
+
+/// What `--arch arm` needs: the emulator only (its guest has no user space, and LLVM
+/// cross-builds the kernel).
+pub fn setup_arm() -> Result<()> {
+    let step = Step::start("setup: 32-bit arm emulator");
+    if arm64_qemu_version().is_err() || !arm_qemu().exists() {
+        if !is_root() {
+            bail!("--arch arm needs root once, to fetch QEMU from {ARM64_QEMU_SUITE}");
+        }
+        fetch_arm64_qemu(&step)?;
+    }
+    step.done();
+    Ok(())
+}
+
 /// The unpacked QEMU's version line, if it runs and is 8.0 or later.
 fn arm64_qemu_version() -> Result<String> {
     let v = ui::output(Command::new(arm64_qemu()).arg("--version"))

@@ -81,8 +81,10 @@ fn numa_nodes(c: &mut Command) {
 }
 
 fn qemu_cmd(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
-    if vm.arch == Arch::Arm64 {
-        return qemu_cmd_arm64(vm, engine, extra);
+    match vm.arch {
+        Arch::X86_64 => {}
+        Arch::Arm64 => return qemu_cmd_arm64(vm, engine, extra),
+        Arch::Arm => return qemu_cmd_arm(vm, engine, extra),
     }
     let mut c = Command::new("qemu-system-x86_64");
     console_only(&mut c);
@@ -193,6 +195,29 @@ fn qemu_cmd_arm64(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
     c
 }
 
+/// 32-bit arm: the `virt` machine with a Cortex-A15 (ARMv7 with LPAE), below 4 GiB of
+/// addresses (`highmem=off`: the kernel has no PCIe or memory above), one NUMA node, a
+/// PL011 console. Its guest runs KUnit at boot and powers off.
+fn qemu_cmd_arm(vm: &Vm, engine: Engine, extra: &[String]) -> Command {
+    let mut c = Command::new(crate::provision::arm_qemu());
+    c.arg("-L")
+        .arg(crate::provision::arm64_qemu_root().join("usr/share/qemu"));
+    console_only(&mut c);
+    c.args(["-machine", "virt,highmem=off", "-cpu", "cortex-a15"]);
+    match engine {
+        Engine::Kvm | Engine::Tcg => {
+            c.args(["-accel", "tcg,thread=multi"]);
+        }
+        Engine::TcgIcount => {
+            c.args(["-accel", "tcg", "-icount", "shift=0,sleep=off"]);
+        }
+    }
+    c.args(extra);
+    c.args(["-smp", &CPUS.to_string(), "-m", &format!("{NODE_MB}M")]);
+    boot_args(&mut c, vm, "console=ttyAMA0");
+    c
+}
+
 fn kvm_probe_file() -> PathBuf {
     paths::cache().join("kvm-probe")
 }
@@ -243,12 +268,12 @@ fn kvm_works(kernel: &Path) -> bool {
 pub fn boot(vm: &Vm, on_line: impl FnMut(&str)) -> Result<Boot> {
     let kvm = match vm.accel {
         Accel::Tcg => false,
-        // No arm64 host: TCG whatever was asked.
-        Accel::Kvm if vm.arch == Arch::Arm64 => {
-            ui::warn("--accel kvm: arm64 guests run under TCG here");
+        // No arm host: TCG whatever was asked.
+        Accel::Kvm if vm.arch != Arch::X86_64 => {
+            ui::warn("--accel kvm: arm guests run under TCG here");
             false
         }
-        _ if vm.arch == Arch::Arm64 => false,
+        _ if vm.arch != Arch::X86_64 => false,
         Accel::Kvm => true,
         Accel::Auto => kvm_works(vm.kernel),
     };

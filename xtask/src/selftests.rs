@@ -238,6 +238,9 @@ pub fn run(
     stress_secs: Option<u32>,
 ) -> Result<Summary> {
     let Flavour { imp, debug, arch } = fl;
+    if arch == Arch::Arm {
+        bail!("32-bit arm runs the KUnit suites only: cargo xtask kunit --arch arm");
+    }
     let all_names: Vec<String> = plan().iter().map(Case::name).collect();
     let xf_text =
         std::fs::read_to_string(paths::repo().join("expected-failures.txt")).unwrap_or_default();
