@@ -44,7 +44,7 @@ fn ksm_compatible(vm_flags: bindings::vm_flags_t, dax: bool) -> bool {
     }
     // SAFETY: A `const` defined in glue.c with this type.
     let arch = unsafe { ksm_rs_arch_unmergeable };
-    // `VM_DROPPABLE` is 0 on 32-bit: only in the mask, never tested alone.
+    // `VM_DROPPABLE` is 0 on most 32-bit architectures: only in the mask, never tested alone.
     vm_flags & (flags::SHARED | flags::MAYSHARE | flags::HUGETLB | flags::DROPPABLE) == 0
         && vm_flags & flags::SPECIAL == 0
         && vm_flags & arch == 0

@@ -2,7 +2,7 @@
 /*
  * ksm-bench: the guest side of `cargo xtask bench`, one workload per call.
  *
- *   ksm-bench unique|dup50|dup90|smart|advisor|converge|merge|merge-thp|sparse
+ *   ksm-bench unique|dup50|dup90|smart|advisor|converge|merge|merge-small|merge-thp|sparse
  *
  * Runs under QEMU -icount shift=0,sleep=off, where CLOCK_MONOTONIC counts
  * guest instructions (1 ns each) and idle time is skipped. It measures ksmd's
@@ -437,13 +437,18 @@ static void converge(void)
  * content merged (two full scans after MADV_MERGEABLE), then MADV_UNMERGEABLE,
  * then merged again and every page written once (COW of a KSM page).
  */
-static void merge(int thp)
+static void merge(int thp, int small)
 {
 	size_t size = 128 * MIB, n = size / page_size, i;
 	struct snap s0, s1;
 	char *p;
 
 	defaults(0);
+	if (small) {
+		/* ksm_tests -P's settings: batches of 10 pages, no sleep between them. */
+		ksm_write("pages_to_scan", "10");
+		ksm_write("sleep_millisecs", "0");
+	}
 	p = map_anon(size + (thp ? 2 * MIB : 0), thp);
 	if (thp)
 		p = (char *)(((uintptr_t)p + 2 * MIB - 1) & ~(2 * MIB - 1));
@@ -455,9 +460,9 @@ static void merge(int thp)
 	ksm_write("run", "1");
 	wait_scans(s0.c[F_FULL_SCANS] + 2, &s1);
 	prof_mark();
-	report(thp ? "merge-thp" : "merge", &s0, &s1);
+	report(thp ? "merge-thp" : small ? "merge-small" : "merge", &s0, &s1);
 	print_samples();
-	if (thp)
+	if (thp || small)
 		return;
 	ksm_write("run", "0");
 	sleep_ms(200);
@@ -522,7 +527,7 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc != 2) {
 		fprintf(stderr,
-			"usage: %s unique|dup50|dup90|smart|advisor|converge|merge|merge-thp|sparse\n",
+			"usage: %s unique|dup50|dup90|smart|advisor|converge|merge|merge-small|merge-thp|sparse\n",
 			argv[0]);
 		return 2;
 	}
@@ -573,9 +578,11 @@ int main(int argc, char **argv)
 	else if (!strcmp(wl, "converge"))
 		converge();
 	else if (!strcmp(wl, "merge"))
-		merge(0);
+		merge(0, 0);
+	else if (!strcmp(wl, "merge-small"))
+		merge(0, 1);
 	else if (!strcmp(wl, "merge-thp"))
-		merge(1);
+		merge(1, 0);
 	else if (!strcmp(wl, "sparse"))
 		sparse();
 	else

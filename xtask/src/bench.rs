@@ -61,6 +61,10 @@ pub const WORKLOADS: &[Workload] = &[
         about: "128 MiB of one content (base pages): merge (2 full scans), MADV_UNMERGEABLE, merge again, COW-write every page",
     },
     Workload {
+        name: "merge-small",
+        about: "merge's first phase in batches of 10 pages without sleeping (ksm_tests -P's settings)",
+    },
+    Workload {
         name: "merge-thp",
         about: "128 MiB of one content in THPs: merge (2 full scans)",
     },
@@ -182,7 +186,7 @@ fn phase_view(phase: &str) -> Option<(&'static str, bool)> {
         "warmup" => ("first 2 full scans", false),
         "steady" => ("per full scan", true),
         "converge" => ("until converged", false),
-        "merge" | "merge-thp" => ("128 MiB, 2 full scans", false),
+        "merge" | "merge-small" | "merge-thp" => ("128 MiB, 2 full scans", false),
         "unmerge" => ("128 MiB MADV_UNMERGEABLE", false),
         "cow" => ("128 MiB COW writes", false),
         "sparse" => ("per empty full scan", true),
@@ -398,9 +402,13 @@ pub fn compare(a: &Report, b: &Report) -> (u64, f64, usize) {
     (dt, dn, n)
 }
 
-pub fn out_dir() -> PathBuf {
-    paths::build().join("bench")
+pub fn out_dir(xxhash: bool) -> PathBuf {
+    paths::build().join(if xxhash { "bench-xxhash" } else { "bench" })
 }
+
+/// With `--xxhash`: a guest CPU without SSE 4.2, so that the Rust KSM checksums pages with
+/// xxhash as `mm/ksm.c` does instead of choosing CRC-32C (the last `-cpu` wins).
+const NO_CRC32C_CPU: [&str; 2] = ["-cpu", "max,-sse4.2"];
 
 fn sha256_file(p: &Path) -> Result<String> {
     let data = fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -420,6 +428,8 @@ pub struct Options {
     pub no_build: bool,
     pub only: Vec<String>,
     pub profile: bool,
+    /// Both implementations checksum pages with xxhash ([`NO_CRC32C_CPU`]).
+    pub xxhash: bool,
 }
 
 pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
@@ -461,7 +471,7 @@ pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
             build::build(pin, &tree, *fl, false)?;
         }
     }
-    let dir = out_dir();
+    let dir = out_dir(opts.xxhash);
     fs::create_dir_all(&dir)?;
     // Boot copies, so that a flavour rebuilt while the bench runs cannot mix
     // two kernels into one report.
@@ -511,7 +521,7 @@ pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
     let mut failures = Vec::new();
     for w in &workloads {
         for (fl, (img, map)) in flavours.iter().zip(&images) {
-            let r = boot_one(&initrd, *fl, img, map, w, plugin.as_deref())?;
+            let r = boot_one(&initrd, *fl, img, map, w, plugin.as_deref(), opts.xxhash)?;
             if let Some(e) = &r.error {
                 failures.push(format!("{} [{}]: {e}", w.name, fl.name()));
             }
@@ -537,9 +547,18 @@ pub fn run(pin: &Pin, opts: &Options) -> Result<()> {
         generated_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        qemu: "qemu-system-x86_64 -accel tcg -icount shift=0,sleep=off, 2 vCPUs, 2 NUMA nodes x 1 GiB"
-            .into(),
-        settings: "smart_scan 0, pages_to_scan 1000, sleep_millisecs 20 unless the workload says otherwise".into(),
+        qemu:
+            "qemu-system-x86_64 -accel tcg -icount shift=0,sleep=off, 2 vCPUs, 2 NUMA nodes x 1 GiB"
+                .into(),
+        settings: format!(
+            "smart_scan 0, pages_to_scan 1000, sleep_millisecs 20 unless the workload says \
+             otherwise; page checksums: {}",
+            if opts.xxhash {
+                "xxhash on both (guest CPU without SSE 4.2)"
+            } else {
+                "the Rust KSM's CRC-32C (SSE 4.2), mm/ksm.c's xxhash"
+            }
+        ),
         kernels,
         guest_sha256: hex::encode(Sha256::digest(BENCH_C)),
         runs,
@@ -677,6 +696,7 @@ fn boot_one(
     system_map: &Path,
     w: &Workload,
     plugin: Option<&Path>,
+    xxhash: bool,
 ) -> Result<Run> {
     let step = Step::start(format!(
         "bench [{}] {}{}",
@@ -684,10 +704,10 @@ fn boot_one(
         w.name,
         if plugin.is_some() { " (profiled)" } else { "" }
     ));
-    let log = out_dir().join(format!("{}-{}.log", w.name, fl.name()));
-    let prof = out_dir().join(format!("{}-{}.blocks", w.name, fl.name()));
+    let log = out_dir(xxhash).join(format!("{}-{}.log", w.name, fl.name()));
+    let prof = out_dir(xxhash).join(format!("{}-{}.blocks", w.name, fl.name()));
     let _ = fs::remove_file(&prof);
-    let extra: Vec<String> = plugin
+    let mut extra: Vec<String> = plugin
         .map(|so| {
             vec![
                 "-plugin".to_string(),
@@ -695,6 +715,9 @@ fn boot_one(
             ]
         })
         .unwrap_or_default();
+    if xxhash {
+        extra.extend(NO_CRC32C_CPU.map(String::from));
+    }
     let mut run = Run {
         workload: w.name.into(),
         flavour: fl.name(),

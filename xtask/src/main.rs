@@ -126,13 +126,18 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
         /// Run only this workload (may be repeated): unique, dup50, dup90, converge, merge,
-        /// merge-thp, sparse, smart, advisor
+        /// merge-small, merge-thp, sparse, smart, advisor
         #[arg(long)]
         only: Vec<String>,
         /// Also count the guest instructions of each workload's main phase per kernel symbol
         /// (a QEMU TCG plugin; slower, same figures)
         #[arg(long)]
         profile: bool,
+        /// Give the guest CPU no SSE 4.2, so that both implementations checksum pages with
+        /// xxhash (the Rust KSM otherwise uses CRC-32C): the ports compared on one algorithm;
+        /// writes build/bench-xxhash/
+        #[arg(long)]
+        xxhash: bool,
     },
     /// Everything: setup, host unit tests, check, build, boot, selftests on x86_64 (Rust and C
     /// unless --impl picks one) and on arm64 (Rust), KUnit at boot of each Rust guest and of a
@@ -251,6 +256,7 @@ fn real_main() -> Result<()> {
             no_build,
             only,
             profile,
+            xxhash,
         } => bench::run(
             &pin,
             &bench::Options {
@@ -258,6 +264,7 @@ fn real_main() -> Result<()> {
                 no_build,
                 only,
                 profile,
+                xxhash,
             },
         ),
         Cmd::Test {
