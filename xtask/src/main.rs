@@ -47,7 +47,8 @@ struct Cli {
 enum Cmd {
     /// Install missing packages, rust-src and bindgen-cli (as root), else print the commands
     Setup {
-        /// Also what `--arch arm64` needs (cross tools, arm64 busybox and libnuma)
+        /// Also what `--arch arm64` needs (cross tools, arm64 busybox and libnuma), or `--arch
+        /// arm` (the emulator)
         #[arg(long, value_enum, default_value = "x86_64")]
         arch: Arch,
     },
@@ -169,8 +170,10 @@ fn real_main() -> Result<()> {
     match cli.cmd {
         Cmd::Setup { arch } => {
             provision::setup(&pin)?;
-            if arch == Arch::Arm64 {
-                provision::setup_arm64()?;
+            match arch {
+                Arch::X86_64 => {}
+                Arch::Arm64 => provision::setup_arm64()?,
+                Arch::Arm => provision::setup_arm()?,
             }
             Ok(())
         }
