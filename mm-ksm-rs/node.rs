@@ -1445,27 +1445,19 @@ pub(crate) enum UnstableFound<'g> {
     Vacant(Position<UnstableLinks>),
 }
 
-/// Walks the unstable tree of `nid` down for an item of checksum `checksum`
-/// ([`Tree::find_keyed`]): the tree is ordered by the items' checksums first, then by `cmp`,
-/// which is called only for items of the same checksum and may give up (`Err`). `None` if
-/// there is no tree for `nid`.
+/// Walks the unstable tree of `nid` down by `cmp`, which compares the key with each item on
+/// the way and may give up (`Err`) ([`Tree::find`]). `None` if there is no tree for `nid`.
 pub(crate) fn unstable_find<'g, E>(
     ksm: &Ksm<'g>,
     nid: i32,
-    checksum: u32,
     mut cmp: impl FnMut(ItemRef<'g>) -> core::result::Result<Ordering, E>,
 ) -> Option<core::result::Result<UnstableFound<'g>, E>> {
     let tree = ksm.unstable_tree(nid)?;
-    let found = tree.find_keyed(
-        checksum,
-        // SAFETY: `find_keyed()` passes items of the tree. Items in an unstable tree are not
-        // freed before they leave it (type invariants), and then not before `'g` ends.
-        |p| unsafe { ItemRef::new(p) }.unstable_info().oldchecksum,
-        // SAFETY: As above.
-        |p| cmp(unsafe { ItemRef::new(p) }),
-    );
+    // SAFETY: Items in an unstable tree are not freed before they leave it (type invariants),
+    // and then not before `'g` ends.
+    let found = tree.find(|p| cmp(unsafe { ItemRef::new(p) }));
     Some(found.map(|f| match f {
-        // SAFETY: An item of the tree, found while it was borrowed: as above.
+        // SAFETY: As above.
         Found::Item(p) => UnstableFound::Item(unsafe { ItemRef::new(p) }),
         Found::Vacant(pos) => UnstableFound::Vacant(pos),
     }))
@@ -1786,8 +1778,13 @@ mod node_tests {
     /// of the same checksum go to the right), as the scanner's walk would find for a page of
     /// that checksum.
     fn unstable_position(ksm: &Ksm<'_>, nid: i32, hash: u32) -> Option<Position<UnstableLinks>> {
-        // Items of equal checksums go to the right, as the scan links them in.
-        let found = unstable_find(ksm, nid, hash, |_| Ok::<_, ()>(Ordering::Greater));
+        let found = unstable_find(ksm, nid, |i| {
+            Ok::<_, ()>(if hash < i.unstable_info().oldchecksum {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            })
+        });
         match found {
             Some(Ok(UnstableFound::Vacant(pos))) => Some(pos),
             _ => None,
@@ -1829,11 +1826,10 @@ mod node_tests {
                     .is_some_and(|pos| unstable_insert(ksm, 0, &pos, a).is_ok());
                 check(f, inserted && a.address().is_linked());
                 check(f, a.address().unstable_age(ksm.seqnr()) == 0);
-                let found = unstable_find(ksm, 0, hash, |i| {
-                    Ok::<_, ()>(if i == a {
-                        Ordering::Equal
-                    } else {
-                        Ordering::Greater
+                let found = unstable_find(ksm, 0, |i| {
+                    Ok::<_, ()>(match hash.cmp(&i.unstable_info().oldchecksum) {
+                        Ordering::Equal if i != a => Ordering::Greater,
+                        o => o,
                     })
                 });
                 check(
