@@ -20,7 +20,7 @@ use kernel::{
     kthread::cond_resched,
     mm::{
         folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
-        pgtable::VmaMmapWrite,
+        pgtable::{MmapWriteLocked, VmaMmapWrite},
         rmap::AnonVma,
         virt::{flags, VmaRef},
         Mm, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
@@ -154,7 +154,7 @@ pub unsafe extern "C" fn ksm_rs_madvise(
             if *vm_flags & flags::MERGEABLE == 0 {
                 return 0;
             }
-            if !vma.anon_vma().is_null() {
+            if vma.anon_vma().is_some() {
                 if let Err(e) = break_ksm(wvma, start, end) {
                     return e.to_errno();
                 }
@@ -209,57 +209,24 @@ pub unsafe extern "C" fn ksm_vma_flags(
     vma_flags
 }
 
-/// An mm whose mmap lock the C caller of a hook holds for write.
-///
-/// # Invariants
-///
-/// The mmap lock of `self.0` is held for write for `'a`.
-#[derive(Clone, Copy)]
-struct WriteLockedMm<'a>(&'a Mm);
-
-impl<'a> WriteLockedMm<'a> {
-    /// # Safety
-    ///
-    /// The caller must hold the mmap lock of `mm` for write for `'a`.
-    unsafe fn new(mm: &'a Mm) -> Self {
-        // INVARIANT: As the caller guarantees.
-        Self(mm)
-    }
-
-    /// Calls `f` for every area of the mm, stopping at the first error.
-    fn for_each_vma(self, mut f: impl FnMut(&VmaMmapWrite) -> Result) -> Result {
-        let mut addr = 0;
-        loop {
-            // SAFETY: By the type invariant the mmap write lock is held.
-            let Some(vma) = (unsafe { VmaMmapWrite::find(self.0, addr) }) else {
-                return Ok(());
-            };
-            addr = vma.end();
-            f(vma)?;
-        }
-    }
-}
-
-fn add_vmas(mm: WriteLockedMm<'_>) {
+fn add_vmas(mm: MmapWriteLocked<'_>) {
     let _ = mm.for_each_vma(|vma| {
         if should_add_vma(vma.flags(), vma.is_dax()) {
-            // SAFETY: The mmap write lock is held.
-            unsafe { vma.set_flags(flags::MERGEABLE) };
+            vma.set_mergeable();
         }
         Ok(())
     });
 }
 
-fn del_vmas(mm: WriteLockedMm<'_>) -> Result {
+fn del_vmas(mm: MmapWriteLocked<'_>) -> Result {
     mm.for_each_vma(|vma| {
         if vma.flags() & flags::MERGEABLE == 0 {
             return Ok(());
         }
-        if !vma.anon_vma().is_null() {
+        if vma.anon_vma().is_some() {
             break_ksm(vma, vma.start(), vma.end())?;
         }
-        // SAFETY: The mmap write lock is held.
-        unsafe { vma.clear_flags(flags::MERGEABLE) };
+        vma.clear_mergeable();
         Ok(())
     })
 }
@@ -273,8 +240,8 @@ fn del_vmas(mm: WriteLockedMm<'_>) -> Result {
 #[export]
 pub unsafe extern "C" fn ksm_enable_merge_any(mm: *mut bindings::mm_struct) -> i32 {
     // SAFETY: The caller's live mm, its mmap write lock held.
-    let wmm = unsafe { WriteLockedMm::new(Mm::from_raw(mm)) };
-    let mm = wmm.0;
+    let wmm = unsafe { MmapWriteLocked::assume_locked(Mm::from_raw(mm)) };
+    let mm = wmm.mm();
     if mm.flags_test(MMF_VM_MERGE_ANY) {
         return 0;
     }
@@ -288,8 +255,8 @@ pub unsafe extern "C" fn ksm_enable_merge_any(mm: *mut bindings::mm_struct) -> i
     0
 }
 
-fn disable_merge_any(wmm: WriteLockedMm<'_>) -> Result {
-    let mm = wmm.0;
+fn disable_merge_any(wmm: MmapWriteLocked<'_>) -> Result {
+    let mm = wmm.mm();
     if !mm.flags_test(MMF_VM_MERGE_ANY) {
         return Ok(());
     }
@@ -312,7 +279,7 @@ fn disable_merge_any(wmm: WriteLockedMm<'_>) -> Result {
 pub unsafe extern "C" fn ksm_disable_merge_any(mm: *mut bindings::mm_struct) -> i32 {
     // SAFETY: The caller's live mm, its mmap write lock held.
     to_errno(disable_merge_any(unsafe {
-        WriteLockedMm::new(Mm::from_raw(mm))
+        MmapWriteLocked::assume_locked(Mm::from_raw(mm))
     }))
 }
 
@@ -324,11 +291,11 @@ pub unsafe extern "C" fn ksm_disable_merge_any(mm: *mut bindings::mm_struct) -> 
 #[export]
 pub unsafe extern "C" fn ksm_disable(mm: *mut bindings::mm_struct) -> i32 {
     // SAFETY: The caller's live mm, its mmap write lock held.
-    let wmm = unsafe { WriteLockedMm::new(Mm::from_raw(mm)) };
-    if !wmm.0.flags_test(MMF_VM_MERGEABLE) {
+    let wmm = unsafe { MmapWriteLocked::assume_locked(Mm::from_raw(mm)) };
+    if !wmm.mm().flags_test(MMF_VM_MERGEABLE) {
         return 0;
     }
-    if wmm.0.flags_test(MMF_VM_MERGE_ANY) {
+    if wmm.mm().flags_test(MMF_VM_MERGE_ANY) {
         return to_errno(disable_merge_any(wmm));
     }
     to_errno(del_vmas(wmm))
@@ -557,14 +524,10 @@ pub unsafe extern "C" fn ksm_might_need_to_copy(
             return folio;
         }
     } else {
-        let av = f.anon_vma();
-        if av.is_null() {
+        if f.anon_vma().is_null() {
             return folio;
         }
-        let vav = vma.anon_vma();
-        // SAFETY: Both anon_vmas are live: the folio's is pinned by the locked swap cache
-        // folio, the VMA's by the lock the caller holds.
-        let same_root = !vav.is_null() && unsafe { (*av).root == (*vav).root };
+        let same_root = vma.anon_vma().is_some_and(|vav| f.anon_vma_has_root_of(vav));
         if f.index() == vma.linear_anon_page_index(addr) && same_root {
             // Still no need to copy it.
             return folio;

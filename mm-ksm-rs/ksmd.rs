@@ -152,7 +152,8 @@ fn get_next_rmap_item<'g>(ksm: &mut Ksm<'g>, addr: usize) -> Option<ItemRef<'g>>
     node::alloc_at_cursor(ksm, addr)
 }
 
-/// How many scans to skip a page that failed to merge `age` times (`skip_age()`).
+/// How many scans to skip a page that failed to merge `age` times (`skip_age()`): it is
+/// scanned once every `skip_age(age) + 1` scans.
 fn skip_age(age: u8) -> u8 {
     match age {
         0..=3 => 1,
@@ -160,6 +161,19 @@ fn skip_age(age: u8) -> u8 {
         6..=8 => 4,
         _ => 8,
     }
+}
+
+/// Whether smart scan scans a page of `age` (scans since its item was made) in the full scan
+/// `seqnr`: young pages always, older ones when `seqnr` is a multiple of their period.
+///
+/// The unstable tree is rebuilt on every scan, so two pages of the same content only meet in
+/// it when both are scanned in the same scan. Counted per page from its own past (as mm/ksm.c
+/// did, with a `remaining_skips` count), the periods of two pages first scanned some scans
+/// apart, as pages of processes started at different times are, keep that offset, and the
+/// pages may never merge. In step with the scan number, pages of the same period are scanned
+/// together, and pages of any two periods at least once every least common multiple of them.
+fn scanned_by_smart_scan(age: u8, seqnr: usize) -> bool {
+    age < 3 || seqnr % (usize::from(skip_age(age)) + 1) == 0
 }
 
 /// Smart scan: whether to skip a page that keeps failing to merge (`should_skip_rmap_item()`).
@@ -175,20 +189,12 @@ fn should_skip_rmap_item<'g>(ksm: &mut Ksm<'g>, folio: &Folio, item: ItemRef<'g>
     let age = info.age;
     if age != u8::MAX {
         info.age += 1;
-    }
-    // Young pages must get a chance to go through all the merging phases.
-    if age < 3 {
         item.set_unstable_info(info);
-        return false;
     }
-    if info.remaining_skips == 0 {
-        info.remaining_skips = skip_age(age);
-        item.set_unstable_info(info);
+    if scanned_by_smart_scan(age, ksm.seqnr()) {
         return false;
     }
     state::PAGES_SKIPPED.add(ksm, 1);
-    info.remaining_skips -= 1;
-    item.set_unstable_info(info);
     remove_rmap_item_from_tree(ksm, item);
     true
 }
@@ -257,7 +263,7 @@ fn scan_get_next_rmap_item<'g>(ksm: &mut Ksm<'g>) -> Option<(ItemRef<'g>, PageRe
                     if ksm.address < vma.start() {
                         ksm.address = vma.start();
                     }
-                    if vma.anon_vma().is_null() {
+                    if vma.anon_vma().is_none() {
                         ksm.address = vma.end();
                     }
                     while ksm.address < vma.end() {
@@ -368,5 +374,40 @@ mod tests {
         assert_eq!(skip_age(8), 4);
         assert_eq!(skip_age(9), 8);
         assert_eq!(skip_age(u8::MAX), 8);
+    }
+
+    /// Whether a page first scanned in scan `start` and another of the same content first
+    /// scanned `late` scans later are both scanned, each after its first scan (which only
+    /// records the checksum), in a common scan: how many scans after the later one's first.
+    fn twins_meet(start: usize, late: usize) -> Option<usize> {
+        let (mut a, mut b) = (0u8, 0u8);
+        for seqnr in start..start + late + 64 {
+            // As should_skip_rmap_item() counts an age: once per scan.
+            let scan = |age: &mut u8| {
+                let scanned = scanned_by_smart_scan(*age, seqnr) && *age > 0;
+                *age = age.saturating_add(1);
+                scanned
+            };
+            let a_in_tree = scan(&mut a);
+            if seqnr >= start + late && scan(&mut b) && a_in_tree {
+                return Some(seqnr - start - late);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn smart_scan_lets_late_twins_meet() {
+        // Whenever the twins were first scanned, they meet within 18 scans of the later one's
+        // first. With periods counted per page, a third of these pairs never met.
+        for start in 0..20 {
+            for late in 0..300 {
+                assert!(twins_meet(start, late).is_some_and(|m| m < 18));
+            }
+        }
+        // Young pages are always scanned; old ones in step with the scan number.
+        assert!((0..3).all(|age| (0..9).all(|s| scanned_by_smart_scan(age, s))));
+        assert!(scanned_by_smart_scan(3, 4) && !scanned_by_smart_scan(3, 5));
+        assert!(scanned_by_smart_scan(200, 18) && !scanned_by_smart_scan(200, 19));
     }
 }

@@ -21,11 +21,11 @@ use kernel::{
     error::{code::*, Result},
     mm::{
         folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
-        pgtable::{self, MappedPte, Pte},
+        pgtable::{self, MappedPte, Pte, Replacement},
         virt::VmaRef,
     },
     page::PAGE_SIZE,
-    sync::atomic::Relaxed,
+    sync::{aref::ARef, atomic::Relaxed},
 };
 
 /// Write-protects the PTE mapping `folio` in `vma` and checks that no one else is using the
@@ -37,40 +37,32 @@ fn write_protect_page(vma: &VmaRef, folio: &FolioLockGuard<'_>) -> Option<Pte> {
     let addr = pgtable::folio_address_in_vma(folio, vma)?;
     pgtable::with_mmu_notifier_clear(vma, addr, addr + PAGE_SIZE, || {
         let mut m = MappedPte::find(folio, vma, addr)?;
-        let mut entry = m.get();
+        let entry = m.get();
         // PFN swap entries that map pages (device-exclusive): give up.
         if !entry.present() {
             return None;
         }
         let anon_exclusive = folio.is_anon_exclusive();
-        if entry.write() || entry.dirty() || anon_exclusive || pgtable::mm_tlb_flush_pending(vma) {
-            let swapped = i32::from(folio.is_swapcache());
-            // Clear the PTE and flush the TLB before checking the reference count: GUP-fast
-            // takes no lock, so only an absent PTE guarantees that no O_DIRECT or pin can start
-            // after the check. No mmu notifier call is needed for the downgrade itself.
-            entry = m.clear_flush();
-            // Mappings, our reference and the swap cache: anything more is I/O in flight.
-            if folio.mapcount() + 1 + swapped != folio.ref_count() {
-                // SAFETY: Restoring the value just cleared.
-                unsafe { m.set(entry) };
-                return None;
-            }
-            if anon_exclusive && m.try_share_anon_rmap(folio).is_err() {
-                // SAFETY: Restoring the value just cleared.
-                unsafe { m.set(entry) };
-                return None;
-            }
-            if entry.dirty() {
-                folio.mark_dirty();
-            }
-            entry = entry.mkclean();
-            if entry.write() {
-                entry = entry.wrprotect();
-            }
-            // SAFETY: The same mapping, read-only and clean.
-            unsafe { m.set(entry) };
+        if !(entry.write() || entry.dirty() || anon_exclusive || pgtable::mm_tlb_flush_pending(vma))
+        {
+            return Some(entry);
         }
-        Some(entry)
+        let swapped = i32::from(folio.is_swapcache());
+        // Clear the PTE and flush the TLB before checking the reference count: GUP-fast takes
+        // no lock, so only an absent PTE guarantees that no O_DIRECT or pin can start after the
+        // check. No mmu notifier call is needed for the downgrade itself.
+        m.clear_flush();
+        // Mappings, our reference and the swap cache: anything more is I/O in flight.
+        if folio.mapcount() + 1 + swapped != folio.ref_count() {
+            m.restore();
+            return None;
+        }
+        if anon_exclusive && m.try_share_anon_rmap().is_err() {
+            m.restore();
+            return None;
+        }
+        // Clean (the folio is marked dirty instead) and read-only.
+        m.restore_read_only()
     })
 }
 
@@ -86,8 +78,14 @@ pub(crate) enum KPage<'a> {
 }
 
 /// Replaces the write-protected PTE `orig` that maps `folio` by one mapping `kpage`
-/// (`replace_page()`).
-fn replace_page(vma: &VmaRef, folio: &FolioLockGuard<'_>, kpage: KPage<'_>, orig: Pte) -> bool {
+/// (`replace_page()`); `held` is our reference on the folio.
+fn replace_page(
+    vma: &VmaRef,
+    folio: &FolioLockGuard<'_>,
+    held: &ARef<Folio>,
+    kpage: KPage<'_>,
+    orig: Pte,
+) -> bool {
     let Some(addr) = pgtable::folio_address_in_vma(folio, vma) else {
         return false;
     };
@@ -98,31 +96,13 @@ fn replace_page(vma: &VmaRef, folio: &FolioLockGuard<'_>, kpage: KPage<'_>, orig
         if !m.get().same(orig) {
             return false;
         }
-        let newpte = match kpage {
-            KPage::Ksm(k) => {
-                // SAFETY: The PTE is set to map `k` just below, under this lock.
-                unsafe { m.add_anon_rmap(k) };
-                Pte::for_folio(k, vma)
-            }
-            _ => {
-                // The dirty bit marks the zero page as placed by KSM, so that unmapping it can
-                // keep `ksm_zero_pages` exact. It is not anonymous memory any more.
-                vma.mm().ksm_map_zero_page();
-                m.dec_anon_counter();
-                Pte::ksm_zero(vma, addr)
-            }
+        let with = match kpage {
+            KPage::Ksm(k) => Replacement::Ksm(k),
+            KPage::Zero => Replacement::KsmZero,
+            // C's callers never replace a page by itself.
+            KPage::Itself => return false,
         };
-        // No notification needed: a read-only page is replaced by one with the same content.
-        m.clear_flush();
-        // SAFETY: `newpte` maps the KSM page whose rmap was added above, or the zero page.
-        unsafe { m.set(newpte) };
-        // SAFETY: The PTE no longer maps `folio`; this drops that mapping's reference, and we
-        // still hold our own.
-        unsafe { m.remove_rmap_and_put(folio) };
-        if !folio.is_mapped() {
-            folio.free_swap();
-        }
-        true
+        m.replace(held, with).is_ok()
     })
 }
 
@@ -173,11 +153,11 @@ pub(crate) fn try_to_merge_one_page(
         }
         KPage::Zero => {
             // pages_identical(), not a test for zero bytes: it refuses pages with MTE tags.
-            g.page_identical_to_zero_page(0, addr) && replace_page(vma, &g, kpage, orig)
+            g.page_identical_to_zero_page(0, addr) && replace_page(vma, &g, folio, kpage, orig)
         }
         KPage::Ksm(k) => {
             g.cmp_page_contents(0, k, 0) == core::cmp::Ordering::Equal
-                && replace_page(vma, &g, kpage, orig)
+                && replace_page(vma, &g, folio, kpage, orig)
         }
     };
     if ok {

@@ -166,8 +166,6 @@ pub(crate) struct UnstableInfo {
     pub(crate) oldchecksum: u32,
     /// Scans since the item was created (smart scan).
     pub(crate) age: u8,
-    /// Scans left to skip (smart scan).
-    pub(crate) remaining_skips: u8,
 }
 
 /// What an item knows of its page: [`UnstableInfo`], or, while it holds an anon_vma
@@ -189,7 +187,6 @@ impl Info {
             unstable: UnstableInfo {
                 oldchecksum: 0,
                 age: 0,
-                remaining_skips: 0,
             },
         }
         .with_index(0)
@@ -336,10 +333,14 @@ impl RmapItem {
     pub(crate) fn set_rmap(&self, vma: &VmaRef) -> Result {
         let a = self.address();
         let anon_vma = vma.anon_vma();
-        if kernel::warn_on!(!a.is_plain() || anon_vma.is_null()) {
+        if kernel::warn_on!(!a.is_plain() || anon_vma.is_none()) {
             return Err(EINVAL);
         }
-        // SAFETY: The area's anon_vma is valid while its mmap or VMA lock is held (`VmaRef`).
+        let Some(anon_vma) = anon_vma else {
+            return Err(EINVAL);
+        };
+        let anon_vma = anon_vma.as_ptr();
+        // SAFETY: A valid anon_vma (type invariant of `AnonVma`).
         unsafe { crate::get_anon_vma(anon_vma) };
         // INVARIANT: The item holds the reference and the index.
         self.anon_vma_or_nid.set(AnonVmaOrNid { anon_vma });
@@ -1445,19 +1446,27 @@ pub(crate) enum UnstableFound<'g> {
     Vacant(Position<UnstableLinks>),
 }
 
-/// Walks the unstable tree of `nid` down by `cmp`, which compares the key with each item on
-/// the way and may give up (`Err`) ([`Tree::find`]). `None` if there is no tree for `nid`.
+/// Walks the unstable tree of `nid` down for an item of checksum `checksum`
+/// ([`Tree::find_keyed`]): the tree is ordered by the items' checksums first, then by `cmp`,
+/// which is called only for items of the same checksum and may give up (`Err`). `None` if
+/// there is no tree for `nid`.
 pub(crate) fn unstable_find<'g, E>(
     ksm: &Ksm<'g>,
     nid: i32,
+    checksum: u32,
     mut cmp: impl FnMut(ItemRef<'g>) -> core::result::Result<Ordering, E>,
 ) -> Option<core::result::Result<UnstableFound<'g>, E>> {
     let tree = ksm.unstable_tree(nid)?;
-    // SAFETY: Items in an unstable tree are not freed before they leave it (type invariants),
-    // and then not before `'g` ends.
-    let found = tree.find(|p| cmp(unsafe { ItemRef::new(p) }));
-    Some(found.map(|f| match f {
+    let found = tree.find_keyed(
+        checksum,
+        // SAFETY: `find_keyed()` passes items of the tree. Items in an unstable tree are not
+        // freed before they leave it (type invariants), and then not before `'g` ends.
+        |p| unsafe { ItemRef::new(p) }.unstable_info().oldchecksum,
         // SAFETY: As above.
+        |p| cmp(unsafe { ItemRef::new(p) }),
+    );
+    Some(found.map(|f| match f {
+        // SAFETY: An item of the tree, found while it was borrowed: as above.
         Found::Item(p) => UnstableFound::Item(unsafe { ItemRef::new(p) }),
         Found::Vacant(pos) => UnstableFound::Vacant(pos),
     }))
@@ -1778,13 +1787,8 @@ mod node_tests {
     /// of the same checksum go to the right), as the scanner's walk would find for a page of
     /// that checksum.
     fn unstable_position(ksm: &Ksm<'_>, nid: i32, hash: u32) -> Option<Position<UnstableLinks>> {
-        let found = unstable_find(ksm, nid, |i| {
-            Ok::<_, ()>(if hash < i.unstable_info().oldchecksum {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            })
-        });
+        // Items of equal checksums go to the right, as the scan links them in.
+        let found = unstable_find(ksm, nid, hash, |_| Ok::<_, ()>(Ordering::Greater));
         match found {
             Some(Ok(UnstableFound::Vacant(pos))) => Some(pos),
             _ => None,
@@ -1820,16 +1824,16 @@ mod node_tests {
                 a.set_unstable_info(UnstableInfo {
                     oldchecksum: hash,
                     age: 0,
-                    remaining_skips: 0,
                 });
                 let inserted = unstable_position(ksm, 0, hash)
                     .is_some_and(|pos| unstable_insert(ksm, 0, &pos, a).is_ok());
                 check(f, inserted && a.address().is_linked());
                 check(f, a.address().unstable_age(ksm.seqnr()) == 0);
-                let found = unstable_find(ksm, 0, |i| {
-                    Ok::<_, ()>(match hash.cmp(&i.unstable_info().oldchecksum) {
-                        Ordering::Equal if i != a => Ordering::Greater,
-                        o => o,
+                let found = unstable_find(ksm, 0, hash, |i| {
+                    Ok::<_, ()>(if i == a {
+                        Ordering::Equal
+                    } else {
+                        Ordering::Greater
                     })
                 });
                 check(

@@ -125,7 +125,7 @@ pub(crate) fn find_mergeable_vma<'a>(
     addr: usize,
 ) -> Option<&'a VmaMmapRead> {
     let vma = VmaMmapRead::lookup(g, addr)?;
-    (vma.flags() & flags::MERGEABLE != 0 && !vma.anon_vma().is_null()).then_some(vma)
+    (vma.flags() & flags::MERGEABLE != 0 && vma.anon_vma().is_some()).then_some(vma)
 }
 
 /// Runs `f` with the mmap read lock of `mm`, unless the mm is exiting.

@@ -115,7 +115,7 @@ pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
                 let mut addr = 0;
                 while let Some(vma) = VmaMmapRead::find(mg, addr) {
                     addr = vma.end();
-                    if vma.flags() & flags::MERGEABLE == 0 || vma.anon_vma().is_null() {
+                    if vma.flags() & flags::MERGEABLE == 0 || vma.anon_vma().is_none() {
                         continue;
                     }
                     break_ksm(vma, vma.start(), vma.end())?;

@@ -35,11 +35,11 @@ pub(crate) fn search_insert<'g>(
     let mut matched = None;
     // Nothing changes the tree during the walk: it borrows the tree, one load per step. `Err`
     // gives up.
-    let walked = node::unstable_find(ksm, nid, |tree_item| {
+    let walked = node::unstable_find(ksm, nid, hash, |tree_item| {
+        // Only items of the same checksum get here, and each costs a lookup and a comparison
+        // of pages. C reschedules at every step of the walk; the steps between are a
+        // comparison of integers each.
         cond_resched();
-        if let Some(ord) = crate::order::by_checksum(hash, tree_item.unstable_info().oldchecksum) {
-            return Ok(ord);
-        }
         let tree_page = get_mergeable_page(tree_item.mm(), tree_item.address().addr()).ok_or(())?;
         // Don't substitute a KSM page for a forked page.
         if page.same_page(&tree_page) {

@@ -15,8 +15,10 @@
 //!   non-empty entry (or every entry that may map a normal page), under
 //!   the page table lock; empty upper levels are skipped without visiting their addresses.
 //! - [`FolioWalk`]: `folio_walk_start()` for one address, the page table lock held until drop.
-//! - [`MappedPte`]: `page_vma_mapped_walk()` of an order-0 folio in one VMA: the locked PTE that
-//!   maps it, which may be cleared, checked and set again.
+//! - [`MappedPte`]: `page_vma_mapped_walk()` of an order-0 anonymous folio in one VMA: the
+//!   locked PTE that maps it, which may be cleared and put back, write-protected, or replaced
+//!   by a mapping of a KSM page or of the zero page, each time with the folio's mapcount,
+//!   reference count and rmap kept in step.
 //! - [`with_mmu_notifier_clear`]: an `MMU_NOTIFY_CLEAR` invalidation around a closure.
 
 use crate::{
@@ -24,10 +26,12 @@ use crate::{
     error::{code::*, Result},
     mm::{
         folio::{Folio, FolioLockGuard},
-        virt::VmaRef,
+        virt::{flags, VmaRef},
         Mm, MmapReadGuard,
     },
     page::PAGE_SIZE,
+    sync::aref::ARef,
+    types::NotThreadSafe,
 };
 use core::{ffi::c_void, ops::ControlFlow, ops::Deref};
 
@@ -107,15 +111,76 @@ impl VmaMmapWrite {
     }
 
     /// The first VMA of `mm` that ends above `addr` (`find_vma()`).
+    #[inline]
+    pub fn find<'a>(mm: MmapWriteLocked<'a>, addr: usize) -> Option<&'a Self> {
+        // SAFETY: The mmap lock is held for write for `'a` (type invariant of
+        // `MmapWriteLocked`), as `find_vma_locked` and `from_vma` want.
+        unsafe { mm.0.find_vma_locked(addr).map(|v| Self::from_vma(v)) }
+    }
+
+    /// Sets `VM_MERGEABLE` in the area (`vm_flags_set()`, which write-locks the VMA): KSM may
+    /// merge its anonymous pages. The caller (KSM) decides whether the area is compatible
+    /// (`ksm_compatible()`).
+    ///
+    /// Any other flag may change how the rest of mm treats the area's pages and accounting,
+    /// which is why there is no safe way to set or clear one; this one is only read by KSM
+    /// (and compared when neighbouring areas are merged), whose page merging checks again
+    /// what it relies on (an anonymous, private mapping: [`MappedPte::replace`]).
+    #[inline]
+    pub fn set_mergeable(&self) {
+        // SAFETY: The mmap write lock is held (type invariant); the flag changes nothing
+        // outside KSM, as said above.
+        unsafe { self.0 .0.set_flags(flags::MERGEABLE) };
+    }
+
+    /// Clears `VM_MERGEABLE` in the area (`vm_flags_clear()`): KSM leaves it alone; see
+    /// [`VmaMmapWrite::set_mergeable`].
+    #[inline]
+    pub fn clear_mergeable(&self) {
+        // SAFETY: As for `set_mergeable()`.
+        unsafe { self.0 .0.clear_flags(flags::MERGEABLE) };
+    }
+}
+
+/// An mm whose mmap lock is held for write by the current task, the C caller of a hook that
+/// Rust implements (`prctl(PR_SET_MEMORY_MERGE)`, s390's `ksm_disable()`); its VMAs are handed
+/// out as [`VmaMmapWrite`].
+///
+/// Not `Send` nor `Sync`: the lock is the current task's.
+///
+/// # Invariants
+///
+/// The mmap lock of the mm is held for write by the current task for `'a`.
+#[derive(Clone, Copy)]
+pub struct MmapWriteLocked<'a>(&'a Mm, NotThreadSafe);
+
+impl<'a> MmapWriteLocked<'a> {
+    /// Wraps an mm whose mmap lock the caller holds for write.
     ///
     /// # Safety
     ///
     /// The mmap lock of `mm` must be held for write for `'a`.
     #[inline]
-    pub unsafe fn find<'a>(mm: &'a Mm, addr: usize) -> Option<&'a Self> {
-        // SAFETY: The caller holds the mmap lock (for write), as `find_vma_locked` wants, and
-        // as `from_vma` wants.
-        unsafe { mm.find_vma_locked(addr).map(|v| Self::from_vma(v)) }
+    pub unsafe fn assume_locked(mm: &'a Mm) -> Self {
+        // INVARIANT: As the caller guarantees.
+        Self(mm, NotThreadSafe)
+    }
+
+    /// The mm.
+    #[inline]
+    pub fn mm(self) -> &'a Mm {
+        self.0
+    }
+
+    /// Calls `f` for every VMA of the mm, in address order, and stops at the first error. Each
+    /// VMA is lent for one call only: `f` may not keep it past a change to the VMA tree.
+    pub fn for_each_vma(self, mut f: impl FnMut(&VmaMmapWrite) -> Result) -> Result {
+        let mut addr = 0;
+        while let Some(vma) = VmaMmapWrite::find(self, addr) {
+            addr = vma.end();
+            f(vma)?;
+        }
+        Ok(())
     }
 }
 
@@ -232,7 +297,7 @@ impl Pte {
 
     /// The entry mapping the first page of `folio` with the protection of `vma`.
     #[inline]
-    pub fn for_folio(folio: &Folio, vma: &VmaRef) -> Self {
+    fn for_folio(folio: &Folio, vma: &VmaRef) -> Self {
         // SAFETY: The folio and the VMA are valid; `vm_page_prot` is read like C does.
         Self(unsafe { bindings::mk_pte(folio.first_page(), bindings::vma_page_prot(vma.as_ptr())) })
     }
@@ -240,7 +305,7 @@ impl Pte {
     /// A special, dirty entry mapping the zero page for `addr` in `vma`: the dirty bit marks a
     /// zero page placed by KSM (see `is_ksm_zero_pte()`).
     #[inline]
-    pub fn ksm_zero(vma: &VmaRef, addr: usize) -> Self {
+    fn ksm_zero(vma: &VmaRef, addr: usize) -> Self {
         // SAFETY: `ZERO_PAGE()` is always valid; the rest are pure functions.
         Self(unsafe {
             let pfn = bindings::page_to_pfn(bindings::zero_page(addr));
@@ -611,18 +676,59 @@ pub fn folio_address_in_vma(folio: &Folio, vma: &VmaRef) -> Option<usize> {
 
 /// The locked PTE mapping an order-0 folio in a VMA, found by `page_vma_mapped_walk()`.
 ///
+/// The entry can be changed only in the ways that keep the folio's mapcount, reference count
+/// and reverse map true to the page tables: cleared and put back ([`MappedPte::clear_flush`],
+/// [`MappedPte::restore`]), made read-only ([`MappedPte::restore_read_only`]), or replaced by a
+/// mapping of a KSM page or of the zero page ([`MappedPte::replace`]). An entry still cleared
+/// when the `MappedPte` is dropped is put back (with a warning).
+///
 /// # Invariants
 ///
-/// `pvmw` is a successful walk that is not done yet: `pvmw.pte` is mapped and `pvmw.ptl` held,
-/// or `pvmw.pte` is null and the PMD lock is held.
+/// `pvmw` is a successful walk that is not done yet: `pvmw.pte` is mapped and `pvmw.ptl` held.
+/// `folio` is a locked order-0 anonymous folio, and the entry is, as `state` says:
+/// - [`PteState::Mapped`]: an entry for the folio's page: a present one mapping it, or a
+///   device-private or device-exclusive entry for it, which every change below refuses;
+/// - [`PteState::Cleared`], [`PteState::Shared`]: none; the present value that was cleared,
+///   which maps the page and which its mapcount, reference count and rmap still count, is kept
+///   there; with [`PteState::Shared`], the page is no longer anon-exclusive;
+/// - [`PteState::Replaced`]: a mapping of another page, which is not changed again.
 pub struct MappedPte<'a> {
     pvmw: bindings::page_vma_mapped_walk,
     vma: &'a VmaRef,
+    folio: &'a FolioLockGuard<'a>,
+    state: PteState,
+}
+
+/// What was done to the PTE of a [`MappedPte`] so far.
+#[derive(Clone, Copy)]
+enum PteState {
+    /// It maps the folio.
+    Mapped,
+    /// It was cleared; the value it had.
+    Cleared(Pte),
+    /// It was cleared (the value it had), and then the page marked as possibly shared.
+    Shared(Pte),
+    /// It maps another page instead of the folio ([`MappedPte::replace`]).
+    Replaced,
+}
+
+/// What [`MappedPte::replace`] maps instead of the folio.
+#[derive(Clone, Copy)]
+pub enum Replacement<'a> {
+    /// The first page of a KSM folio of one page.
+    Ksm(&'a Folio),
+    /// The shared zero page, with a dirty bit telling that KSM put it there (`is_ksm_zero()`).
+    KsmZero,
 }
 
 impl<'a> MappedPte<'a> {
-    /// Finds the PTE that maps `folio` at `addr` in `vma` and locks it.
+    /// Finds the PTE that maps `folio` at `addr` in `vma` and locks it. `None` unless `folio`
+    /// is an order-0 anonymous folio with a PTE there (which may be a device-private or
+    /// device-exclusive entry for it: see [`Pte::present`]).
     pub fn find(folio: &'a FolioLockGuard<'_>, vma: &'a VmaRef, addr: usize) -> Option<Self> {
+        if folio.is_large() || !folio.is_anon() {
+            return None;
+        }
         // SAFETY: All-zero is a valid starting value, overwritten by the initializer.
         let mut pvmw: bindings::page_vma_mapped_walk = unsafe { core::mem::zeroed() };
         // SAFETY: Valid folio (locked) and VMA (mmap lock held).
@@ -631,19 +737,20 @@ impl<'a> MappedPte<'a> {
         if !unsafe { bindings::page_vma_mapped_walk(&mut pvmw) } {
             return None;
         }
-        // INVARIANT: The walk succeeded.
-        let m = Self { pvmw, vma };
-        if m.pvmw.pte.is_null() {
+        if pvmw.pte.is_null() {
             // PMD-mapped: callers only handle PTEs, like C's "Unexpected PMD mapping?".
+            // SAFETY: The walk succeeded and is not done yet.
+            unsafe { bindings::page_vma_mapped_walk_done(&mut pvmw) };
             return None;
         }
-        Some(m)
-    }
-
-    /// The address of the PTE.
-    #[inline]
-    pub fn address(&self) -> usize {
-        self.pvmw.address
+        // INVARIANT: The walk succeeded, with a PTE: for an order-0 anonymous folio, an entry for
+        // its page.
+        Some(Self {
+            pvmw,
+            vma,
+            folio,
+            state: PteState::Mapped,
+        })
     }
 
     /// The current value of the PTE.
@@ -653,28 +760,14 @@ impl<'a> MappedPte<'a> {
         Pte(unsafe { bindings::ptep_get(self.pvmw.pte) })
     }
 
-    /// Clears the PTE and flushes the TLB (`ptep_clear_flush()`), returning the old value.
-    /// Nothing can write through a stale TLB entry afterwards, and GUP-fast cannot find the page.
-    pub fn clear_flush(&mut self) -> Pte {
-        // SAFETY: Valid VMA; the PTE is mapped and locked.
-        unsafe {
-            bindings::flush_cache_page(self.vma.as_ptr(), self.pvmw.address, self.get().pfn());
-            Pte(bindings::ptep_clear_flush(
-                self.vma.as_ptr(),
-                self.pvmw.address,
-                self.pvmw.pte,
-            ))
-        }
-    }
-
-    /// Stores `pte` (`set_pte_at()`).
+    /// Writes `pte` to the PTE.
     ///
     /// # Safety
     ///
-    /// `pte` must be a valid entry for this address whose page's mapcount and rmap account for
-    /// it (the rest of the kernel trusts every present PTE).
-    pub unsafe fn set(&mut self, pte: Pte) {
-        // SAFETY: The PTE is mapped and locked; the caller vouches for the value.
+    /// The value must keep the type invariant, with the state the caller sets next.
+    unsafe fn store(&mut self, pte: Pte) {
+        // SAFETY: The PTE is mapped and locked (type invariant); the caller vouches for the
+        // value.
         unsafe {
             bindings::set_pte_at(
                 self.vma.mm().as_raw(),
@@ -685,62 +778,197 @@ impl<'a> MappedPte<'a> {
         };
     }
 
-    /// Marks the anon-exclusive page as possibly shared (`folio_try_share_anon_rmap_pte()`);
-    /// the PTE must have been cleared first. Fails when the page may be pinned.
-    #[inline]
-    pub fn try_share_anon_rmap(&self, folio: &FolioLockGuard<'_>) -> Result {
-        // SAFETY: Valid locked folio whose first page this PTE mapped.
-        match unsafe { bindings::folio_try_share_anon_rmap_pte(folio.as_raw(), folio.first_page()) }
-        {
-            0 => Ok(()),
-            _ => Err(EBUSY),
+    /// Clears the PTE and flushes the TLB (`ptep_clear_flush()`) and returns the old value:
+    /// nothing can write through a stale TLB entry afterwards, and GUP-fast cannot find the
+    /// page. Warns and returns the current value if the entry does not map the folio or was
+    /// cleared already.
+    pub fn clear_flush(&mut self) -> Pte {
+        let old = self.get();
+        if kernel::warn_on!(!matches!(self.state, PteState::Mapped) || !old.present()) {
+            return old;
         }
-    }
-
-    /// Adds an anonymous rmap for the first page of `kfolio` at this address and takes a folio
-    /// reference for the new mapping (`folio_get()` + `folio_add_anon_rmap_pte()`).
-    ///
-    /// # Safety
-    ///
-    /// The PTE must be set to map `kfolio` right after, under this lock.
-    pub unsafe fn add_anon_rmap(&self, kfolio: &Folio) {
-        // SAFETY: Valid folio and VMA, PTE lock held; the caller maps the page next.
-        unsafe {
-            bindings::folio_get(kfolio.as_raw());
-            bindings::folio_add_anon_rmap_pte(
-                kfolio.as_raw(),
-                kfolio.first_page(),
+        // SAFETY: Valid VMA; the PTE is mapped and locked.
+        let old = unsafe {
+            bindings::flush_cache_page(self.vma.as_ptr(), self.pvmw.address, old.pfn());
+            Pte(bindings::ptep_clear_flush(
                 self.vma.as_ptr(),
                 self.pvmw.address,
-            )
+                self.pvmw.pte,
+            ))
         };
+        // INVARIANT: The PTE is none; `old` maps the folio's page.
+        self.state = PteState::Cleared(old);
+        old
     }
 
-    /// Removes the rmap of the first page of `folio` for this mapping and drops the reference
-    /// the mapping held (`folio_remove_rmap_pte()` + `folio_put()`).
-    ///
-    /// # Safety
-    ///
-    /// The PTE must no longer map the page; the caller must hold another reference.
-    #[inline]
-    pub unsafe fn remove_rmap_and_put(&self, folio: &Folio) {
-        // SAFETY: As the caller guarantees.
-        unsafe {
-            bindings::folio_remove_rmap_pte(folio.as_raw(), folio.first_page(), self.vma.as_ptr());
-            bindings::folio_put(folio.as_raw());
+    /// Puts back the value [`MappedPte::clear_flush`] cleared, as it was. Warns and does
+    /// nothing if the PTE is not cleared, or if the page was shared since
+    /// ([`MappedPte::restore_read_only`] puts it back then).
+    pub fn restore(&mut self) {
+        let PteState::Cleared(old) = self.state else {
+            kernel::warn_on!(true);
+            return;
+        };
+        // SAFETY: The value cleared, which maps the folio's page as the mapcount, reference
+        // count and rmap still count it (type invariant).
+        unsafe { self.store(old) };
+        // INVARIANT: The PTE maps the folio again.
+        self.state = PteState::Mapped;
+    }
+
+    /// Marks the anon-exclusive page as possibly shared (`folio_try_share_anon_rmap_pte()`),
+    /// which needs the PTE cleared first; does nothing to a page that is not exclusive. Fails
+    /// when the page may be pinned, and when the PTE is not cleared (with a warning).
+    pub fn try_share_anon_rmap(&mut self) -> Result {
+        let PteState::Cleared(old) = self.state else {
+            kernel::warn_on!(true);
+            return Err(EINVAL);
+        };
+        if !self.folio.is_anon_exclusive() {
+            // INVARIANT: Cleared, and the page is not anon-exclusive.
+            self.state = PteState::Shared(old);
+            return Ok(());
         }
+        // SAFETY: Valid locked folio whose first page the cleared PTE mapped (type invariant).
+        let r = unsafe {
+            bindings::folio_try_share_anon_rmap_pte(self.folio.as_raw(), self.folio.first_page())
+        };
+        if r != 0 {
+            return Err(EBUSY);
+        }
+        // INVARIANT: Cleared, and the page is no longer anon-exclusive.
+        self.state = PteState::Shared(old);
+        Ok(())
     }
 
-    /// Accounts one anonymous page less in the mm (`dec_mm_counter(mm, MM_ANONPAGES)`).
-    #[inline]
-    pub fn dec_anon_counter(&self) {
-        // SAFETY: Valid mm.
-        unsafe { bindings::dec_mm_anon_counter(self.vma.mm().as_raw()) };
+    /// Puts back the value [`MappedPte::clear_flush`] cleared, clean and read-only, and
+    /// returns it; a dirty entry's dirty bit moves to the folio first (C: the end of
+    /// `write_protect_page()`). Warns and returns `None` if the PTE is not cleared.
+    pub fn restore_read_only(&mut self) -> Option<Pte> {
+        let (PteState::Cleared(old) | PteState::Shared(old)) = self.state else {
+            kernel::warn_on!(true);
+            return None;
+        };
+        Some(self.store_read_only(old))
+    }
+
+    /// Stores the cleared value `old`, clean and read-only, the dirty bit moved to the folio,
+    /// and returns it.
+    fn store_read_only(&mut self, old: Pte) -> Pte {
+        if old.dirty() {
+            self.folio.mark_dirty();
+        }
+        let mut new = old.mkclean();
+        if new.write() {
+            new = new.wrprotect();
+        }
+        // SAFETY: The value cleared, which maps the folio's page as the mapcount, reference
+        // count and rmap still count it (type invariant), with fewer permissions.
+        unsafe { self.store(new) };
+        // INVARIANT: The PTE maps the folio again.
+        self.state = PteState::Mapped;
+        new
+    }
+
+    /// Maps `with` instead of the folio (C: `replace_page()` from the `pte_same()` check on):
+    /// the new page's rmap and reference are taken, or, for the zero page, the mm's
+    /// anonymous page count drops and its KSM zero page count rises; the TLB is flushed; then
+    /// the folio's rmap and reference for this mapping are dropped, and its swap space freed
+    /// if nothing maps it any more. `held` is the caller's own reference on the folio, which
+    /// keeps it alive after this mapping's reference is dropped.
+    ///
+    /// Warns and fails (`EINVAL`), changing nothing, unless `held` is the folio, the PTE maps
+    /// it read-only and the page is no longer anon-exclusive (as `write_protect_page()` leaves
+    /// it: no pin can be writing to it), the area is a private one of normal pages (a page
+    /// shared by KSM must be copied on write), and a KSM page replacing it is an order-0 KSM
+    /// folio.
+    pub fn replace(&mut self, held: &ARef<Folio>, with: Replacement<'_>) -> Result {
+        let cur = self.get();
+        if kernel::warn_on!(
+            !matches!(self.state, PteState::Mapped)
+                || !core::ptr::eq(held.as_raw(), self.folio.as_raw())
+                || !cur.present()
+                || cur.write()
+                || cur.pfn() != self.folio.pfn()
+                || self.folio.is_anon_exclusive()
+                || self.vma.flags()
+                    & (flags::SHARED
+                        | flags::MAYSHARE
+                        | flags::PFNMAP
+                        | flags::MIXEDMAP
+                        | flags::HUGETLB)
+                    != 0
+        ) {
+            return Err(EINVAL);
+        }
+        let new = match with {
+            Replacement::Ksm(k) => {
+                if kernel::warn_on!(!k.is_ksm() || k.is_large()) {
+                    return Err(EINVAL);
+                }
+                // SAFETY: Valid folio and VMA, PTE lock held; the PTE maps the page just below.
+                unsafe {
+                    bindings::folio_get(k.as_raw());
+                    bindings::folio_add_anon_rmap_pte(
+                        k.as_raw(),
+                        k.first_page(),
+                        self.vma.as_ptr(),
+                        self.pvmw.address,
+                    )
+                };
+                Pte::for_folio(k, self.vma)
+            }
+            Replacement::KsmZero => {
+                // The zero page is not anonymous memory; the dirty bit marks it as placed by
+                // KSM, so that unmapping it keeps `ksm_zero_pages` exact.
+                self.vma.mm().ksm_map_zero_page();
+                // SAFETY: Valid mm.
+                unsafe { bindings::dec_mm_anon_counter(self.vma.mm().as_raw()) };
+                Pte::ksm_zero(self.vma, self.pvmw.address)
+            }
+        };
+        // No mmu notifier call is needed: a read-only page is replaced by one with the same
+        // content (the callers' range invalidation covers it).
+        self.clear_flush();
+        // SAFETY: `new` maps a page whose rmap and reference were taken above, or the zero
+        // page, which has none; the folio's rmap and reference for the old value are dropped
+        // next.
+        unsafe { self.store(new) };
+        // SAFETY: The PTE no longer maps the folio's first page, whose rmap and reference
+        // this mapping held; the caller holds its own reference.
+        unsafe {
+            bindings::folio_remove_rmap_pte(
+                self.folio.as_raw(),
+                self.folio.first_page(),
+                self.vma.as_ptr(),
+            );
+        }
+        if !self.folio.is_mapped() {
+            self.folio.free_swap();
+        }
+        // SAFETY: As above: the reference of the mapping that is gone; `held` keeps the folio.
+        unsafe { bindings::folio_put(self.folio.as_raw()) };
+        // INVARIANT: Replaced.
+        self.state = PteState::Replaced;
+        Ok(())
     }
 }
 
 impl Drop for MappedPte<'_> {
     fn drop(&mut self) {
+        // An entry left cleared would leave the folio counted for a mapping that is gone: put it
+        // back, read-only if the page may be shared now.
+        match self.state {
+            PteState::Cleared(_) => {
+                kernel::warn_on!(true);
+                self.restore();
+            }
+            PteState::Shared(old) => {
+                kernel::warn_on!(true);
+                self.store_read_only(old);
+            }
+            PteState::Mapped | PteState::Replaced => {}
+        }
         // SAFETY: By the type invariant the walk is not done yet.
         unsafe { bindings::page_vma_mapped_walk_done(&mut self.pvmw) };
     }

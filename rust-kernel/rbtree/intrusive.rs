@@ -205,7 +205,7 @@ pub struct Position<A: Adapter> {
     _tree: PhantomData<*const Tree<A>>,
 }
 
-/// Where [`Tree::find`] ended.
+/// Where [`Tree::find`] or [`Tree::find_keyed`] ended.
 pub enum Found<A: Adapter> {
     /// An item equal to the key looked for; valid while it stays in the tree.
     Item(NonNull<A::Item>),
@@ -354,7 +354,8 @@ impl<A: Adapter> Tree<A> {
     /// goes to the item's left); its first error ends the walk.
     ///
     /// The tree is borrowed for the whole walk, so it cannot change: each step reads one child
-    /// pointer, and the vacant [`Position`] returned is current until the tree changes. Use
+    /// pointer, and the vacant [`Position`] returned is current until the tree changes. `cmp` is
+    /// called with items of this tree only, which stay in it while the walk lasts. Use
     /// [`Tree::item_at`] and [`Tree::descend`] for a walk that lets the tree change between two
     /// steps.
     pub fn find<E>(
@@ -392,6 +393,61 @@ impl<A: Adapter> Tree<A> {
             generation: self.generation,
             parent,
             side,
+            _tree: PhantomData,
+        }))
+    }
+
+    /// Walks down the tree as [`Tree::find`] does, for a tree ordered first by a key that each
+    /// item holds (a checksum, say), then, among items of equal keys, by `cmp`.
+    ///
+    /// `key_of` gives an item's key, which the walk compares with `key` itself (`key < k`: `key`
+    /// goes to the item's left); `cmp` is called only for the items whose key is neither less
+    /// nor greater than `key`, and its first error ends the walk. Both are called with items of
+    /// this tree only, which stay in it while the walk lasts. The walk ends where
+    /// [`Tree::find`] would, with a `cmp` that compared the keys first.
+    pub fn find_keyed<K: Ord, E>(
+        &self,
+        key: K,
+        mut key_of: impl FnMut(NonNull<A::Item>) -> K,
+        mut cmp: impl FnMut(NonNull<A::Item>) -> Result<Ordering, E>,
+    ) -> Result<Found<A>, E> {
+        let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
+        let mut left = true;
+        let mut node = self.root.rb_node;
+        while let Some(n) = NonNull::new(node) {
+            // SAFETY: `n` is the root or a child of a node of this tree: a node of it (type
+            // invariant), and the tree does not change while we borrow it.
+            let item = unsafe { Self::item_of(n) };
+            // `<` and `>` rather than `Ord::cmp()`, which measured slower: the compiler
+            // branches on the flags of the comparison instead of building an `Ordering`.
+            let k = key_of(item);
+            left = if key < k {
+                true
+            } else if key > k {
+                false
+            } else {
+                match cmp(item)? {
+                    Ordering::Less => true,
+                    Ordering::Greater => false,
+                    Ordering::Equal => return Ok(Found::Item(item)),
+                }
+            };
+            parent = node;
+            // SAFETY: `n` is a valid node of this tree, as above; its child pointers are read only.
+            node = unsafe {
+                if left {
+                    (*n.as_ptr()).rb_left
+                } else {
+                    (*n.as_ptr()).rb_right
+                }
+            };
+        }
+        // INVARIANT: A vacant child of `parent`, a node of this tree (or the root's place), in
+        // the tree as it is: it did not change while borrowed.
+        Ok(Found::Vacant(Position {
+            generation: self.generation,
+            parent,
+            side: if left { Side::Left } else { Side::Right },
             _tree: PhantomData,
         }))
     }
@@ -615,6 +671,79 @@ mod tests {
         }
         assert!(find(&tree, N)?.is_err());
         Ok(())
+    }
+
+    #[test]
+    fn find_keyed_compares_keys_first() -> Result {
+        const N: u32 = 300;
+        let mut v = items(N)?;
+        let mut tree = Tree::<ByKey>::new();
+        // Ordered by key / 4, then by key; only the even keys are in the tree, so that odd keys
+        // fall between two items, and a quarter key has two items.
+        // SAFETY: Items of the tree; the tests' items outlive their trees.
+        let key_of = |item: NonNull<Item>| unsafe { item.as_ref() }.key / 4;
+        for item in v.iter_mut().filter(|i| i.key % 2 == 0) {
+            let mut c = 0;
+            let Found::Vacant(pos) = tree_find_keyed(&tree, item.key, key_of, &mut c)? else {
+                return Err(EINVAL);
+            };
+            // SAFETY: The item is in no tree and outlives the tree.
+            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+        }
+        let k = keys(&tree)?;
+        assert!(k.len() == N as usize / 2 && k.iter().enumerate().all(|(i, &k)| k == 2 * i as u32));
+        let by = |k: u32| {
+            move |item: NonNull<Item>| -> Result<Ordering> {
+                // SAFETY: An item of the tree; the tests' items outlive their trees.
+                Ok(k.cmp(&unsafe { item.as_ref() }.key))
+            }
+        };
+        for k in 0..N + 8 {
+            let mut c = 0;
+            let keyed = tree_find_keyed(&tree, k, key_of, &mut c)?;
+            // At most the two items of the quarter key are compared, none if it has none.
+            assert!(c <= 2 && (c == 0) == (k / 4 >= N / 4));
+            // Where find() ends with a comparison of the whole order.
+            let agree = match (keyed, tree.find(by(k))?) {
+                (Found::Item(a), Found::Item(b)) => {
+                    // SAFETY: An item of the tree; the tests' items outlive their trees.
+                    a == b && k % 2 == 0 && unsafe { a.as_ref() }.key == k
+                }
+                (Found::Vacant(a), Found::Vacant(b)) => {
+                    (k % 2 == 1 || k >= N)
+                        && a.generation == b.generation
+                        && a.parent == b.parent
+                        && a.side == b.side
+                }
+                _ => false,
+            };
+            assert!(agree);
+        }
+        // The first error of the comparison ends the walk.
+        let mut steps = 0;
+        let r = tree.find_keyed(0, key_of, |_| {
+            steps += 1;
+            Err::<Ordering, _>(EBUSY)
+        });
+        assert!(matches!(r, Err(e) if e == EBUSY) && steps == 1);
+        Ok(())
+    }
+
+    /// Walks `tree` for `k` with [`Tree::find_keyed`], ordered by `k / 4` and then by `k`,
+    /// counting the calls of the comparison, which must only see items of the quarter key.
+    fn tree_find_keyed(
+        tree: &Tree<ByKey>,
+        k: u32,
+        key_of: impl Fn(NonNull<Item>) -> u32,
+        calls: &mut u32,
+    ) -> Result<Found<ByKey>> {
+        tree.find_keyed(k / 4, key_of, |item: NonNull<Item>| -> Result<Ordering> {
+            *calls += 1;
+            // SAFETY: An item of the tree; the tests' items outlive their trees.
+            let other = unsafe { item.as_ref() }.key;
+            assert_eq!(other / 4, k / 4);
+            Ok(k.cmp(&other))
+        })
     }
 
     #[test]

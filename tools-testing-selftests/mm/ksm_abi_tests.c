@@ -2538,6 +2538,86 @@ out:
 			 err2 ? ": " : "", err2 ? err2 : "");
 }
 
+/* Waits until ksmd completed n more full scans; false after MERGE_TIMEOUT_SEC. */
+static bool wait_full_scans(long n)
+{
+	long target = ksm_read_long("full_scans") + n;
+	int i;
+
+	for (i = 0; i < MERGE_TIMEOUT_SEC * 200; i++) {
+		if (ksm_read_long("full_scans") >= target)
+			return true;
+		usleep(5000);
+	}
+	return false;
+}
+
+#define SMART_PHASES 9
+
+/*
+ * Smart scan scans a page that keeps failing to merge less and less often:
+ * once every 2, 3, 5, then 9 scans. The unstable tree is rebuilt on every
+ * scan, so two pages of the same content merge only if both are scanned in
+ * the same scan. Pages whose twins were first scanned long before them
+ * (a process started later than another), here nine pages first scanned one
+ * scan apart, must still all merge: counted per page, the periods could keep
+ * some of them out of step with their twins for ever.
+ */
+static void test_smart_scan_late_twins(void)
+{
+	size_t len = SMART_PHASES * pagesize;
+	const char *err = NULL;
+	long merging = 0;
+	char *a, *b;
+	int i;
+
+	a = mmap(NULL, 2 * len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED) {
+		ksft_test_result_fail("smart scan: late twins merge: mmap failed\n");
+		return;
+	}
+	b = a + len;
+	for (i = 0; i < SMART_PHASES; i++) {
+		memset(a + i * pagesize, 0x60 + i, pagesize);
+		memset(b + i * pagesize, 0x60 + i, pagesize);
+	}
+	/* One full scan per wake-up: ksmd scans a few pages only. */
+	ksm_write_or_die("smart_scan", "1");
+	ksm_write_or_die("sleep_millisecs", "20");
+	if (madvise(a, len, MADV_MERGEABLE)) {
+		err = "MADV_MERGEABLE failed";
+		goto out;
+	}
+	/* The first pages age: smart scan skips them at the longest period. */
+	if (!wait_full_scans(40)) {
+		err = "ksmd does not scan";
+		goto out;
+	}
+	/* Their twins, each first scanned one scan after the previous one. */
+	for (i = 0; i < SMART_PHASES; i++) {
+		if (madvise(b + i * pagesize, pagesize, MADV_MERGEABLE) || !wait_full_scans(1)) {
+			err = "MADV_MERGEABLE failed, or ksmd stopped";
+			goto out;
+		}
+	}
+	/* With the periods in step with the scan number, 18 scans are enough. */
+	for (i = 0; i < 100; i++) {
+		merging = ksm_get_self_merging_pages();
+		if (merging >= 2 * SMART_PHASES || !wait_full_scans(1))
+			break;
+	}
+	if (merging < 2 * SMART_PHASES) {
+		ksft_print_msg("merged pages %ld of %d, pages_skipped %ld\n", merging,
+			       2 * SMART_PHASES, ksm_read_long("pages_skipped"));
+		err = "some pages never met their twins";
+	}
+out:
+	munmap(a, 2 * len);
+	ksm_write_or_die("sleep_millisecs", "0");
+	ksft_test_result(!err, "smart scan: pages first scanned after their twins merge%s%s\n",
+			 err ? ": " : "", err ? err : "");
+}
+
 /* After everything unmerged and run=2, nothing may be left accounted. */
 static void test_counters_return_to_zero(void)
 {
@@ -2850,7 +2930,7 @@ int main(void)
 
 	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 +
 	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2 + 2 + 1 +
-	       2 * (ARRAY_SIZE(collisions) - 1) + 2;
+	       2 * (ARRAY_SIZE(collisions) - 1) + 2 + 1;
 	ksft_set_plan(plan);
 
 	test_sysfs_files();
@@ -2869,6 +2949,7 @@ int main(void)
 		test_checksum_collision(&collisions[i]);
 	test_ebusy();
 	test_sparse_area();
+	test_smart_scan_late_twins();
 	test_trace_events();
 	test_memory_offline();
 	test_swap();
