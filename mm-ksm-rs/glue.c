@@ -58,6 +58,21 @@ void ksm_rs_put_anon_vma(struct anon_vma *anon_vma)
 }
 
 /*
+ * Whether a swapped-in anonymous folio's anon_vma has the root of the faulting
+ * VMA's (ksm_might_need_to_copy()). Nothing need map the folio, so its
+ * anon_vma may be freed: this is mm/ksm.c's racy read, kept in C, where it is
+ * a read of type-stable (SLAB_TYPESAFE_BY_RCU) memory as in mm/ksm.c, rather
+ * than a Rust reference to memory that may be gone.
+ */
+bool ksm_rs_same_anon_root(struct folio *folio, struct vm_area_struct *vma)
+{
+	struct anon_vma *anon_vma = folio_anon_vma(folio);
+
+	return anon_vma && vma->anon_vma &&
+	       anon_vma->root == vma->anon_vma->root;
+}
+
+/*
  * ksm_madvise() is implemented in Rust (ksm_rs_madvise() in hooks.rs). It is
  * exported to modules (KVM on powerpc), and EXPORT_SYMBOL_GPL() wants the C
  * definition it follows.

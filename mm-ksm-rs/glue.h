@@ -29,6 +29,7 @@ extern const vm_flags_t ksm_rs_arch_unmergeable;
 /* Implemented in C (glue.c): mm/internal.h is private to mm/. */
 void ksm_rs_get_anon_vma(struct anon_vma *anon_vma);
 void ksm_rs_put_anon_vma(struct anon_vma *anon_vma);
+bool ksm_rs_same_anon_root(struct folio *folio, struct vm_area_struct *vma);
 void ksm_rs_collect_procs(struct anon_vma *av, unsigned long index,
 			  unsigned long addr, const struct page *page,
 			  struct list_head *to_kill, int force_early);

@@ -212,7 +212,8 @@ pub unsafe extern "C" fn ksm_vma_flags(
 fn add_vmas(mm: MmapWriteLocked<'_>) {
     let _ = mm.for_each_vma(|vma| {
         if should_add_vma(vma.flags(), vma.is_dax()) {
-            vma.set_mergeable();
+            // SAFETY: `should_add_vma()` checked `ksm_compatible()`.
+            unsafe { vma.set_mergeable() };
         }
         Ok(())
     });
@@ -366,6 +367,7 @@ pub unsafe extern "C" fn folio_migrate_ksm(
 }
 
 extern "C" {
+    fn ksm_rs_same_anon_root(folio: *mut core::ffi::c_void, vma: *mut core::ffi::c_void) -> bool;
     #[cfg(CONFIG_MEMORY_FAILURE)]
     fn ksm_rs_collect_procs(
         anon_vma: *mut core::ffi::c_void,
@@ -527,8 +529,10 @@ pub unsafe extern "C" fn ksm_might_need_to_copy(
         if f.anon_vma().is_null() {
             return folio;
         }
-        let same_root = vma.anon_vma().is_some_and(|vav| f.anon_vma_has_root_of(vav));
-        if f.index() == vma.linear_anon_page_index(addr) && same_root {
+        let same_index = f.index() == vma.linear_anon_page_index(addr);
+        // SAFETY: A locked folio and a VMA whose lock the caller holds; the read of a possibly
+        // freed anon_vma is C's (see glue.c).
+        if same_index && unsafe { ksm_rs_same_anon_root(folio.cast(), vma.as_ptr().cast()) } {
             // Still no need to copy it.
             return folio;
         }

@@ -5,7 +5,7 @@
 use crate::{
     merge::cmp_and_merge_page,
     mm_slot,
-    node::{self, ItemRef},
+    node::{self, ItemRef, UnstableInfo},
     page::PageRef,
     state::{self, ksmd_should_run},
     unmerge::remove_trailing_rmap_items,
@@ -163,17 +163,22 @@ fn skip_age(age: u8) -> u8 {
     }
 }
 
-/// Whether smart scan scans a page of `age` (scans since its item was made) in the full scan
-/// `seqnr`: young pages always, older ones when `seqnr` is a multiple of their period.
+/// Smart scan's decision for a page that is not merged, at its visit in the full scan `seqnr`:
+/// counts the visit in the page's age, and says whether to skip the page. Young pages are
+/// always scanned; older ones once every `skip_age(age) + 1` scans, in the scans where
+/// `seqnr + oldchecksum` is a multiple of that period.
 ///
 /// The unstable tree is rebuilt on every scan, so two pages of the same content only meet in
-/// it when both are scanned in the same scan. Counted per page from its own past (as mm/ksm.c
-/// did, with a `remaining_skips` count), the periods of two pages first scanned some scans
-/// apart, as pages of processes started at different times are, keep that offset, and the
-/// pages may never merge. In step with the scan number, pages of the same period are scanned
-/// together, and pages of any two periods at least once every least common multiple of them.
-fn scanned_by_smart_scan(age: u8, seqnr: usize) -> bool {
-    age < 3 || seqnr % (usize::from(skip_age(age)) + 1) == 0
+/// it when both are scanned in the same scan. Two such pages have the same `oldchecksum` once
+/// old enough to be skipped (a page is first scanned at age 0, which records its checksum), so
+/// they are in step: scanned together if of the same period, and at least once every least
+/// common multiple of two periods, however many scans apart they were first scanned. The
+/// checksum spreads the other pages over the scans of their period.
+fn smart_scan_skips(info: &mut UnstableInfo, seqnr: usize) -> bool {
+    let age = info.age;
+    info.age = age.saturating_add(1);
+    let period = usize::from(skip_age(age)) + 1;
+    age >= 3 && seqnr.wrapping_add(info.oldchecksum as usize) % period != 0
 }
 
 /// Smart scan: whether to skip a page that keeps failing to merge (`should_skip_rmap_item()`).
@@ -186,12 +191,9 @@ fn should_skip_rmap_item<'g>(ksm: &mut Ksm<'g>, folio: &Folio, item: ItemRef<'g>
         return false;
     }
     let mut info = item.unstable_info();
-    let age = info.age;
-    if age != u8::MAX {
-        info.age += 1;
-        item.set_unstable_info(info);
-    }
-    if scanned_by_smart_scan(age, ksm.seqnr()) {
+    let skip = smart_scan_skips(&mut info, ksm.seqnr());
+    item.set_unstable_info(info);
+    if !skip {
         return false;
     }
     state::PAGES_SKIPPED.add(ksm, 1);
@@ -376,20 +378,26 @@ mod tests {
         assert_eq!(skip_age(u8::MAX), 8);
     }
 
-    /// Whether a page first scanned in scan `start` and another of the same content first
-    /// scanned `late` scans later are both scanned, each after its first scan (which only
-    /// records the checksum), in a common scan: how many scans after the later one's first.
-    fn twins_meet(start: usize, late: usize) -> Option<usize> {
-        let (mut a, mut b) = (0u8, 0u8);
+    /// Whether a page of checksum `sum` first scanned in scan `start`, and another of the same
+    /// content first scanned `late` scans later, are both scanned, each after its first scan
+    /// (which only records the checksum), in a common scan: how many scans after the later
+    /// one's first.
+    fn twins_meet(start: usize, late: usize, sum: u32) -> Option<usize> {
+        let new = || UnstableInfo {
+            oldchecksum: 0,
+            age: 0,
+        };
+        let (mut a, mut b) = (new(), new());
+        let scan = |info: &mut UnstableInfo, seqnr| {
+            let first = info.age == 0;
+            let skipped = smart_scan_skips(info, seqnr);
+            // cmp_and_merge_page() records the checksum.
+            info.oldchecksum = sum;
+            !skipped && !first
+        };
         for seqnr in start..start + late + 64 {
-            // As should_skip_rmap_item() counts an age: once per scan.
-            let scan = |age: &mut u8| {
-                let scanned = scanned_by_smart_scan(*age, seqnr) && *age > 0;
-                *age = age.saturating_add(1);
-                scanned
-            };
-            let a_in_tree = scan(&mut a);
-            if seqnr >= start + late && scan(&mut b) && a_in_tree {
+            let a_in_tree = scan(&mut a, seqnr);
+            if seqnr >= start + late && scan(&mut b, seqnr) && a_in_tree {
                 return Some(seqnr - start - late);
             }
         }
@@ -398,16 +406,34 @@ mod tests {
 
     #[test]
     fn smart_scan_lets_late_twins_meet() {
-        // Whenever the twins were first scanned, they meet within 18 scans of the later one's
-        // first. With periods counted per page, a third of these pairs never met.
-        for start in 0..20 {
-            for late in 0..300 {
-                assert!(twins_meet(start, late).is_some_and(|m| m < 18));
+        // Whenever the twins were first scanned (over the 90 phases of the periods 2, 3, 5 and
+        // 9), they meet within 18 scans of the later one's first. With periods counted per
+        // page, a third of these pairs never met.
+        for sum in [0, 7, u32::MAX] {
+            for start in 0..90 {
+                for late in 0..200 {
+                    assert!(twins_meet(start, late, sum).is_some_and(|m| m < 18));
+                }
             }
         }
-        // Young pages are always scanned; old ones in step with the scan number.
-        assert!((0..3).all(|age| (0..9).all(|s| scanned_by_smart_scan(age, s))));
-        assert!(scanned_by_smart_scan(3, 4) && !scanned_by_smart_scan(3, 5));
-        assert!(scanned_by_smart_scan(200, 18) && !scanned_by_smart_scan(200, 19));
+        // Young pages are always scanned; older ones once per period, offset by the checksum.
+        let info = |oldchecksum, age| UnstableInfo { oldchecksum, age };
+        assert!((0..3).all(|age| (0..9).all(|s| !smart_scan_skips(&mut info(5, age), s))));
+        assert!(!smart_scan_skips(&mut info(0, 3), 4) && smart_scan_skips(&mut info(0, 3), 5));
+        assert!(!smart_scan_skips(&mut info(1, 3), 5) && smart_scan_skips(&mut info(1, 3), 4));
+        assert!(
+            !smart_scan_skips(&mut info(2, 200), 16) && smart_scan_skips(&mut info(2, 200), 18)
+        );
+        // Pages of other checksums spread over the scans of their period.
+        let scanned = |s| {
+            (0..9u32)
+                .filter(|&c| !smart_scan_skips(&mut info(c, 9), s))
+                .count()
+        };
+        assert!((0..9).all(|s| scanned(s) == 1));
+        // The age saturates.
+        let mut old = info(0, u8::MAX);
+        smart_scan_skips(&mut old, 1);
+        assert_eq!(old.age, u8::MAX);
     }
 }

@@ -35,8 +35,8 @@ fn write_protect_page(vma: &VmaRef, folio: &FolioLockGuard<'_>) -> Option<Pte> {
         return None;
     }
     let addr = pgtable::folio_address_in_vma(folio, vma)?;
-    pgtable::with_mmu_notifier_clear(vma, addr, addr + PAGE_SIZE, || {
-        let mut m = MappedPte::find(folio, vma, addr)?;
+    pgtable::with_mmu_notifier_clear(vma, addr, addr + PAGE_SIZE, |inv| {
+        let mut m = MappedPte::find(inv, folio, vma)?;
         let entry = m.get();
         // PFN swap entries that map pages (device-exclusive): give up.
         if !entry.present() {
@@ -77,32 +77,23 @@ pub(crate) enum KPage<'a> {
     Ksm(&'a Folio),
 }
 
-/// Replaces the write-protected PTE `orig` that maps `folio` by one mapping `kpage`
+/// Replaces the write-protected PTE `orig` that maps `folio` by one mapping `with`
 /// (`replace_page()`); `held` is our reference on the folio.
 fn replace_page(
     vma: &VmaRef,
     folio: &FolioLockGuard<'_>,
     held: &ARef<Folio>,
-    kpage: KPage<'_>,
+    with: Replacement<'_>,
     orig: Pte,
 ) -> bool {
     let Some(addr) = pgtable::folio_address_in_vma(folio, vma) else {
         return false;
     };
-    pgtable::with_mmu_notifier_clear(vma, addr, addr + PAGE_SIZE, || {
-        let Some(mut m) = MappedPte::find(folio, vma, addr) else {
+    pgtable::with_mmu_notifier_clear(vma, addr, addr + PAGE_SIZE, |inv| {
+        let Some(mut m) = MappedPte::find(inv, folio, vma) else {
             return false;
         };
-        if !m.get().same(orig) {
-            return false;
-        }
-        let with = match kpage {
-            KPage::Ksm(k) => Replacement::Ksm(k),
-            KPage::Zero => Replacement::KsmZero,
-            // C's callers never replace a page by itself.
-            KPage::Itself => return false,
-        };
-        m.replace(held, with).is_ok()
+        m.get().same(orig) && m.replace(held, with).is_ok()
     })
 }
 
@@ -153,11 +144,12 @@ pub(crate) fn try_to_merge_one_page(
         }
         KPage::Zero => {
             // pages_identical(), not a test for zero bytes: it refuses pages with MTE tags.
-            g.page_identical_to_zero_page(0, addr) && replace_page(vma, &g, folio, kpage, orig)
+            g.page_identical_to_zero_page(0, addr)
+                && replace_page(vma, &g, folio, Replacement::KsmZero, orig)
         }
         KPage::Ksm(k) => {
             g.cmp_page_contents(0, k, 0) == core::cmp::Ordering::Equal
-                && replace_page(vma, &g, folio, kpage, orig)
+                && replace_page(vma, &g, folio, Replacement::Ksm(k), orig)
         }
     };
     if ok {

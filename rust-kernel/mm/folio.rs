@@ -11,7 +11,6 @@
 
 use crate::{
     bindings,
-    mm::rmap::AnonVma,
     page::PAGE_SIZE,
     sync::aref::{ARef, AlwaysRefCounted},
     types::Opaque,
@@ -170,26 +169,6 @@ impl Folio {
             return core::ptr::null_mut();
         }
         (mapping - anon) as *mut bindings::anon_vma
-    }
-
-    /// Whether the folio's `anon_vma` ([`Folio::anon_vma`]) has the same root as `av`: whether
-    /// the folio belongs to the process tree of `av` (the test of `ksm_might_need_to_copy()`).
-    /// `false` for a folio without one.
-    ///
-    /// Nothing needs to map the folio, so its `anon_vma` may be freed meanwhile: its slab is
-    /// `SLAB_TYPESAFE_BY_RCU`, so under the RCU read lock the memory stays an `anon_vma`,
-    /// possibly reused for another one. The root is read once, racily (`READ_ONCE()`), under
-    /// that lock; as in C, a stale answer is possible.
-    pub fn anon_vma_has_root_of(&self, av: &AnonVma) -> bool {
-        let _rcu = crate::sync::rcu::read_lock();
-        let p = self.anon_vma();
-        if p.is_null() {
-            return false;
-        }
-        // SAFETY: Under the RCU read lock, `p` points to an `anon_vma` of the type-stable slab,
-        // as said above; a volatile read, since another CPU may be initializing it for reuse.
-        let root = unsafe { core::ptr::read_volatile(&raw const (*p).root) };
-        root == av.root()
     }
 
     /// The page offset of the folio in its mapping, or in the linear anonymous address space

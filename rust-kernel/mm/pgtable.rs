@@ -19,7 +19,8 @@
 //!   locked PTE that maps it, which may be cleared and put back, write-protected, or replaced
 //!   by a mapping of a KSM page or of the zero page, each time with the folio's mapcount,
 //!   reference count and rmap kept in step.
-//! - [`with_mmu_notifier_clear`]: an `MMU_NOTIFY_CLEAR` invalidation around a closure.
+//! - [`with_mmu_notifier_clear`]: an `MMU_NOTIFY_CLEAR` invalidation around a closure, which
+//!   [`MappedPte::find`] requires.
 
 use crate::{
     bindings,
@@ -33,7 +34,7 @@ use crate::{
     sync::aref::ARef,
     types::NotThreadSafe,
 };
-use core::{ffi::c_void, ops::ControlFlow, ops::Deref};
+use core::{ffi::c_void, marker::PhantomData, ops::ControlFlow, ops::Deref};
 
 /// The span of addresses one page table (one PMD entry) maps.
 ///
@@ -119,25 +120,27 @@ impl VmaMmapWrite {
     }
 
     /// Sets `VM_MERGEABLE` in the area (`vm_flags_set()`, which write-locks the VMA): KSM may
-    /// merge its anonymous pages. The caller (KSM) decides whether the area is compatible
-    /// (`ksm_compatible()`).
+    /// merge its anonymous pages.
     ///
-    /// Any other flag may change how the rest of mm treats the area's pages and accounting,
-    /// which is why there is no safe way to set or clear one; this one is only read by KSM
-    /// (and compared when neighbouring areas are merged), whose page merging checks again
-    /// what it relies on (an anonymous, private mapping: [`MappedPte::replace`]).
+    /// # Safety
+    ///
+    /// The area must be one that KSM may merge (`ksm_compatible()`): other code relies on
+    /// incompatible areas never being mergeable (sparc's ADI areas, `arch_validate_flags()`),
+    /// and KSM itself on every mergeable area being compatible.
     #[inline]
-    pub fn set_mergeable(&self) {
-        // SAFETY: The mmap write lock is held (type invariant); the flag changes nothing
-        // outside KSM, as said above.
+    pub unsafe fn set_mergeable(&self) {
+        // SAFETY: The mmap write lock is held (type invariant); the caller vouches for the
+        // area.
         unsafe { self.0 .0.set_flags(flags::MERGEABLE) };
     }
 
-    /// Clears `VM_MERGEABLE` in the area (`vm_flags_clear()`): KSM leaves it alone; see
-    /// [`VmaMmapWrite::set_mergeable`].
+    /// Clears `VM_MERGEABLE` in the area (`vm_flags_clear()`, which write-locks the VMA): KSM
+    /// stops scanning it. The KSM pages it maps stay valid anonymous pages, copied on write, as
+    /// when unmerging fails half way.
     #[inline]
     pub fn clear_mergeable(&self) {
-        // SAFETY: As for `set_mergeable()`.
+        // SAFETY: The mmap write lock is held (type invariant); nothing relies on an area
+        // being mergeable.
         unsafe { self.0 .0.clear_flags(flags::MERGEABLE) };
     }
 }
@@ -684,7 +687,8 @@ pub fn folio_address_in_vma(folio: &Folio, vma: &VmaRef) -> Option<usize> {
 ///
 /// # Invariants
 ///
-/// `pvmw` is a successful walk that is not done yet: `pvmw.pte` is mapped and `pvmw.ptl` held.
+/// `pvmw` is a successful walk that is not done yet: `pvmw.pte` is mapped and `pvmw.ptl` held;
+/// its address is inside `vma` and the range of an MMU notifier invalidation in progress.
 /// `folio` is a locked order-0 anonymous folio, and the entry is, as `state` says:
 /// - [`PteState::Mapped`]: an entry for the folio's page: a present one mapping it, or a
 ///   device-private or device-exclusive entry for it, which every change below refuses;
@@ -697,6 +701,7 @@ pub struct MappedPte<'a> {
     vma: &'a VmaRef,
     folio: &'a FolioLockGuard<'a>,
     state: PteState,
+    _inv: PhantomData<&'a MmuInvalidation>,
 }
 
 /// What was done to the PTE of a [`MappedPte`] so far.
@@ -722,11 +727,22 @@ pub enum Replacement<'a> {
 }
 
 impl<'a> MappedPte<'a> {
-    /// Finds the PTE that maps `folio` at `addr` in `vma` and locks it. `None` unless `folio`
-    /// is an order-0 anonymous folio with a PTE there (which may be a device-private or
-    /// device-exclusive entry for it: see [`Pte::present`]).
-    pub fn find(folio: &'a FolioLockGuard<'_>, vma: &'a VmaRef, addr: usize) -> Option<Self> {
+    /// Finds the PTE that maps `folio` in `vma`, at the address where the folio's index
+    /// places it (`page_address_in_vma()`), and locks it. `None` unless `folio` is an order-0
+    /// anonymous folio with a PTE there (which may be a device-private or device-exclusive
+    /// entry for it: see [`Pte::present`]); `None` with a warning if that address is not in
+    /// the range that `inv` invalidates: the secondary MMUs must not keep a mapping of the
+    /// page while its PTE changes.
+    pub fn find(
+        inv: &'a MmuInvalidation,
+        folio: &'a FolioLockGuard<'_>,
+        vma: &'a VmaRef,
+    ) -> Option<Self> {
         if folio.is_large() || !folio.is_anon() {
+            return None;
+        }
+        let addr = folio_address_in_vma(folio, vma)?;
+        if kernel::warn_on!(!inv.covers(vma.mm(), addr)) {
             return None;
         }
         // SAFETY: All-zero is a valid starting value, overwritten by the initializer.
@@ -750,6 +766,7 @@ impl<'a> MappedPte<'a> {
             vma,
             folio,
             state: PteState::Mapped,
+            _inv: PhantomData,
         })
     }
 
@@ -817,16 +834,15 @@ impl<'a> MappedPte<'a> {
     }
 
     /// Marks the anon-exclusive page as possibly shared (`folio_try_share_anon_rmap_pte()`),
-    /// which needs the PTE cleared first; does nothing to a page that is not exclusive. Fails
-    /// when the page may be pinned, and when the PTE is not cleared (with a warning).
+    /// which needs the PTE cleared first; a page that is not exclusive is left as it is (and
+    /// may still be restored). Fails when the page may be pinned, and when the PTE is not
+    /// cleared (with a warning).
     pub fn try_share_anon_rmap(&mut self) -> Result {
         let PteState::Cleared(old) = self.state else {
             kernel::warn_on!(true);
             return Err(EINVAL);
         };
         if !self.folio.is_anon_exclusive() {
-            // INVARIANT: Cleared, and the page is not anon-exclusive.
-            self.state = PteState::Shared(old);
             return Ok(());
         }
         // SAFETY: Valid locked folio whose first page the cleared PTE mapped (type invariant).
@@ -878,10 +894,11 @@ impl<'a> MappedPte<'a> {
     /// keeps it alive after this mapping's reference is dropped.
     ///
     /// Warns and fails (`EINVAL`), changing nothing, unless `held` is the folio, the PTE maps
-    /// it read-only and the page is no longer anon-exclusive (as `write_protect_page()` leaves
-    /// it: no pin can be writing to it), the area is a private one of normal pages (a page
-    /// shared by KSM must be copied on write), and a KSM page replacing it is an order-0 KSM
-    /// folio.
+    /// it read-only and clean and the page is no longer anon-exclusive (as
+    /// `write_protect_page()` leaves it: no pin can be writing to it, and no dirty bit is
+    /// lost), the area is a private one of normal pages (a page shared by KSM must be copied
+    /// on write), and a KSM page replacing it is an order-0 KSM folio whose page is not
+    /// anon-exclusive.
     pub fn replace(&mut self, held: &ARef<Folio>, with: Replacement<'_>) -> Result {
         let cur = self.get();
         if kernel::warn_on!(
@@ -889,6 +906,7 @@ impl<'a> MappedPte<'a> {
                 || !core::ptr::eq(held.as_raw(), self.folio.as_raw())
                 || !cur.present()
                 || cur.write()
+                || cur.dirty()
                 || cur.pfn() != self.folio.pfn()
                 || self.folio.is_anon_exclusive()
                 || self.vma.flags()
@@ -903,7 +921,9 @@ impl<'a> MappedPte<'a> {
         }
         let new = match with {
             Replacement::Ksm(k) => {
-                if kernel::warn_on!(!k.is_ksm() || k.is_large()) {
+                // SAFETY: Reads a flag of a valid page; C asserts it (`VM_BUG_ON_PAGE()`).
+                let exclusive = unsafe { bindings::PageAnonExclusive(k.first_page()) };
+                if kernel::warn_on!(!k.is_ksm() || k.is_large() || exclusive) {
                     return Err(EINVAL);
                 }
                 // SAFETY: Valid folio and VMA, PTE lock held; the PTE maps the page just below.
@@ -927,8 +947,7 @@ impl<'a> MappedPte<'a> {
                 Pte::ksm_zero(self.vma, self.pvmw.address)
             }
         };
-        // No mmu notifier call is needed: a read-only page is replaced by one with the same
-        // content (the callers' range invalidation covers it).
+        // The invalidation of the range (type invariant) covers the change.
         self.clear_flush();
         // SAFETY: `new` maps a page whose rmap and reference were taken above, or the zero
         // page, which has none; the folio's rmap and reference for the old value are dropped
@@ -980,13 +999,37 @@ pub fn mm_tlb_flush_pending(vma: &VmaRef) -> bool {
     unsafe { bindings::mm_tlb_flush_pending(vma.mm().as_raw()) }
 }
 
+/// An `MMU_NOTIFY_CLEAR` invalidation of the range `[start, end)` of an mm, in progress: lent to
+/// the closure of [`with_mmu_notifier_clear`], between `mmu_notifier_invalidate_range_start()`
+/// and `_end()`. Secondary MMUs (KVM, devices) drop their mappings of the range at the start
+/// and may map it again only after the end, so a PTE of the range may be changed meanwhile
+/// ([`MappedPte::find`] takes it).
+///
+/// # Invariants
+///
+/// The invalidation of `[start, end)` of `mm` started and does not end while this is borrowed.
+pub struct MmuInvalidation {
+    mm: *const bindings::mm_struct,
+    start: usize,
+    end: usize,
+}
+
+impl MmuInvalidation {
+    /// Whether the page at `addr` of `mm` is in the range.
+    fn covers(&self, mm: &Mm, addr: usize) -> bool {
+        core::ptr::eq(self.mm, mm.as_raw())
+            && self.start <= addr
+            && addr.checked_add(PAGE_SIZE).is_some_and(|e| e <= self.end)
+    }
+}
+
 /// Runs `f` between `mmu_notifier_invalidate_range_start()` and `_end()` of an
-/// `MMU_NOTIFY_CLEAR` range `[start, end)` of the VMA's mm.
+/// `MMU_NOTIFY_CLEAR` range `[start, end)` of the VMA's mm, and lends it the invalidation.
 pub fn with_mmu_notifier_clear<T>(
     vma: &VmaRef,
     start: usize,
     end: usize,
-    f: impl FnOnce() -> T,
+    f: impl FnOnce(&MmuInvalidation) -> T,
 ) -> T {
     // SAFETY: All-zero is valid before `mmu_notifier_range_init()`.
     let mut range: bindings::mmu_notifier_range = unsafe { core::mem::zeroed() };
@@ -995,7 +1038,13 @@ pub fn with_mmu_notifier_clear<T>(
         bindings::mmu_notifier_range_init_clear(&mut range, vma.mm().as_raw(), start, end);
         bindings::mmu_notifier_invalidate_range_start(&mut range);
     }
-    let r = f();
+    // INVARIANT: Started above, ended below, after the last borrow.
+    let inv = MmuInvalidation {
+        mm: vma.mm().as_raw(),
+        start,
+        end,
+    };
+    let r = f(&inv);
     // SAFETY: Started above.
     unsafe { bindings::mmu_notifier_invalidate_range_end(&mut range) };
     r

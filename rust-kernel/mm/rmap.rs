@@ -41,14 +41,6 @@ impl AnonVma {
         self.0.get()
     }
 
-    /// The root of the `anon_vma`'s process tree (`anon_vma->root`, set when the `anon_vma` is
-    /// made and never changed), to compare with another's.
-    #[inline]
-    pub(crate) fn root(&self) -> *mut bindings::anon_vma {
-        // SAFETY: A valid `anon_vma` (type invariant), whose `root` never changes.
-        unsafe { (*self.as_ptr()).root }
-    }
-
     /// The lock of the `anon_vma`: the semaphore of its root, which all the `anon_vma`s of a
     /// process tree share (`anon_vma->root` is set when the `anon_vma` is made and never
     /// changes). Taken and released as `anon_vma_lock_read()`, `anon_vma_trylock_read()` and
