@@ -60,16 +60,22 @@ void ksm_rs_put_anon_vma(struct anon_vma *anon_vma)
 /*
  * Whether a swapped-in anonymous folio's anon_vma has the root of the faulting
  * VMA's (ksm_might_need_to_copy()). Nothing need map the folio, so its
- * anon_vma may be freed: this is mm/ksm.c's racy read, kept in C, where it is
- * a read of type-stable (SLAB_TYPESAFE_BY_RCU) memory as in mm/ksm.c, rather
- * than a Rust reference to memory that may be gone.
+ * anon_vma may have been freed: mm/ksm.c reads its root racily. Here the read
+ * is under the RCU read lock, so that the SLAB_TYPESAFE_BY_RCU memory stays an
+ * anon_vma (maybe another one: a stale answer stays possible, as in mm/ksm.c),
+ * and kept in C rather than made a Rust reference to memory that may be gone.
  */
 bool ksm_rs_same_anon_root(struct folio *folio, struct vm_area_struct *vma)
 {
-	struct anon_vma *anon_vma = folio_anon_vma(folio);
+	struct anon_vma *anon_vma;
+	bool same;
 
-	return anon_vma && vma->anon_vma &&
-	       anon_vma->root == vma->anon_vma->root;
+	rcu_read_lock();
+	anon_vma = folio_anon_vma(folio);
+	same = anon_vma && vma->anon_vma &&
+	       READ_ONCE(anon_vma->root) == vma->anon_vma->root;
+	rcu_read_unlock();
+	return same;
 }
 
 /*

@@ -166,6 +166,8 @@ pub(crate) struct UnstableInfo {
     pub(crate) oldchecksum: u32,
     /// Scans since the item was created (smart scan).
     pub(crate) age: u8,
+    /// Scans skipped since the page was last scanned (smart scan).
+    pub(crate) skipped: u8,
 }
 
 /// What an item knows of its page: [`UnstableInfo`], or, while it holds an anon_vma
@@ -187,6 +189,7 @@ impl Info {
             unstable: UnstableInfo {
                 oldchecksum: 0,
                 age: 0,
+                skipped: 0,
             },
         }
         .with_index(0)
@@ -332,11 +335,9 @@ impl RmapItem {
     /// in no tree and holding no reference.
     pub(crate) fn set_rmap(&self, vma: &VmaRef) -> Result {
         let a = self.address();
-        let anon_vma = vma.anon_vma();
-        if kernel::warn_on!(!a.is_plain() || anon_vma.is_none()) {
-            return Err(EINVAL);
-        }
-        let Some(anon_vma) = anon_vma else {
+        let (true, Some(anon_vma)) = (a.is_plain(), vma.anon_vma()) else {
+            // Not plain, or an area without anon_vma: nothing of it could be merged.
+            kernel::warn_on!(true);
             return Err(EINVAL);
         };
         let anon_vma = anon_vma.as_ptr();
@@ -1824,6 +1825,7 @@ mod node_tests {
                 a.set_unstable_info(UnstableInfo {
                     oldchecksum: hash,
                     age: 0,
+                    skipped: 0,
                 });
                 let inserted = unstable_position(ksm, 0, hash)
                     .is_some_and(|pos| unstable_insert(ksm, 0, &pos, a).is_ok());

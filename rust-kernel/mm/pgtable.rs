@@ -135,12 +135,14 @@ impl VmaMmapWrite {
     }
 
     /// Clears `VM_MERGEABLE` in the area (`vm_flags_clear()`, which write-locks the VMA): KSM
-    /// stops scanning it. The KSM pages it maps stay valid anonymous pages, copied on write, as
-    /// when unmerging fails half way.
+    /// stops scanning it, and unmerging (`MADV_UNMERGEABLE`, `run = 2`) passes over it. KSM
+    /// pages it still maps stay valid anonymous pages, copied on write and found by the reverse
+    /// map as before (as a KSM page swapped in to an area made unmergeable meanwhile is); they
+    /// only stay merged, so unmerge the area first.
     #[inline]
     pub fn clear_mergeable(&self) {
-        // SAFETY: The mmap write lock is held (type invariant); nothing relies on an area
-        // being mergeable.
+        // SAFETY: The mmap write lock is held (type invariant); no memory safety depends on an
+        // area being mergeable, as said above.
         unsafe { self.0 .0.clear_flags(flags::MERGEABLE) };
     }
 }
@@ -162,7 +164,8 @@ impl<'a> MmapWriteLocked<'a> {
     ///
     /// # Safety
     ///
-    /// The mmap lock of `mm` must be held for write for `'a`.
+    /// The mmap lock of `mm` must be held for write by the current task for `'a`, and its VMA
+    /// tree must not change during `'a` (the VMAs handed out are valid for `'a`).
     #[inline]
     pub unsafe fn assume_locked(mm: &'a Mm) -> Self {
         // INVARIANT: As the caller guarantees.
@@ -696,6 +699,9 @@ pub fn folio_address_in_vma(folio: &Folio, vma: &VmaRef) -> Option<usize> {
 ///   which maps the page and which its mapcount, reference count and rmap still count, is kept
 ///   there; with [`PteState::Shared`], the page is no longer anon-exclusive;
 /// - [`PteState::Replaced`]: a mapping of another page, which is not changed again.
+///
+/// It holds the page table lock, a spinlock: nothing that may sleep may be called while it
+/// lives.
 pub struct MappedPte<'a> {
     pvmw: bindings::page_vma_mapped_walk,
     vma: &'a VmaRef,

@@ -2543,11 +2543,11 @@ out:
 /* Waits until ksmd completed n more full scans; false after MERGE_TIMEOUT_SEC. */
 static bool wait_full_scans(long n)
 {
-	long target = ksm_read_long("full_scans") + n;
+	long target = ksm_get_full_scans() + n;
 	int i;
 
 	for (i = 0; i < MERGE_TIMEOUT_SEC * 200; i++) {
-		if (ksm_read_long("full_scans") >= target)
+		if (ksm_get_full_scans() >= target)
 			return true;
 		usleep(5000);
 	}
@@ -2570,7 +2570,7 @@ static void test_smart_scan_late_twins(void)
 {
 	size_t len = SMART_PHASES * pagesize;
 	const char *err = NULL;
-	char sleep_ms[32];
+	char sleep_ms[32], smart[32];
 	long merging = 0, skipped;
 	char *a, *b;
 	int i;
@@ -2589,8 +2589,12 @@ static void test_smart_scan_late_twins(void)
 		memset(a + i * pagesize, 0x60 + i, pagesize);
 		memset(b + i * pagesize, 0x60 + i, pagesize);
 	}
-	/* One full scan per wake-up: ksmd has only these pages to scan. */
-	ksm_read("sleep_millisecs", sleep_ms, sizeof(sleep_ms));
+	/*
+	 * One full scan per wake-up (ksmd has only these pages to scan), and
+	 * time enough between two to make a page mergeable.
+	 */
+	snprintf(sleep_ms, sizeof(sleep_ms), "%ld", ksm_read_long("sleep_millisecs"));
+	snprintf(smart, sizeof(smart), "%ld", ksm_read_long("smart_scan"));
 	ksm_write_or_die("smart_scan", "1");
 	ksm_write_or_die("sleep_millisecs", "20");
 	ksm_write_or_die("run", "1");
@@ -2619,7 +2623,7 @@ static void test_smart_scan_late_twins(void)
 			goto out;
 		}
 	}
-	/* In step, twins meet within 18 scans of the later one's first. */
+	/* In step, twins meet within 26 scans of the later one's first. */
 	for (i = 0; i < 100; i++) {
 		merging = ksm_get_self_merging_pages();
 		if (merging >= 2 * SMART_PHASES)
@@ -2637,6 +2641,7 @@ static void test_smart_scan_late_twins(void)
 out:
 	munmap(a, 2 * len);
 	ksm_write_or_die("sleep_millisecs", sleep_ms);
+	ksm_write_or_die("smart_scan", smart);
 	ksft_test_result(!err, LATE_TWINS "%s%s\n", err ? ": " : "", err ? err : "");
 }
 
