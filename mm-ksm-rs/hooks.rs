@@ -8,30 +8,26 @@
 
 use crate::{
     ksmd, mm_slot,
-    node::{folio_node_ptr, RmapItem, StableNode, RMAP_ITEM_SIZE},
+    node::{self, folio_node_ptr, RMAP_ITEM_SIZE},
     state::{self, KSM_RUN_UNMERGE},
     to_errno,
     unmerge::break_ksm,
     MMLIST,
 };
+use core::mem::ManuallyDrop;
 use kernel::{
     bindings,
     error::{code::*, Result},
     kthread::cond_resched,
     mm::{
-        folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
+        folio::{Folio, FolioLockGuard},
         pgtable::{MmapWriteLocked, VmaMmapWrite},
-        rmap::AnonVma,
         virt::{flags, VmaRef},
         Mm, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
     },
     page::PAGE_SIZE,
     prelude::*,
-    sync::{
-        aref::ARef,
-        atomic::Relaxed,
-        barrier::{smp_mb, Write},
-    },
+    sync::{aref::ARef, atomic::Relaxed},
 };
 
 /// Whether areas with these flags may be merged (`ksm_compatible()`): not shared, hugetlb,
@@ -346,24 +342,15 @@ pub unsafe extern "C" fn folio_migrate_ksm(
     newfolio: *mut bindings::folio,
     folio: *mut bindings::folio,
 ) {
-    // SAFETY: Both folios are valid and locked by the migration code.
-    let (newfolio, folio) = unsafe { (Folio::from_raw(newfolio), Folio::from_raw(folio)) };
-    let node = folio_node_ptr(folio);
-    if node.is_null() {
-        return;
-    }
-    // The new folio's mapping was set in advance. The new kpfn must be visible to
-    // ksm_get_folio() before it can see the old folio's mapping go stale (or the swap cache
-    // flag cleared): smp_wmb() between the two stores, paired with the smp_rmb() there. A
-    // release store of kpfn would order only the accesses before it, not the mapping store.
-    // SAFETY: A KSM folio's node is live while the folio is locked; `newfolio`, locked,
-    // replaces its page.
-    unsafe { StableNode::set_kpfn(node, newfolio.pfn()) };
-    smp_mb(Write);
-    // SAFETY: The caller holds the folio lock; the guard must not unlock it.
-    let g = core::mem::ManuallyDrop::new(unsafe { FolioLockGuard::assume_locked(folio) });
-    // SAFETY: The old folio stops pointing at the node (C: folio_set_stable_node(folio, NULL)).
-    unsafe { g.set_raw_mapping(FOLIO_MAPPING_KSM) };
+    // SAFETY: Both folios are valid and locked by the migration code, which unlocks them: the
+    // guards must not.
+    let (new, old) = unsafe {
+        (
+            ManuallyDrop::new(FolioLockGuard::assume_locked(Folio::from_raw(newfolio))),
+            ManuallyDrop::new(FolioLockGuard::assume_locked(Folio::from_raw(folio))),
+        )
+    };
+    node::migrate_folio(&old, &new);
 }
 
 extern "C" {
@@ -393,25 +380,18 @@ pub unsafe extern "C" fn rmap_walk_ksm(
     folio: *mut bindings::folio,
     rwc: *mut bindings::rmap_walk_control,
 ) {
-    // SAFETY: The caller passes a locked KSM folio and a valid control structure.
-    let (f, rwc) = unsafe { (Folio::from_raw(folio), &mut *rwc) };
-    let node = folio_node_ptr(f);
-    if node.is_null() {
-        return;
-    }
+    // SAFETY: The caller passes a locked KSM folio, which it unlocks (the guard must not), and
+    // a valid control structure.
+    let (mut locked, rwc) = unsafe {
+        (
+            ManuallyDrop::new(FolioLockGuard::assume_locked(Folio::from_raw(folio))),
+            &mut *rwc,
+        )
+    };
     for search_new_forks in [false, true] {
-        // SAFETY: The folio lock keeps the node and its list alive and unchanged.
-        for item in unsafe { StableNode::items(node) } {
-            // SAFETY: Listed items are valid under the folio lock.
-            let item: &RmapItem = unsafe { &*item };
+        for m in node::folio_mappings(&mut locked) {
+            let (item, av, index) = (m.item, m.anon_vma, m.index);
             let addr = item.address().addr();
-            // Stable items hold an anon_vma reference and their page index.
-            let Some((av, index)) = item.stable_rmap() else {
-                kernel::warn_on!(true);
-                continue;
-            };
-            // SAFETY: The item holds a reference on `av`, and stays listed under the folio lock.
-            let av = unsafe { AnonVma::from_raw(av) };
             cond_resched();
             let guard = match av.try_lock_read() {
                 Some(g) => g,
@@ -472,26 +452,16 @@ pub unsafe extern "C" fn collect_procs_ksm(
     to_kill: *mut bindings::list_head,
     force_early: i32,
 ) {
-    // SAFETY: The caller passes a locked folio.
-    let f = unsafe { Folio::from_raw(folio) };
-    let node = folio_node_ptr(f);
-    if node.is_null() {
-        return;
-    }
-    // SAFETY: The folio lock keeps the node's list stable.
-    for item in unsafe { StableNode::items(node) } {
-        // SAFETY: Listed items are valid under the folio lock.
-        let item: &RmapItem = unsafe { &*item };
-        let Some((av, index)) = item.stable_rmap() else {
-            kernel::warn_on!(true);
-            continue;
-        };
+    // SAFETY: The caller passes a locked folio, which it unlocks: the guard must not.
+    let mut locked =
+        ManuallyDrop::new(unsafe { FolioLockGuard::assume_locked(Folio::from_raw(folio)) });
+    for m in node::folio_mappings(&mut locked) {
         // SAFETY: The item holds its anon_vma; the caller's page and list are valid.
         unsafe {
             ksm_rs_collect_procs(
-                av.cast(),
-                index,
-                item.address().addr(),
+                m.anon_vma.as_ptr().cast(),
+                m.index,
+                m.item.address().addr(),
                 page.cast(),
                 to_kill,
                 force_early,

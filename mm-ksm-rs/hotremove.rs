@@ -125,8 +125,10 @@ pub unsafe extern "C" fn ksm_rs_memory_offline(start_pfn: c_ulong, nr_pages: c_u
     // `unsigned long` is `usize` on every architecture Rust supports in the kernel.
     let (start, nr) = (start_pfn as usize, nr_pages as usize);
     let mut g = locked::lock();
-    // SAFETY: The memory went offline, as the caller guarantees.
-    unsafe { crate::stable_tree::remove_range(&mut g.ksm(), start..start.saturating_add(nr)) };
+    // SAFETY: The memory went offline, as the caller guarantees, and stays so until we return:
+    // our caller holds the memory hotplug lock, which onlining takes.
+    let offline = unsafe { crate::node::Offline::new(start..start.saturating_add(nr)) };
+    crate::stable_tree::remove_range(&mut g.ksm(), &offline);
     end_offlining(g);
 }
 

@@ -120,19 +120,23 @@ fn caches_for_free() -> Option<&'static Caches> {
 /// Allocates a stable node (`alloc_stable_node()`). `__GFP_HIGH`, as in C: with plain
 /// `GFP_KERNEL` the allocation can stall for long under memory pressure, holding the thread
 /// mutex, and set off hung task warnings.
-fn alloc_stable_node(n: StableNode) -> Result<core::ptr::NonNull<StableNode>> {
+///
+/// The node stays allocated until [`free_stable_node`] frees it: [`node::Graveyard`] does, once
+/// the thread mutex, held for `'g`, is released.
+fn alloc_stable_node<'g>(_ksm: &Ksm<'g>, n: StableNode) -> Result<&'g StableNode> {
     Ok(caches()
         .ok_or(ENOMEM)?
         .stable_node
         .alloc(n, GFP_KERNEL | kernel::alloc::flags::__GFP_HIGH)?
-        .into_raw())
+        .leak())
 }
 
 /// Frees a stable node that is in no tree or list (`free_stable_node()`).
 ///
 /// # Safety
 ///
-/// `p` must come from [`alloc_stable_node`] and not be used afterwards.
+/// `p` must come from [`alloc_stable_node`], and neither it nor a reference to the node may be
+/// used afterwards.
 unsafe fn free_stable_node(p: core::ptr::NonNull<StableNode>) {
     let Some(c) = caches_for_free() else {
         return;
@@ -142,8 +146,9 @@ unsafe fn free_stable_node(p: core::ptr::NonNull<StableNode>) {
 }
 
 /// Allocates an item (`alloc_rmap_item()`, see [`node::alloc_at_cursor`]): may fail quietly
-/// under memory pressure, the scan just moves on.
-fn alloc_rmap_item(item: RmapItem) -> Option<core::ptr::NonNull<RmapItem>> {
+/// under memory pressure, the scan just moves on. The item stays allocated until
+/// [`free_rmap_item`] frees it, as for [`alloc_stable_node`].
+fn alloc_rmap_item<'g>(_ksm: &Ksm<'g>, item: RmapItem) -> Option<&'g RmapItem> {
     let b = caches()?
         .rmap_item
         .alloc(
@@ -151,15 +156,15 @@ fn alloc_rmap_item(item: RmapItem) -> Option<core::ptr::NonNull<RmapItem>> {
             GFP_KERNEL | kernel::alloc::flags::__GFP_NORETRY | __GFP_NOWARN,
         )
         .ok()?;
-    Some(b.into_raw())
+    Some(b.leak())
 }
 
 /// Frees an item (`free_rmap_item()`, see [`node::Graveyard`]).
 ///
 /// # Safety
 ///
-/// `item` must come from [`alloc_rmap_item`], be in no list or tree, and not be used
-/// afterwards.
+/// `item` must come from [`alloc_rmap_item`] and be in no list or tree; neither it nor a
+/// reference to the item may be used afterwards.
 unsafe fn free_rmap_item(item: core::ptr::NonNull<RmapItem>) {
     let Some(c) = caches_for_free() else {
         return;

@@ -299,6 +299,7 @@ impl MmList {
 }
 
 /// The slot under the scan cursor, if any, for as long as `ksm` is borrowed.
+#[cfg(CONFIG_SYSFS)]
 pub(crate) fn cursor_slot<'k>(ksm: &'k Ksm<'_>) -> Option<&'k MmSlot> {
     let _ = ksm;
     let cursor = MMLIST.lock().cursor;
@@ -392,6 +393,7 @@ pub(crate) fn next_slot(ksm: &mut Ksm<'_>, remove: bool) -> (bool, Option<OwnedS
 }
 
 /// Ends a pass early (`run = 2` failed): the cursor goes back to the head.
+#[cfg(CONFIG_SYSFS)]
 pub(crate) fn abort_pass(ksm: &mut Ksm<'_>) {
     node::clear_cursor(ksm);
     // INVARIANT: The head.

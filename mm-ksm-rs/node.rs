@@ -37,6 +37,7 @@ use kernel::{
     kthread::cond_resched,
     mm::{
         folio::{Folio, FolioLockGuard, UnrefFolio, FOLIO_MAPPING_FLAGS, FOLIO_MAPPING_KSM},
+        rmap::AnonVma,
         virt::VmaRef,
         Mm,
     },
@@ -46,6 +47,7 @@ use kernel::{
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
+        barrier::{smp_mb, Write},
     },
 };
 
@@ -397,7 +399,7 @@ impl RmapItem {
         }
         // SAFETY: A stable item is on its stable node's list (type invariant), which the
         // callers hold (the thread mutex or the KSM folio's lock).
-        unsafe { hlist::Head::<StableItemLinks>::next(NonNull::from(self)) }.is_none()
+        unsafe { hlist::Head::<StableItemLinks>::next(self) }.is_none()
     }
 }
 
@@ -412,7 +414,8 @@ impl RmapItem {
 /// # Invariants
 ///
 /// `ptr` points to a `T` allocated by this module ([`alloc`], [`alloc_chain`],
-/// [`alloc_at_cursor`]) that is not freed before `'g` ends.
+/// [`alloc_at_cursor`]) that is not freed before `'g` ends, and `'g` lies within a hold of the
+/// thread mutex: no node or item at all is freed before `'g` ends.
 pub(crate) struct Ref<'g, T: Graved> {
     ptr: NonNull<T>,
     _t: PhantomData<&'g T>,
@@ -428,16 +431,24 @@ pub(crate) type ItemRef<'g> = Ref<'g, RmapItem>;
 ///
 /// # Safety
 ///
-/// Values are freed only through the graveyard, and every field that changes after
-/// initialization is a `Cell`, an atomic or in an `UnsafeCell`, so that `&T` may be held while
-/// they change.
+/// Every value lives in an object allocated by this module and is freed only through the
+/// graveyard (its fields are private to this module, whose constructors move it into its
+/// allocation at once), and every field that changes after initialization is a `Cell`, an
+/// atomic or in an `UnsafeCell`, so that `&T` may be held while they change. The type has no
+/// drop glue, and the slab frees the object with the provenance of its allocation, whatever the
+/// pointer it is given (`CacheBox::from_raw()`): it may come from a shared reference.
 pub(crate) unsafe trait Graved {}
 
-// SAFETY: Nodes are freed by `Graveyard::drain()` only; see `StableNode` for its fields.
+// SAFETY: Nodes are freed by `Graveyard::drain()` only; see `StableNode` for its fields. No drop
+// glue (checked below).
 unsafe impl Graved for StableNode {}
 
-// SAFETY: Items are freed by `Graveyard::drain()` only; see `RmapItem` for its fields.
+// SAFETY: Items are freed by `Graveyard::drain()` only; see `RmapItem` for its fields. No drop
+// glue (checked below).
 unsafe impl Graved for RmapItem {}
+
+const _: () =
+    assert!(!core::mem::needs_drop::<StableNode>() && !core::mem::needs_drop::<RmapItem>());
 
 impl<T: Graved> Clone for Ref<'_, T> {
     fn clone(&self) -> Self {
@@ -462,25 +473,47 @@ impl<T: Graved> Deref for Ref<'_, T> {
         // SAFETY: Allocated for `'g` (type invariant). Every field that changes after
         // initialization is a `Cell`, atomic or in an `UnsafeCell` (`Graved`). Neither type is
         // `Sync`, yet rmap walks on other CPUs make `&RmapItem`s of the stable items they find
-        // (`StableNode::items()`): that is no data race, since they read `mm`, which never
+        // (`folio_mappings()`): that is no data race, since they read `mm`, which never
         // changes, and `Cell`s that change only under the KSM folio's lock they hold, or while
         // no folio points at the item's node.
         unsafe { self.ptr.as_ref() }
     }
 }
 
-impl<T: Graved> Ref<'_, T> {
-    /// A reference to the node or item at `ptr`.
+impl<'g, T: Graved> Ref<'g, T> {
+    /// A reference for `'g`, a hold of the thread mutex (`ksm`), to the node or item at `ptr`.
     ///
     /// # Safety
     ///
-    /// `ptr` must point to a `T` allocated by this module that is not freed before `'g` ends:
-    /// one found, during `'g`, in a tree, on a list, through a live item or a KSM folio, or
-    /// just allocated.
-    unsafe fn new(ptr: NonNull<T>) -> Self {
-        // INVARIANT: As the caller guarantees.
+    /// `ptr` must point to a `T` allocated by this module and not freed yet: one found, during
+    /// `'g`, on a list or through a live item or a KSM folio.
+    unsafe fn new(_ksm: &Ksm<'g>, ptr: NonNull<T>) -> Self {
+        // INVARIANT: Not freed yet, as the caller guarantees, so not before the graveyard is
+        // drained when the mutex is released, after `'g`.
         Self {
             ptr,
+            _t: PhantomData,
+        }
+    }
+
+    /// A reference for `'g` to a node or item borrowed while the thread mutex is held.
+    pub(crate) fn from_ref(_ksm: &Ksm<'g>, r: &T) -> Self {
+        // INVARIANT: `r` is valid now, so allocated by this module (`Graved`), and freed only
+        // through the graveyard, when the thread mutex is released: after `'g`, the borrow of the
+        // held mutex's `Ksm<'g>`.
+        Self {
+            ptr: NonNull::from(r),
+            _t: PhantomData,
+        }
+    }
+
+    /// As [`Ref::from_ref`], for a node or item reached through this one (while the thread
+    /// mutex is held, for `'g`, as this reference shows).
+    pub(crate) fn other<U: Graved>(self, r: &U) -> Ref<'g, U> {
+        // INVARIANT: As in `from_ref()`: `'g` lies within a hold of the thread mutex (type
+        // invariant of `self`).
+        Ref {
+            ptr: NonNull::from(r),
             _t: PhantomData,
         }
     }
@@ -552,9 +585,8 @@ fn cursor_link<'a>(ksm: &'a Ksm<'_>) -> Option<&'a Atomic<*mut RmapItem>> {
 /// The item at the cursor: the next one on the list, if any.
 pub(crate) fn cursor_item<'g>(ksm: &Ksm<'g>) -> Option<ItemRef<'g>> {
     let p = NonNull::new(cursor_link(ksm)?.load(Relaxed))?;
-    // SAFETY: An item on a slot's list is not freed before it leaves it, then it waits in the
-    // graveyard until `'g` ended.
-    Some(unsafe { ItemRef::new(p) })
+    // SAFETY: An item on a slot's list is not freed before it leaves it.
+    Some(unsafe { ItemRef::new(ksm, p) })
 }
 
 /// Moves the cursor past the item at the cursor.
@@ -591,11 +623,10 @@ pub(crate) fn alloc_at_cursor<'g>(ksm: &mut Ksm<'g>, addr: usize) -> Option<Item
             }),
         },
     };
-    let p = crate::alloc_rmap_item(item)?;
-    link.store(p.as_ptr(), Relaxed);
+    let item = ItemRef::from_ref(ksm, crate::alloc_rmap_item(ksm, item)?);
+    link.store(item.ptr.as_ptr(), Relaxed);
     account_rmap_item(ksm, mm, 1);
-    // SAFETY: Just allocated and listed; freed only through the graveyard, after `'g`.
-    Some(unsafe { ItemRef::new(p) })
+    Some(item)
 }
 
 /// Accounts for an item of `mm` allocated (`n = 1`) or freed (`n = -1`).
@@ -762,25 +793,13 @@ impl StableNode {
         self.kpfn.load(Relaxed)
     }
 
-    /// Records that the node's page moved to the page frame `pfn` (`folio_migrate_ksm()`).
-    ///
-    /// # Safety
-    ///
-    /// `this` must be a live plain node or dup, and `pfn` the page frame of the folio that
-    /// replaces its page, locked by the caller.
-    pub(crate) unsafe fn set_kpfn(this: *const Self, pfn: usize) {
-        // SAFETY: A live node (the caller's promise); `kpfn` is atomic, and no reference to
-        // the whole node is made.
-        unsafe { (*this).kpfn.store(pfn, Relaxed) };
-    }
-
     /// The NUMA node of the node's page (plain nodes and dups).
     fn page_nid(&self) -> i32 {
         // SAFETY: `kpfn` was the pfn of a folio when the node was made or its page migrated
-        // (`alloc()`, `set_kpfn()`). Its `struct page` stays in the memory map while the thread
-        // mutex is held, as it is for any `NodeRef`: memory goes offline only while the mutex
-        // is not held (`crate::lock_ksm()` waits for that), and the nodes of offlined memory are
-        // removed before it ends (`hotremove`).
+        // (`alloc()`, `migrate_folio()`). Its `struct page` stays in the memory map while the
+        // thread mutex is held, as it is for any `NodeRef`: memory goes offline only while the
+        // mutex is not held (`crate::lock_ksm()` waits for that), and the nodes of offlined
+        // memory are removed before it ends (`hotremove`).
         unsafe { UnrefFolio::from_pfn(self.kpfn()) }.nid()
     }
 
@@ -836,21 +855,6 @@ impl StableNode {
         self.is_sharing_candidate_plus(0)
     }
 
-    /// Iterates over the items listed from the node at `this`.
-    ///
-    /// The node is not borrowed: rmap walks call this under the KSM folio's lock only, while
-    /// ksmd may change other fields of the node (its count, its tree or migrate links).
-    ///
-    /// # Safety
-    ///
-    /// `this` must be a live plain node or dup, and the caller must hold a lock that keeps its
-    /// list unchanged while the iterator is used (the KSM folio's lock or the thread mutex).
-    pub(crate) unsafe fn items(this: *const Self) -> impl Iterator<Item = *mut RmapItem> {
-        // SAFETY: As the caller guarantees; only the `head` field is borrowed, and `items` is
-        // the member of `head` in use for a plain node or dup.
-        unsafe { (*this).head.items.iter() }.map(NonNull::as_ptr)
-    }
-
     /// The list of items, if this is a plain node or dup.
     fn items_head(&self) -> Option<&hlist::Head<StableItemLinks>> {
         // SAFETY: `items` is the member in use for a node that is no chain (type invariant).
@@ -895,9 +899,8 @@ impl<'g> NodeRef<'g> {
             return None;
         }
         // SAFETY: The node is on a list through `link.list` (type invariant of `StableNode`),
-        // which only this thread changes. The next node, if any, is a node on a list, which is
-        // freed only after `'g` ends.
-        unsafe { hlist::Head::<ListLinks>::next(self.ptr) }.map(|p| unsafe { NodeRef::new(p) })
+        // which only this thread changes.
+        unsafe { hlist::Head::<ListLinks>::next(&self) }.map(|n| self.other(n))
     }
 }
 
@@ -922,10 +925,13 @@ impl<'g> Iterator for NodeIter<'g> {
 }
 
 /// Allocates a node for the KSM page `kfolio`, whose checksum is `hash`, in no tree or list
-/// (`alloc_stable_node()`).
-pub(crate) fn alloc<'g>(ksm: &Ksm<'g>, kfolio: &Folio, hash: u32) -> Option<NodeRef<'g>> {
+/// (`alloc_stable_node()`). No folio points at it yet: the caller points `kfolio` at it with
+/// [`point_folio`].
+pub(crate) fn alloc<'g>(ksm: &Ksm<'g>, kfolio: &Folio, hash: u32) -> Option<Unmapped<'g>> {
     // A folio's pfn is in the memory map.
-    new_node(ksm, kfolio.pfn(), hash, false)
+    let node = new_node(ksm, kfolio.pfn(), hash, false)?;
+    // INVARIANT: Just allocated: no folio points at it.
+    Some(Unmapped(node))
 }
 
 /// Allocates an empty chain for pages of checksum `hash` (`alloc_stable_node_chain()`).
@@ -959,28 +965,152 @@ fn new_node<'g>(ksm: &Ksm<'g>, kpfn: usize, hash: u32, chain: bool) -> Option<No
         hash,
         place: Cell::new(Place::Unlinked),
     };
-    let ptr = crate::alloc_stable_node(node).ok()?;
+    let node = NodeRef::from_ref(ksm, crate::alloc_stable_node(ksm, node).ok()?);
     if chain {
         STABLE_NODE_CHAINS.add(ksm, 1);
     }
-    // SAFETY: Just allocated; it is freed only through the graveyard, after `'g` ended.
-    Some(unsafe { NodeRef::new(ptr) })
+    Some(node)
+}
+
+/// A plain node or dup that no folio points at, which may be freed ([`free`]) and whose items
+/// may be taken off its list without the lock of a folio ([`take_item_unmapped`]).
+///
+/// # Invariants
+///
+/// No folio that can still be referenced or walked by the reverse map points at the node while
+/// this value exists. A folio is pointed at a node only when the node is new ([`point_folio`],
+/// which takes the node's `Unmapped` from [`alloc`]), or when the folio replaces one that
+/// pointed at the node (`folio_migrate_ksm()`, which holds the locks of both).
+#[must_use]
+pub(crate) struct Unmapped<'g>(NodeRef<'g>);
+
+impl<'g> Unmapped<'g> {
+    /// Records that no folio points at `node`.
+    ///
+    /// # Safety
+    ///
+    /// No folio that can still be referenced or walked by the reverse map may point at `node`:
+    /// its page was found stale (it no longer points at the node, or is being freed, and `kpfn`
+    /// did not change meanwhile, see `stable_tree::lookup_folio()`).
+    pub(crate) unsafe fn new(node: NodeRef<'g>) -> Self {
+        // INVARIANT: As the caller guarantees. A stale node stays so: no folio points at it to
+        // be migrated, and only new nodes get a folio.
+        Self(node)
+    }
+
+    /// The node.
+    pub(crate) fn node(&self) -> NodeRef<'g> {
+        self.0
+    }
+
+    /// Gives up the proof.
+    fn into_node(self) -> NodeRef<'g> {
+        self.0
+    }
+}
+
+/// Memory that went offline, whose stable nodes are all stale: made by the `MEM_OFFLINE`
+/// notifier for its call.
+///
+/// # Invariants
+///
+/// The memory of the page frames `pfns` went offline: page migration moved every page still
+/// mapped out of it, and changed their nodes' `kpfn`. It stays offline while this value exists:
+/// the notifier's caller holds the memory hotplug lock, which onlining takes.
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+pub(crate) struct Offline {
+    pfns: core::ops::Range<usize>,
+}
+
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+impl Offline {
+    /// Records that the memory of the page frames `pfns` went offline.
+    ///
+    /// # Safety
+    ///
+    /// It must have (the memory hotplug notifier's `MEM_OFFLINE`), and stay offline while the
+    /// value exists (the notifier's call).
+    pub(crate) unsafe fn new(pfns: core::ops::Range<usize>) -> Self {
+        // INVARIANT: As the caller guarantees.
+        Self { pfns }
+    }
+
+    /// `node` as an [`Unmapped`] node, if it is a plain node or dup whose page was in the
+    /// offline memory.
+    pub(crate) fn stale<'g>(&self, node: NodeRef<'g>) -> Option<Unmapped<'g>> {
+        if node.is_chain() || !self.pfns.contains(&node.kpfn()) {
+            return None;
+        }
+        // INVARIANT: Its page went offline: every folio still mapped was migrated out of it,
+        // except hwpoisoned ones, which stay unmapped and referenced with their mapping (C's
+        // `ksm_check_stable_tree()` frees their node all the same). Those can no longer be
+        // looked up (`pfn_to_online_page()` refuses offline pages) nor walked by the reverse
+        // map (they are mapped nowhere), and onlining initializes the memory map anew. Its
+        // `kpfn` does not change: it changes only when a folio that points at the node
+        // migrates (under the folio lock), and none does.
+        Some(Unmapped(node))
+    }
+}
+
+/// Stops the locked folio `guard` from pointing at `node`: it becomes a plain anonymous folio
+/// (C: `folio_set_stable_node(folio, NULL)` in `remove_stable_node()`), and the node
+/// [`Unmapped`]. `None` if the folio is not the node's page.
+///
+/// `None` too if the folio is still mapped: only a folio about to be freed or swapped, with no
+/// mapping left for an rmap walk to find through the node, may stop being KSM.
+#[cfg(CONFIG_SYSFS)]
+pub(crate) fn unmap_folio<'g>(
+    guard: &FolioLockGuard<'_>,
+    node: NodeRef<'g>,
+) -> Option<Unmapped<'g>> {
+    if guard.raw_mapping() != node.expected_mapping() || guard.is_mapped() {
+        return None;
+    }
+    // SAFETY: We hold the folio lock; a KSM folio is anonymous, and stays so.
+    unsafe { guard.set_raw_mapping(FOLIO_MAPPING_KSM) };
+    // INVARIANT: The folio no longer points at the node, and no other folio does: one that
+    // replaces the node's page points at the node only while the migration holds the locks of
+    // both folios, so not now that we hold this one's.
+    Some(Unmapped(node))
+}
+
+/// Points the locked folio `kfolio`, which becomes a KSM page, at `new`, the node [`alloc`]
+/// made for it, now linked in a tree or a chain, giving up the node's [`Unmapped`] (C:
+/// `folio_set_stable_node()` in `stable_tree_insert()`). Refuses, with a warning, a node that
+/// is not linked or not of `kfolio`'s page: it is left stale, for a walk to remove.
+///
+/// # Safety
+///
+/// - `kfolio` must be anonymous and no longer exclusive (write-protected wherever it is
+///   mapped, as `write_protect_page()` leaves it): it may become KSM.
+/// - `new` must be the `Unmapped` that [`alloc`] returned for `kfolio`'s page, and the node
+///   must not have been looked up since (by `stable_tree::lookup_folio()`, `ksm_get_folio()`
+///   or a walk of its tree): then no other `Unmapped` of it exists.
+pub(crate) unsafe fn point_folio<'g>(
+    kfolio: &FolioLockGuard<'_>,
+    new: Unmapped<'g>,
+) -> Option<NodeRef<'g>> {
+    let node = new.into_node();
+    let linked = matches!(node.place.get(), Place::Tree | Place::Dup);
+    if kernel::warn_on!(!linked || node.kpfn() != kfolio.pfn()) {
+        return None;
+    }
+    // SAFETY: The folio is locked, and may become KSM (the caller's promise). The node's
+    // `Unmapped` is consumed, and no other exists (the caller's promise): no code relies on
+    // the node having no folio any more.
+    unsafe { kfolio.set_raw_mapping(node.expected_mapping()) };
+    Some(node)
 }
 
 /// Frees a plain node or dup that is in no tree or list and has no items
 /// (`free_stable_node()`): it goes to the graveyard, to be freed when the thread mutex is
-/// released. Refuses (and leaks the node) otherwise, and for a chain ([`free_chain`]).
-///
-/// # Safety
-///
-/// No folio that can still be referenced or walked by the reverse map may point at the node:
-/// it is stale (its page no longer points at it, or is being freed), its page's mapping was
-/// reset under the folio lock, or no page was ever pointed at it.
-pub(crate) unsafe fn free(ksm: &Ksm<'_>, node: NodeRef<'_>) {
+/// released. Refuses (and leaks the node) otherwise ([`free_chain`] frees chains).
+pub(crate) fn free(ksm: &Ksm<'_>, node: Unmapped<'_>) {
+    let node = node.into_node();
     if kernel::warn_on!(node.is_chain()) {
         return;
     }
-    // No folio points at the node, as the caller guarantees.
+    // No folio points at the node (type invariant of `Unmapped`).
     bury(ksm, node);
 }
 
@@ -1018,27 +1148,106 @@ pub(crate) fn folio_node_ptr(folio: &Folio) -> *mut StableNode {
     }
 }
 
+/// A mapping of a KSM page, found through an item on the list of the page's stable node.
+pub(crate) struct StableMapping<'a> {
+    /// The item.
+    pub(crate) item: &'a RmapItem,
+    /// The anon_vma of the mapping, on which the item holds a reference.
+    pub(crate) anon_vma: &'a AnonVma,
+    /// The page's index in the anon_vma.
+    pub(crate) index: usize,
+}
+
+/// The mappings of the KSM page `folio`, which the caller has locked, through the items of its
+/// stable node (`rmap_walk_ksm()`, `collect_procs_ksm()`); none if it has no node. An item
+/// without an anon_vma reference (there is none on a list) is skipped with a warning.
+///
+/// The caller need not hold the thread mutex: the folio lock keeps the node allocated (see
+/// [`folio_stable_node`]) and its list unchanged. The guard is borrowed mutably, so that the
+/// items keep their anon_vma references while the mappings are used: an item drops its
+/// reference when it is taken off the list, under the folio lock ([`take_item`], which borrows
+/// the guard), or once no folio points at its node ([`take_item_unmapped`]), which this one
+/// does. Two locked folios point at the node while it migrates, and `take_item()` would take
+/// either's guard; but the migration code holds both locks and has no `Ksm`, which
+/// `take_item()` needs, while it walks the mappings.
+pub(crate) fn folio_mappings<'a>(
+    folio: &'a mut FolioLockGuard<'_>,
+) -> impl Iterator<Item = StableMapping<'a>> + 'a {
+    let node = folio_node_ptr(folio);
+    // SAFETY: A locked KSM folio points at a live node (the "keyhole", see
+    // `folio_stable_node()`), and only at a plain node or dup, whose `head` is the list of its
+    // items; only that field is read, not the fields ksmd may change meanwhile. The list
+    // changes only under the folio lock, held for `'a`, and its items are valid while listed.
+    let first = NonNull::new(node).and_then(|n| unsafe { (*n.as_ptr()).head.items.first() });
+    let items = core::iter::successors(first, |item| {
+        // SAFETY: An item on the list, which does not change while the folio is locked.
+        unsafe { hlist::Head::<StableItemLinks>::next(item) }
+    });
+    items.filter_map(|item| {
+        let Some((anon_vma, index)) = item.stable_rmap() else {
+            kernel::warn_on!(true);
+            return None;
+        };
+        // SAFETY: The item holds a reference on the anon_vma until it leaves the list, which
+        // it does not do while the folio is locked (see above), so not during `'a`.
+        let anon_vma = unsafe { AnonVma::from_raw(anon_vma) };
+        Some(StableMapping {
+            item,
+            anon_vma,
+            index,
+        })
+    })
+}
+
+/// Points the stable node of the KSM folio `old` at `new`, which replaces it in migration,
+/// and stops `old` from pointing at it (`folio_migrate_ksm()`); nothing if `old` has no node.
+/// The caller has locked both folios, and set `new`'s mapping to `old`'s. Warns if the folios
+/// are not what they should be (C: `VM_BUG_ON_FOLIO()`), and goes on as C does: giving up
+/// half-way could leave `new` pointing at a node that then looks stale and is freed.
+pub(crate) fn migrate_folio(old: &FolioLockGuard<'_>, new: &FolioLockGuard<'_>) {
+    let Some(node) = NonNull::new(folio_node_ptr(old)) else {
+        return;
+    };
+    // One folio cannot replace itself: that would only make it stop pointing at its node.
+    if kernel::warn_on!(old.pfn() == new.pfn()) {
+        return;
+    }
+    // SAFETY: A locked KSM folio points at a live node (see `folio_mappings()`). Only its
+    // `kpfn` is accessed, an atomic.
+    let kpfn = unsafe { &(*node.as_ptr()).kpfn };
+    kernel::warn_on!(new.raw_mapping() != old.raw_mapping() || kpfn.load(Relaxed) != old.pfn());
+    // The new kpfn must be visible to ksm_get_folio() before it can see the old folio's
+    // mapping go stale (or the swap cache flag cleared): smp_wmb() between the two stores,
+    // paired with the smp_rmb() there. A release store of kpfn would order only the accesses
+    // before it, not the mapping store.
+    // INVARIANT: `new`, locked, replaces the node's page; it is in the memory map.
+    kpfn.store(new.pfn(), Relaxed);
+    smp_mb(Write);
+    // SAFETY: We hold the folio lock; the old folio stops pointing at the node (C:
+    // `folio_set_stable_node(folio, NULL)`), and stays anonymous.
+    unsafe { old.set_raw_mapping(FOLIO_MAPPING_KSM) };
+}
+
 /// The stable node of a KSM folio, if the folio is KSM (`folio_stable_node()`).
-pub(crate) fn folio_stable_node<'g>(_ksm: &Ksm<'g>, folio: &Folio) -> Option<NodeRef<'g>> {
+pub(crate) fn folio_stable_node<'g>(ksm: &Ksm<'g>, folio: &Folio) -> Option<NodeRef<'g>> {
     let ptr = NonNull::new(folio_node_ptr(folio))?;
     // SAFETY: The "keyhole": a KSM folio's mapping points at a node that is not freed. A node
     // is freed only once no folio points at it (`free()`): when its page is found stale (no
     // longer pointing at it, see `ksm_get_folio()`), or after its folio's mapping was reset
     // under the folio lock (`remove_stable_node()`); `folio_migrate_ksm()` points the new
-    // folio at the node before the old one stops. Freed nodes wait in the graveyard until the
-    // thread mutex, which we hold for `'g`, is released.
-    Some(unsafe { NodeRef::new(ptr) })
+    // folio at the node before the old one stops.
+    Some(unsafe { NodeRef::new(ksm, ptr) })
 }
 
 /// The stable node whose list a stable item is on.
-pub(crate) fn item_stable_node<'g>(_ksm: &Ksm<'g>, item: &RmapItem) -> Option<NodeRef<'g>> {
+pub(crate) fn item_stable_node<'g>(ksm: &Ksm<'g>, item: &RmapItem) -> Option<NodeRef<'g>> {
     if !item.address().is_stable() {
         return None;
     }
     let ptr = NonNull::new(item.stable_link().head.get())?;
     // SAFETY: A stable item is on the list of the node it points at (type invariant of
     // `RmapItem`), and a node with items is not freed (type invariant of `StableNode`).
-    Some(unsafe { NodeRef::new(ptr) })
+    Some(unsafe { NodeRef::new(ksm, ptr) })
 }
 
 /// The stable trees, one per NUMA node (only the first is used with `merge_across_nodes = 1`),
@@ -1116,8 +1325,7 @@ pub(crate) fn tree_node_at<'g>(
     pos: &Position<TreeLinks>,
 ) -> Result<Option<NodeRef<'g>>> {
     let node = ksm.stable().tree(nid).ok_or(EINVAL)?.item_at(pos)?;
-    // SAFETY: A node in a tree is not freed (type invariants).
-    Ok(node.map(|p| unsafe { NodeRef::new(p) }))
+    Ok(node.map(|n| NodeRef::from_ref(ksm, n)))
 }
 
 /// Moves `pos` down the stable tree of `nid` ([`Tree::descend`]).
@@ -1133,8 +1341,7 @@ pub(crate) fn tree_descend(
 /// The first node of the stable tree of `nid`.
 pub(crate) fn tree_first<'g>(ksm: &Ksm<'g>, nid: i32) -> Option<NodeRef<'g>> {
     let node = ksm.stable().tree(nid)?.first();
-    // SAFETY: A node in a tree is not freed (type invariants).
-    node.map(|p| unsafe { NodeRef::new(p) })
+    node.map(|n| NodeRef::from_ref(ksm, n))
 }
 
 /// The node after `node` in its stable tree, if `node` is in one.
@@ -1143,9 +1350,8 @@ pub(crate) fn tree_next<'g>(ksm: &Ksm<'g>, node: NodeRef<'g>) -> Option<NodeRef<
         return None;
     }
     let tree = ksm.stable().tree(node.nid())?;
-    // SAFETY: `node` is in the tree of its nid (type invariant of `StableNode`). So is the node
-    // after it, which is not freed (type invariants).
-    unsafe { tree.next(node.ptr) }.map(|p| unsafe { NodeRef::new(p) })
+    // SAFETY: `node` is in the tree of its nid (type invariant of `StableNode`).
+    unsafe { tree.next(&node) }.map(|n| NodeRef::from_ref(ksm, n))
 }
 
 /// Links `node`, which is in no tree or list, in at the vacant position `pos` of the stable
@@ -1162,7 +1368,8 @@ pub(crate) fn tree_insert<'g>(
     let tree = ksm.stable_mut().tree_mut(nid).ok_or(EINVAL)?;
     // SAFETY: The node is in no tree, and its links are used by this module only. It stays
     // valid and in place until taken out: a node in a tree is not freed, nodes never move, and
-    // the trees are never dropped or cleared (type invariants).
+    // the trees are never dropped or cleared (type invariants). It is never borrowed mutably
+    // (`Graved`).
     unsafe { tree.insert(pos, node.ptr) }?;
     // INVARIANT: In the tree of `nid`.
     node.nid.set(nid);
@@ -1217,7 +1424,9 @@ pub(crate) fn chain_add_dup<'g>(ksm: &Ksm<'g>, dup: NodeRef<'g>, chain: NodeRef<
     }
     // SAFETY: `dup` is in no list, and its links are used by this module only. It stays valid
     // and in place until taken off: a node on a list is not freed, nodes never move, and
-    // neither does the chain, which holds the head (type invariants).
+    // neither does the chain, which holds the head (type invariants). It is never borrowed
+    // mutably (`Graved`), and is freed only when the thread mutex is released, when no
+    // reference the list handed out is alive: they are `Ref<'g, _>`s or borrows of `Ksm<'g>`.
     unsafe { dups.push_front(dup.ptr) };
     // INVARIANT: A dup on its chain's list; a chain's list holds dups only.
     dup.nid.set(chain.nid());
@@ -1243,8 +1452,7 @@ pub(crate) fn dup_unlink<'g>(ksm: &Ksm<'g>, dup: NodeRef<'g>) {
 pub(crate) fn dups<'g>(chain: NodeRef<'g>) -> NodeIter<'g> {
     let first = chain.dups_head().and_then(|d| d.first());
     NodeIter {
-        // SAFETY: A dup is on a list, so it is not freed (type invariants).
-        next: first.map(|p| unsafe { NodeRef::new(p) }),
+        next: first.map(|n| chain.other(n)),
         place: Place::Dup,
     }
 }
@@ -1273,7 +1481,9 @@ pub(crate) fn migrate_list_add<'g>(ksm: &Ksm<'g>, node: NodeRef<'g>) {
     }
     // SAFETY: The node is in no list, and its links are used by this module only. It stays
     // valid and in place until taken off: a node on a list is not freed, nodes never move, and
-    // the head is in an allocation of its own, never freed (type invariants).
+    // the head is in an allocation of its own, never freed (type invariants). It is neither
+    // borrowed mutably nor freed while a reference the list handed out is alive, as for
+    // `chain_add_dup()`.
     unsafe { head.push_front(node.ptr) };
     // INVARIANT: On the migrate list.
     node.place.set(Place::Migrate);
@@ -1295,8 +1505,7 @@ pub(crate) fn migrate_list_del(node: NodeRef<'_>) {
 pub(crate) fn migrate_list<'g>(ksm: &Ksm<'g>) -> NodeIter<'g> {
     let first = ksm.stable().migrate.as_deref().and_then(|h| h.first());
     NodeIter {
-        // SAFETY: A node on a list is not freed (type invariants).
-        next: first.map(|p| unsafe { NodeRef::new(p) }),
+        next: first.map(|n| NodeRef::from_ref(ksm, n)),
         place: Place::Migrate,
     }
 }
@@ -1333,7 +1542,10 @@ pub(crate) fn add_item(
     // SAFETY: A merged item that is not stable is on no list nor in a tree (type invariant of
     // `RmapItem`), and its links are used by the list only. It is taken off the list before it
     // is freed (`free_at_cursor()` refuses a stable item), and items do not move. The thread
-    // mutex and the lock of the node's folio serialize the list's users.
+    // mutex and the lock of the node's folio serialize the list's users. It is never borrowed
+    // mutably (`Graved`), and freed only when the thread mutex is released: no reference the
+    // list handed out is alive then, neither a `Ref<'g, _>` nor one of an rmap walk, which
+    // holds the folio lock that taking the item off needs, or cannot reach the list any more.
     unsafe { items.push_front(item.ptr) };
     // INVARIANT: The item is on the list of the node it points at, and stable; the count
     // follows the list.
@@ -1369,21 +1581,16 @@ pub(crate) fn take_item<'g>(
     Some(node)
 }
 
-/// Takes a stable `item` off the item list of its node, which no folio points at any more
-/// (it is stale, or its page's mapping was reset under the folio lock), as [`take_item`].
-///
-/// # Safety
-///
-/// No folio's mapping may point at the item's node: then no rmap walk reaches its list.
-pub(crate) unsafe fn take_item_unmapped<'g>(
-    ksm: &Ksm<'g>,
-    item: ItemRef<'_>,
-) -> Option<NodeRef<'g>> {
-    let node = item_stable_node(ksm, &item)?;
-    // SAFETY: No rmap walk reaches the list (the caller's promise); the thread mutex
-    // serializes its other users.
-    unsafe { unlink_item(node, item) };
-    Some(node)
+/// Takes a stable `item` off the item list of `node`, which no folio points at, as
+/// [`take_item`]; refuses (with a warning) if the item is not on that node's list.
+pub(crate) fn take_item_unmapped(ksm: &Ksm<'_>, node: &Unmapped<'_>, item: ItemRef<'_>) -> bool {
+    if kernel::warn_on!(item_stable_node(ksm, &item) != Some(node.node())) {
+        return false;
+    }
+    // SAFETY: No folio points at the node (type invariant of `Unmapped`), so no rmap walk
+    // reaches its list; the thread mutex serializes its other users.
+    unsafe { unlink_item(node.node(), item) };
+    true
 }
 
 /// Unlinks the stable `item` from the list of `node`, the node it points at, and drops its
@@ -1410,9 +1617,7 @@ unsafe fn unlink_item(node: NodeRef<'_>, item: ItemRef<'_>) {
 pub(crate) fn node_items<'g>(node: NodeRef<'g>) -> ItemIter<'g> {
     let first = node.items_head().and_then(|h| h.first());
     ItemIter {
-        // SAFETY: An item on a list is not freed before it leaves it, and then not before `'g`
-        // ends (type invariants).
-        next: first.map(|p| unsafe { ItemRef::new(p) }),
+        next: first.map(|i| node.other(i)),
     }
 }
 
@@ -1428,10 +1633,8 @@ impl<'g> Iterator for ItemIter<'g> {
         let cur = self.next?;
         self.next = if cur.address().is_stable() {
             // SAFETY: A stable item is on a node's list (type invariant), which only this
-            // thread changes (under the thread mutex). The next item, if any, is listed too,
-            // and not freed before `'g` ends.
-            unsafe { hlist::Head::<StableItemLinks>::next(cur.ptr) }
-                .map(|p| unsafe { ItemRef::new(p) })
+            // thread changes (under the thread mutex).
+            unsafe { hlist::Head::<StableItemLinks>::next(&cur) }.map(|i| cur.other(i))
         } else {
             None
         };
@@ -1460,15 +1663,11 @@ pub(crate) fn unstable_find<'g, E>(
     let tree = ksm.unstable_tree(nid)?;
     let found = tree.find_keyed(
         checksum,
-        // SAFETY: `find_keyed()` passes items of the tree. Items in an unstable tree are not
-        // freed before they leave it (type invariants), and then not before `'g` ends.
-        |p| unsafe { ItemRef::new(p) }.unstable_info().oldchecksum,
-        // SAFETY: As above.
-        |p| cmp(unsafe { ItemRef::new(p) }),
+        |i| i.unstable_info().oldchecksum,
+        |i| cmp(ItemRef::from_ref(ksm, i)),
     );
     Some(found.map(|f| match f {
-        // SAFETY: An item of the tree, found while it was borrowed: as above.
-        Found::Item(p) => UnstableFound::Item(unsafe { ItemRef::new(p) }),
+        Found::Item(i) => UnstableFound::Item(ItemRef::from_ref(ksm, i)),
         Found::Vacant(pos) => UnstableFound::Vacant(pos),
     }))
 }
@@ -1493,6 +1692,7 @@ pub(crate) fn unstable_insert<'g>(
     // by the tree only. It stays valid until it leaves the tree: it is linked until
     // `unstable_remove()` takes it out or the tree is emptied (`KsmState::reset_unstable_tree()`,
     // which unlinks every item of the tree), and `free_at_cursor()` refuses to free it before.
+    // It is never borrowed mutably (`Graved`).
     unsafe { tree.insert(pos, item.ptr) }?;
     // INVARIANT: Linked into the tree of `nid`, during the scan `seqnr`.
     item.anon_vma_or_nid.set(AnonVmaOrNid { nid });
@@ -1523,19 +1723,15 @@ pub(crate) fn unstable_remove(ksm: &mut Ksm<'_>, item: ItemRef<'_>) -> Option<u8
     Some(a.unstable_age(ksm.seqnr()))
 }
 
-/// Marks an item of an unstable tree that is being emptied as no longer linked
-/// (`KsmState::reset_unstable_tree()`); it stays unstable, counted in `pages_unshared` until
-/// the scanner passes it, as in C.
-///
-/// # Safety
-///
-/// `item` must be an item of an unstable tree, handed out by [`Tree::clear_each`].
-unsafe fn unlink_unstable(item: NonNull<RmapItem>) {
-    // SAFETY: An item in a tree is valid (type invariant of `RmapItem`); its `address` is a
-    // `Cell` that only the thread mutex's holder, who empties the tree, changes.
-    let item = unsafe { item.as_ref() };
-    // INVARIANT: Out of the tree, which is being emptied.
-    item.address.set(item.address().into_unlinked());
+/// Empties an unstable tree (`KsmState::reset_unstable_tree()`), marking its items as no
+/// longer linked; they stay unstable, counted in `pages_unshared` until the scanner passes
+/// them, as in C. Calls `visited` once per item.
+fn clear_unstable(tree: &mut Tree<UnstableLinks>, mut visited: impl FnMut()) {
+    tree.clear_each(|item| {
+        // INVARIANT: Out of the tree, which is being emptied.
+        item.address.set(item.address().into_unlinked());
+        visited();
+    });
 }
 
 /// The stable nodes and rmap items freed under the thread mutex, which are really freed when
@@ -1585,7 +1781,7 @@ impl Graveyard {
             return;
         };
         // SAFETY: As for `migrate_list_add()`; a dead node is freed only after it leaves the
-        // list (`drain()`).
+        // list (`drain()`, when no `Ksm` and so no reference the list handed out is left).
         unsafe { head.push_front(node.ptr) };
         // INVARIANT: Dead, with an empty list.
         node.place.set(Place::Dead);
@@ -1618,7 +1814,7 @@ impl Graveyard {
         let Some(head) = self.head.as_deref() else {
             return;
         };
-        while let Some(node) = head.first() {
+        while let Some(node) = head.first().map(NonNull::from) {
             cond_resched();
             // SAFETY: A dead node is on this list, which only the thread mutex's holder (us)
             // changes.
@@ -1773,11 +1969,9 @@ mod node_tests {
             check(f, !c.in_tree());
             free_chain(ksm, c);
             check(f, STABLE_NODE_CHAINS.get() == chains);
-            // SAFETY: No folio was ever pointed at `a` or `b`.
-            unsafe {
-                free(ksm, a);
-                free(ksm, b);
-            }
+            // INVARIANT: No folio was ever pointed at `a` or `b`.
+            free(ksm, Unmapped(a));
+            free(ksm, Unmapped(b));
             // Freed nodes stay readable until the guard goes.
             check(f, [a, b, c].iter().all(|n| n.place.get() == Place::Dead));
         }

@@ -41,12 +41,14 @@
 //!
 //! [`StableNode`]: crate::node::StableNode
 
+#[cfg(CONFIG_MEMORY_HOTREMOVE)]
+use crate::node::Offline;
 use crate::{
     node::{
         self, add_item, chain_add_dup, dup_unlink, dups, is_first_dup, is_only_dup, migrate_list,
         migrate_list_add, migrate_list_del, take_item_unmapped, tree_descend, tree_first,
         tree_insert, tree_next, tree_node_at, tree_remove, tree_replace, ItemRef, NodeRef,
-        RmapItem,
+        RmapItem, Unmapped,
     },
     state::{
         add_mm_counters, MAX_PAGE_SHARING, PAGES_SHARED, PAGES_SHARING,
@@ -58,7 +60,7 @@ use core::cmp::Ordering;
 use kernel::{
     error::{code::*, Result},
     kthread::cond_resched,
-    mm::folio::{Folio, FolioLockGuard, UnrefFolio, FOLIO_MAPPING_KSM},
+    mm::folio::{Folio, FolioLockGuard, UnrefFolio},
     rbtree::intrusive::Position,
     sync::{
         aref::ARef,
@@ -158,11 +160,11 @@ pub(crate) enum GetFolio {
 }
 
 /// What [`lookup_folio`] found.
-pub(crate) enum Lookup {
+pub(crate) enum Lookup<'g> {
     /// The node's KSM folio, with a reference.
     Folio(ARef<Folio>),
     /// The node is stale: no folio points at it.
-    Stale,
+    Stale(Unmapped<'g>),
 }
 
 /// Returns the KSM folio of `node` with a reference, if the page still is that node's page;
@@ -174,9 +176,8 @@ pub(crate) fn ksm_get_folio<'g>(
 ) -> Result<Option<ARef<Folio>>> {
     match lookup_folio(node, how)? {
         Lookup::Folio(f) => Ok(Some(f)),
-        Lookup::Stale => {
-            // SAFETY: A stale node: no folio points at it.
-            unsafe { remove_node_from_stable_tree(ksm, node) };
+        Lookup::Stale(node) => {
+            remove_node_from_stable_tree(ksm, node);
             Ok(None)
         }
     }
@@ -184,7 +185,7 @@ pub(crate) fn ksm_get_folio<'g>(
 
 /// Looks up the KSM folio of `node`, as [`ksm_get_folio`], but leaves a stale node to the
 /// caller.
-pub(crate) fn lookup_folio(node: NodeRef<'_>, how: GetFolio) -> Result<Lookup> {
+pub(crate) fn lookup_folio<'g>(node: NodeRef<'g>, how: GetFolio) -> Result<Lookup<'g>> {
     // C: VM_BUG_ON(). A chain has no page (its `kpfn` is 0).
     if kernel::warn_on!(node.is_chain()) {
         return Err(EINVAL);
@@ -235,18 +236,16 @@ pub(crate) fn lookup_folio(node: NodeRef<'_>, how: GetFolio) -> Result<Lookup> {
         }
         // The page at `kpfn` no longer points at the node or is being freed, and `kpfn` did
         // not change (no migration moved the node to another page): the node is stale.
-        return Ok(Lookup::Stale);
+        // SAFETY: As just said, no folio that can be referenced points at the node.
+        return Ok(Lookup::Stale(unsafe { Unmapped::new(node) }));
     }
 }
 
 /// Removes a stale node (plain or dup) and forgets all its items
 /// (`remove_node_from_stable_tree()`).
-///
-/// # Safety
-///
-/// No folio's mapping may point at the node (see [`node::free`]).
-pub(crate) unsafe fn remove_node_from_stable_tree<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>) {
-    // C: BUG_ON(). A chain's dups are not in its item list: callers never pass one.
+pub(crate) fn remove_node_from_stable_tree<'g>(ksm: &mut Ksm<'g>, unmapped: Unmapped<'g>) {
+    let node = unmapped.node();
+    // C: BUG_ON(). A chain's dups are not in its item list, and no chain is `Unmapped`.
     if kernel::warn_on!(node.is_chain()) {
         return;
     }
@@ -256,9 +255,8 @@ pub(crate) unsafe fn remove_node_from_stable_tree<'g>(ksm: &mut Ksm<'g>, node: N
         if sharing {
             crate::trace::remove_rmap_item(kpfn, &*item, item.mm());
         }
-        // SAFETY: No folio points at the node (the caller's promise), and it is the item's.
-        let taken = unsafe { take_item_unmapped(ksm, item) };
-        kernel::warn_on!(taken != Some(node));
+        // Warns if the item is not the node's.
+        take_item_unmapped(ksm, &unmapped, item);
         forget_stable_item(ksm, &item, sharing);
         cond_resched();
     }
@@ -268,8 +266,7 @@ pub(crate) unsafe fn remove_node_from_stable_tree<'g>(ksm: &mut Ksm<'g>, node: N
     } else {
         node_del(ksm, node);
     }
-    // SAFETY: No folio points at the node, as the caller guarantees.
-    unsafe { node::free(ksm, node) };
+    node::free(ksm, unmapped);
 }
 
 /// Accounts for `item`, just taken off its stable node's list, leaving it (it was a sharing
@@ -621,15 +618,14 @@ pub(crate) fn insert<'g>(ksm: &mut Ksm<'g>, kfolio: &FolioLockGuard<'_>) -> Opti
         kfolio.cmp_page_contents(0, tree_folio, 0)
     });
     let new = node::alloc(ksm, kfolio, hash)?;
-    if link_new(ksm, nid, found, new).is_none() {
-        // SAFETY: No folio points at `new`: its folio is pointed at it below only.
-        unsafe { node::free(ksm, new) };
+    if link_new(ksm, nid, found, new.node()).is_none() {
+        node::free(ksm, new);
         return None;
     }
-    // SAFETY: The folio is locked, anonymous and no longer exclusive (write_protect_page
-    // shared it): it may become KSM.
-    unsafe { kfolio.set_raw_mapping(new.expected_mapping()) };
-    Some(new)
+    // SAFETY: The folio is anonymous and no longer exclusive (write_protect_page shared it): it
+    // may become KSM. `new` is the `Unmapped` that `alloc()` returned for its page, and nothing
+    // looked the node up since: `link_new()` links it in without a walk.
+    unsafe { node::point_folio(kfolio, new) }
 }
 
 /// Links the new node `new` in where a walk for its content ended: at the vacant position, or
@@ -753,11 +749,13 @@ fn remove_stable_node<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>) -> bool {
         if guard.is_mapped() {
             return true;
         }
-        // SAFETY: We hold the folio lock; the page stops being KSM: an anonymous page with no
-        // mapping left, about to be freed or swapped (C: folio_set_stable_node(folio, NULL)).
-        unsafe { guard.set_raw_mapping(FOLIO_MAPPING_KSM) };
-        // SAFETY: The node's page was its only folio, and no longer points at it.
-        unsafe { remove_node_from_stable_tree(ksm, node) };
+        // The page stops being KSM: an anonymous page with no mapping left, about to be freed
+        // or swapped. It is the node's (checked above, under the lock).
+        let Some(unmapped) = node::unmap_folio(&guard, node) else {
+            kernel::warn_on!(true);
+            return true;
+        };
+        remove_node_from_stable_tree(ksm, unmapped);
         return false;
     }
 }
@@ -769,51 +767,31 @@ pub(crate) fn set_merge_across_nodes(_ksm: &mut Ksm<'_>, _knob: bool) -> Result 
     Ok(())
 }
 
-/// Removes a plain node or dup whose page is in `pfns` (`stable_node_dup_remove_range()`);
+/// Removes a plain node or dup whose page went offline (`stable_node_dup_remove_range()`);
 /// true if removed. The page is not looked at (no `ksm_get_folio()`): it is already gone, which
 /// is why a node keeps a pfn and not a page pointer.
-///
-/// # Safety
-///
-/// As for [`remove_range`].
 #[cfg(CONFIG_MEMORY_HOTREMOVE)]
-unsafe fn dup_remove_range<'g>(
-    ksm: &mut Ksm<'g>,
-    node: NodeRef<'g>,
-    pfns: &core::ops::Range<usize>,
-) -> bool {
-    if !pfns.contains(&node.kpfn()) {
+fn dup_remove_range<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>, offline: &Offline) -> bool {
+    let Some(stale) = offline.stale(node) else {
         return false;
-    }
-    // SAFETY: The memory at `pfns` is offline (the caller's promise): every page still mapped
-    // was migrated out of it (and its node's `kpfn` changed), so this node is stale.
-    unsafe { remove_node_from_stable_tree(ksm, node) };
+    };
+    remove_node_from_stable_tree(ksm, stale);
     true
 }
 
-/// Removes the dups of a chain whose page is in `pfns`, and the chain if that empties it, or a
-/// plain node whose page is there (`stable_node_chain_remove_range()`); true if a node left the
+/// Removes the dups of a chain whose page went offline, and the chain if that empties it, or a
+/// plain node whose page did (`stable_node_chain_remove_range()`); true if a node left the
 /// tree (which rebalanced it).
-///
-/// # Safety
-///
-/// As for [`remove_range`].
 #[cfg(CONFIG_MEMORY_HOTREMOVE)]
-unsafe fn chain_remove_range<'g>(
-    ksm: &mut Ksm<'g>,
-    node: NodeRef<'g>,
-    pfns: &core::ops::Range<usize>,
-) -> bool {
+fn chain_remove_range<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>, offline: &Offline) -> bool {
     if !node.is_chain() {
         // C: VM_BUG_ON(); the tree holds plain nodes and chains only.
         kernel::warn_on!(node.is_dup());
-        // SAFETY: As the caller guarantees.
-        return unsafe { dup_remove_range(ksm, node, pfns) };
+        return dup_remove_range(ksm, node, offline);
     }
     // dup_remove_range() removes and frees at most the dup it is given.
     for dup in dups(node) {
-        // SAFETY: As the caller guarantees.
-        unsafe { dup_remove_range(ksm, dup, pfns) };
+        dup_remove_range(ksm, dup, offline);
     }
     if node.list_is_empty() {
         free_chain(ksm, node);
@@ -822,25 +800,20 @@ unsafe fn chain_remove_range<'g>(
     false
 }
 
-/// Removes the stable nodes whose page is in `pfns`, memory that has just gone offline
+/// Removes the stable nodes whose page was in memory that has just gone offline
 /// (`ksm_check_stable_tree()`).
 ///
 /// Page migration moved every KSM page that was still mapped out of that memory (updating the
 /// nodes' `kpfn`), so what is left are stale nodes of pages that were freed. A later lookup
 /// would find them stale through their `struct page`, which is about to be removed: drop them
 /// now, and their items with them.
-///
-/// # Safety
-///
-/// The memory of `pfns` must have gone offline (`MEM_OFFLINE`): no page still mapped is there.
 #[cfg(CONFIG_MEMORY_HOTREMOVE)]
-pub(crate) unsafe fn remove_range(ksm: &mut Ksm<'_>, pfns: core::ops::Range<usize>) {
+pub(crate) fn remove_range(ksm: &mut Ksm<'_>, offline: &Offline) {
     for nid in 0..ksm.nr_trees() {
         let nid = nid as i32;
         let mut cur = tree_first(ksm, nid);
         while let Some(node) = cur {
-            // SAFETY: As the caller guarantees.
-            cur = if unsafe { chain_remove_range(ksm, node, &pfns) } {
+            cur = if chain_remove_range(ksm, node, offline) {
                 // The tree was rebalanced: start again from its first node.
                 tree_first(ksm, nid)
             } else {
@@ -852,9 +825,8 @@ pub(crate) unsafe fn remove_range(ksm: &mut Ksm<'_>, pfns: core::ops::Range<usiz
     }
     // Only the node handed out is removed and freed.
     for node in migrate_list(ksm) {
-        if pfns.contains(&node.kpfn()) {
-            // SAFETY: As in `dup_remove_range()`, as the caller guarantees.
-            unsafe { remove_node_from_stable_tree(ksm, node) };
+        if let Some(stale) = offline.stale(node) {
+            remove_node_from_stable_tree(ksm, stale);
         }
         cond_resched();
     }

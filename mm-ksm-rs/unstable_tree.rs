@@ -100,18 +100,16 @@ pub(crate) fn remove_rmap_item_from_tree<'g>(ksm: &mut Ksm<'g>, item: ItemRef<'g
                     let sharing = !node.list_is_empty();
                     stable_tree::forget_stable_item(ksm, &item, sharing);
                 }
-                Ok(Lookup::Stale) => {
+                Ok(Lookup::Stale(unmapped)) => {
                     // As above, the item that leaves the list last stands for the shared page:
                     // one of the others, if any.
-                    // SAFETY: A stale node: no folio points at it.
-                    unsafe { node::take_item_unmapped(ksm, item) };
+                    node::take_item_unmapped(ksm, &unmapped, item);
                     let sharing = !node.list_is_empty();
                     if sharing {
                         crate::trace::remove_rmap_item(node.kpfn(), &*item, item.mm());
                     }
                     stable_tree::forget_stable_item(ksm, &item, sharing);
-                    // SAFETY: As above.
-                    unsafe { stable_tree::remove_node_from_stable_tree(ksm, node) };
+                    stable_tree::remove_node_from_stable_tree(ksm, unmapped);
                 }
                 // NoLock does not fail; a chain is never an item's node.
                 Err(_) => {}

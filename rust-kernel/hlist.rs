@@ -13,7 +13,9 @@
 //!
 //! - An item embeds [`Links`]; an [`Adapter`] says where.
 //! - The list does not own its items: adding one is `unsafe`, and the caller promises that the
-//!   item stays valid, and in no other list through the same links, until it is taken off.
+//!   item stays valid, and in no other list through the same links, until it is taken off, and
+//!   is not freed while a reference to it that the list handed out ([`Head::first`],
+//!   [`Head::next`]) is alive.
 //! - A list is changed through shared references (its pointers are in `UnsafeCell`s), so that
 //!   the head can be a field of an object that others reach through shared references too; the
 //!   functions that change it are `unsafe` and require the caller to hold what serializes them.
@@ -56,7 +58,7 @@
 //!     sum += value;
 //! }
 //! assert_eq!(sum, 6);
-//! assert_eq!(head.first(), Some(NonNull::from(&items[2])));
+//! assert!(head.first().is_some_and(|i| core::ptr::eq(i, &items[2])));
 //! ```
 
 use crate::types::Opaque;
@@ -151,10 +153,12 @@ impl<A: Adapter> Head<A> {
     }
 
     /// The first item, if any.
-    pub fn first(&self) -> Option<NonNull<A::Item>> {
+    pub fn first(&self) -> Option<&A::Item> {
         // SAFETY: The head is valid; it is only changed by `unsafe` functions whose callers
-        // serialize them with every other use of the list, so this read does not race.
-        NonNull::new(unsafe { *self.first.get() })
+        // serialize them with every other use of the list, so this read does not race. The first
+        // item is valid (type invariant), may be borrowed shared, and is not freed while the
+        // reference is alive (the promises made to `push_front()`).
+        unsafe { (*self.first.get()).as_ref() }
     }
 
     /// Adds `item` at the front of the list (`hlist_add_head()`).
@@ -164,6 +168,10 @@ impl<A: Adapter> Head<A> {
     /// - `item` must be valid and on no list through the links `A` names. Until it is taken off
     ///   this list (or the list is no longer used at all), it must stay valid, must not move,
     ///   and its links must be accessed only by this module's functions.
+    /// - It must not be borrowed mutably, nor freed, while a reference to it handed out by
+    ///   [`Head::first`] or [`Head::next`] is alive, even once it is off the list. Since
+    ///   `first()` is safe, this can only be promised by an owner that controls who reaches the
+    ///   head.
     /// - The head must not move, be dropped, or be borrowed mutably while the list has items
     ///   (the first item points back at it), unless the list is no longer used at all.
     /// - Nothing else may use the list (its head and its items' links) during the call.
@@ -219,9 +227,12 @@ impl<A: Adapter> Head<A> {
     /// # Safety
     ///
     /// `item` must be on a list with this adapter's links, which no one changes during the call.
-    pub unsafe fn next(item: NonNull<A::Item>) -> Option<NonNull<A::Item>> {
-        // SAFETY: As the caller guarantees.
-        NonNull::new(unsafe { (*Self::links(item.as_ptr())).next })
+    pub unsafe fn next(item: &A::Item) -> Option<&A::Item> {
+        let links = Self::links(core::ptr::from_ref(item).cast_mut());
+        // SAFETY: As the caller guarantees, `item` is on a list, whose next item is null or valid
+        // (type invariant of `Head`), may be borrowed shared and is not freed while the reference
+        // is alive (the promises made to `push_front()`).
+        unsafe { (*links).next.as_ref() }
     }
 
     /// Iterates over the list. Each item's successor is read before the item is handed out, so
@@ -234,8 +245,11 @@ impl<A: Adapter> Head<A> {
     /// off the list).
     pub unsafe fn iter(&self) -> Iter<A> {
         // INVARIANT: The first item, as the caller promises to keep the list.
+        // SAFETY: As in `first()`; the pointer keeps the provenance the list was given, so that
+        // the caller may free the items through it.
+        let first = unsafe { *self.first.get() };
         Iter {
-            next: self.first(),
+            next: NonNull::new(first),
             _adapter: PhantomData,
         }
     }
@@ -265,7 +279,7 @@ impl<A: Adapter> Iterator for Iter<A> {
         // INVARIANT: `item` is on the list (type invariant), and the list is only changed by
         // removing the item handed out, after this read.
         // SAFETY: As above.
-        self.next = unsafe { Head::<A>::next(item) };
+        self.next = NonNull::new(unsafe { (*Head::<A>::links(item.as_ptr())).next });
         Some(item)
     }
 }
@@ -351,12 +365,12 @@ mod tests {
         let got = unsafe { values(&head) }?;
         assert_eq!(&got[..], &[9, 8, 6, 4, 2]);
         // SAFETY: On the list.
-        let next = unsafe { Head::<ByLinks>::next(NonNull::from(&v[9])) };
-        assert_eq!(next, Some(NonNull::from(&v[8])));
+        let next = unsafe { Head::<ByLinks>::next(&v[9]) };
+        assert!(next.is_some_and(|n| core::ptr::eq(n, &v[8])));
         // SAFETY: As above.
-        let next = unsafe { Head::<ByLinks>::next(NonNull::from(&v[2])) };
-        assert_eq!(next, None);
-        while let Some(item) = head.first() {
+        let next = unsafe { Head::<ByLinks>::next(&v[2]) };
+        assert!(next.is_none());
+        while let Some(item) = head.first().map(NonNull::from) {
             // SAFETY: On the list.
             unsafe { Head::<ByLinks>::remove(item) };
         }

@@ -137,21 +137,47 @@ impl<'a, T> CacheBox<'a, T> {
     /// Intrusive structures (trees, lists) keep objects as raw pointers this way. An object not
     /// taken back before its cache is dropped is leaked, with the cache (see [`KmemCache`]'s
     /// `Drop`).
+    ///
+    /// The provenance of the pointer is exposed, so that `from_raw()` may be given the object's
+    /// address through any pointer: its owner may reach the object through shared references
+    /// meanwhile, and keep pointers derived from them.
     pub fn into_raw(self) -> NonNull<T> {
         let ptr = self.ptr;
         mem::forget(self);
+        // Expose the provenance that `from_raw()` takes back.
+        let _ = ptr.as_ptr().expose_provenance();
         ptr
     }
 
-    /// Takes back ownership of an object given up with [`CacheBox::into_raw`].
+    /// Gives up ownership, returning a reference to the object that lasts as long as the cache
+    /// is borrowed: the object is not freed unless [`CacheBox::from_raw`] takes it back, as for
+    /// [`CacheBox::into_raw`].
+    pub fn leak(self) -> &'a mut T {
+        let ptr = self.into_raw();
+        // SAFETY: An initialised `T` that the box owned (type invariant) and nothing else
+        // references; it is not freed before the cache is dropped, which the borrow `'a` of the
+        // cache prevents, unless `from_raw()` takes it back, whose caller promises not to use
+        // the reference any more.
+        unsafe { &mut *ptr.as_ptr() }
+    }
+
+    /// Takes back ownership of an object given up with [`CacheBox::into_raw`] or
+    /// [`CacheBox::leak`].
     ///
     /// # Safety
     ///
-    /// `ptr` must come from [`CacheBox::into_raw`] on a box of `cache`, and must not have been
-    /// taken back already.
+    /// `ptr` must have the address of an object that [`CacheBox::into_raw`] or
+    /// [`CacheBox::leak`] gave up on a box of `cache`, and that was not taken back already; the
+    /// reference returned by `leak()`, and any derived from it, must no longer be used. `ptr`
+    /// may have any provenance (it may come from a shared reference to the object): the box
+    /// takes back the provenance that `into_raw()` exposed.
     pub unsafe fn from_raw(cache: &'a KmemCache<T>, ptr: NonNull<T>) -> Self {
+        // The exposed provenance of the allocation, which is valid for writes and for freeing.
+        let exposed = core::ptr::with_exposed_provenance_mut::<T>(ptr.as_ptr().addr());
+        // SAFETY: The address of `ptr`, which is not null.
+        let ptr = unsafe { NonNull::new_unchecked(exposed) };
         // INVARIANT: By the safety requirements, `ptr` is an initialised `T` allocated from
-        // `cache` that nothing else owns.
+        // `cache` that nothing else owns, with the provenance of its allocation.
         Self { ptr, cache }
     }
 }

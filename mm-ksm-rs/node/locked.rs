@@ -110,6 +110,7 @@ impl KsmState {
     }
 
     /// Starts counting full scans again from 0 (`run = 2`), and empties the unstable trees.
+    #[cfg(CONFIG_SYSFS)]
     pub(crate) fn restart_full_scans(&mut self) {
         self.seqnr = 0;
         self.reset_unstable_tree();
@@ -145,9 +146,7 @@ impl KsmState {
     pub(crate) fn reset_unstable_tree(&mut self) {
         let mut n = 0u32;
         for tree in self.unstable_roots.iter_mut() {
-            tree.clear_each(|item| {
-                // SAFETY: `clear_each()` hands out the items of the tree, once each.
-                unsafe { node::unlink_unstable(item) };
+            node::clear_unstable(tree, || {
                 // One visit per unstable page per scan: may be millions.
                 n = n.wrapping_add(1);
                 if n % 256 == 0 {

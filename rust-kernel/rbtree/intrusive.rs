@@ -13,6 +13,8 @@
 //! - An item embeds [`Links`]; an [`Adapter`] says where.
 //! - The tree does not own its items: linking one in is `unsafe`, and the caller promises that
 //!   the item stays valid, and in no other tree through the same links, until it is taken out.
+//!   In return, the tree hands out its items as shared references, which last as long as the
+//!   tree is borrowed: taking an item out needs `&mut` to the tree.
 //! - A walk is a [`Position`] moved down the tree one comparison at a time. A position does not
 //!   borrow the tree, so that the caller may do anything between two steps, change the tree
 //!   included. Instead it remembers the tree's generation, which every change of the tree's shape
@@ -46,8 +48,7 @@
 //!     let key = unsafe { item.as_ref() }.key;
 //!     let mut pos = tree.root();
 //!     while let Some(other) = tree.item_at(&pos)? {
-//!         // SAFETY: Items of the tree are valid (the callers' promise).
-//!         match key.cmp(&unsafe { other.as_ref() }.key) {
+//!         match key.cmp(&other.key) {
 //!             Ordering::Equal => return Ok(false),
 //!             ord => tree.descend(&mut pos, ord)?,
 //!         }
@@ -57,19 +58,18 @@
 //!     Ok(true)
 //! }
 //!
-//! let mut items = [1u32, 5, 3, 5].map(|key| Item { key, links: Links::new() });
+//! let items = [1u32, 5, 3, 5].map(|key| Item { key, links: Links::new() });
 //! let mut tree = Tree::<ByKey>::new();
 //! let mut added = 0;
-//! for item in items.iter_mut() {
-//!     // SAFETY: Every item is in no tree, and outlives the tree.
+//! for item in items.iter() {
+//!     // SAFETY: Every item is in no tree, outlives the tree, and is only read.
 //!     added += u32::from(unsafe { insert_unique(&mut tree, NonNull::from(item)) }?);
 //! }
 //! assert_eq!(added, 3);
 //! let mut keys = KVec::new();
 //! let mut cur = tree.first();
 //! while let Some(item) = cur {
-//!     // SAFETY: Items of the tree are valid.
-//!     keys.push(unsafe { item.as_ref() }.key, GFP_KERNEL)?;
+//!     keys.push(item.key, GFP_KERNEL)?;
 //!     // SAFETY: `item` is in the tree.
 //!     cur = unsafe { tree.next(item) };
 //! }
@@ -205,10 +205,10 @@ pub struct Position<A: Adapter> {
     _tree: PhantomData<*const Tree<A>>,
 }
 
-/// Where [`Tree::find`] or [`Tree::find_keyed`] ended.
-pub enum Found<A: Adapter> {
-    /// An item equal to the key looked for; valid while it stays in the tree.
-    Item(NonNull<A::Item>),
+/// Where [`Tree::find`] or [`Tree::find_keyed`] ended, in a tree borrowed for `'t`.
+pub enum Found<'t, A: Adapter> {
+    /// An item equal to the key looked for.
+    Item(&'t A::Item),
     /// The vacant place for the key, where [`Tree::insert`] links an item in.
     Vacant(Position<A>),
 }
@@ -256,14 +256,27 @@ impl<A: Adapter> Tree<A> {
         unsafe { NonNull::new_unchecked(item) }
     }
 
-    /// The item whose links are `node`, if not null.
+    /// The item whose links are `node`, borrowed for as long as the tree is.
+    ///
+    /// # Safety
+    ///
+    /// `node` must be a node of this tree.
+    unsafe fn item_of_ref(&self, node: NonNull<bindings::rb_node>) -> &A::Item {
+        // SAFETY: As the caller guarantees, `node` is a node of this tree, so the links of a
+        // valid item that may be borrowed shared while it is in the tree (the promise made to
+        // `insert()`). It stays in the tree while `self` is borrowed: taking it out needs
+        // `&mut self`.
+        unsafe { Self::item_of(node).as_ref() }
+    }
+
+    /// As [`Tree::item_of_ref`], if `node` is not null.
     ///
     /// # Safety
     ///
     /// `node` must be null or a node of this tree.
-    unsafe fn item_or_none(node: *mut bindings::rb_node) -> Option<NonNull<A::Item>> {
+    unsafe fn item_or_none(&self, node: *mut bindings::rb_node) -> Option<&A::Item> {
         // SAFETY: As the caller guarantees.
-        NonNull::new(node).map(|node| unsafe { Self::item_of(node) })
+        NonNull::new(node).map(|node| unsafe { self.item_of_ref(node) })
     }
 
     /// Gives the tree a new generation: positions taken before are refused.
@@ -323,13 +336,10 @@ impl<A: Adapter> Tree<A> {
 
     /// The item at `pos`, or `None` if the place is vacant; `EAGAIN` if the tree changed since
     /// `pos` was computed.
-    ///
-    /// The item is valid while it stays in the tree; what may be done with it is the business
-    /// of whoever owns it.
-    pub fn item_at(&self, pos: &Position<A>) -> Result<Option<NonNull<A::Item>>> {
+    pub fn item_at(&self, pos: &Position<A>) -> Result<Option<&A::Item>> {
         let node = self.node_at(pos)?;
         // SAFETY: `node_at()` reads a child pointer of this tree: null or a node of it.
-        Ok(unsafe { Self::item_or_none(node) })
+        Ok(unsafe { self.item_or_none(node) })
     }
 
     /// Moves `pos` from an item to its left child if the key looked for is less than the item
@@ -360,15 +370,15 @@ impl<A: Adapter> Tree<A> {
     /// steps.
     pub fn find<E>(
         &self,
-        mut cmp: impl FnMut(NonNull<A::Item>) -> Result<Ordering, E>,
-    ) -> Result<Found<A>, E> {
+        mut cmp: impl FnMut(&A::Item) -> Result<Ordering, E>,
+    ) -> Result<Found<'_, A>, E> {
         let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
         let mut side = Side::Left;
         let mut node = self.root.rb_node;
         while let Some(n) = NonNull::new(node) {
             // SAFETY: `n` is the root or a child of a node of this tree: a node of it (type
             // invariant), and the tree does not change while we borrow it.
-            let item = unsafe { Self::item_of(n) };
+            let item = unsafe { self.item_of_ref(n) };
             let ord = cmp(item)?;
             if ord == Ordering::Equal {
                 return Ok(Found::Item(item));
@@ -408,16 +418,16 @@ impl<A: Adapter> Tree<A> {
     pub fn find_keyed<K: Ord, E>(
         &self,
         key: K,
-        mut key_of: impl FnMut(NonNull<A::Item>) -> K,
-        mut cmp: impl FnMut(NonNull<A::Item>) -> Result<Ordering, E>,
-    ) -> Result<Found<A>, E> {
+        mut key_of: impl FnMut(&A::Item) -> K,
+        mut cmp: impl FnMut(&A::Item) -> Result<Ordering, E>,
+    ) -> Result<Found<'_, A>, E> {
         let mut parent: *mut bindings::rb_node = core::ptr::null_mut();
         let mut left = true;
         let mut node = self.root.rb_node;
         while let Some(n) = NonNull::new(node) {
             // SAFETY: `n` is the root or a child of a node of this tree: a node of it (type
             // invariant), and the tree does not change while we borrow it.
-            let item = unsafe { Self::item_of(n) };
+            let item = unsafe { self.item_of_ref(n) };
             // `<` and `>` rather than `Ord::cmp()`, which measured slower: the compiler
             // branches on the flags of the comparison instead of building an `Ordering`.
             let k = key_of(item);
@@ -466,9 +476,9 @@ impl<A: Adapter> Tree<A> {
     ///
     /// `item` must be valid and must not be in a tree through the links `A` names. Until it is
     /// taken out of this tree (by [`Tree::remove`], [`Tree::replace`], [`Tree::clear`] or
-    /// [`Tree::clear_each`]) or
-    /// the tree is dropped, the item must stay valid, must not move, and its links must be
-    /// accessed only by this tree.
+    /// [`Tree::clear_each`]) or the tree is dropped, the item must stay valid, must not move,
+    /// must not be borrowed mutably (the tree hands it out as `&A::Item`, for as long as the tree
+    /// is borrowed), and its links must be accessed only by this tree.
     pub unsafe fn insert(&mut self, pos: &Position<A>, item: NonNull<A::Item>) -> Result {
         if !self.node_at(pos)?.is_null() {
             return Err(EEXIST);
@@ -530,28 +540,33 @@ impl<A: Adapter> Tree<A> {
     /// Empties the tree, handing each of its items to `f` first, children before their parents
     /// (`rbtree_postorder_for_each_entry_safe()`).
     ///
-    /// The walk does not look at an item again once `f` has it, so `f` may reuse the item's links
-    /// or free it; nothing is rebalanced, which makes this cheaper than removing the items one
-    /// by one.
-    pub fn clear_each(&mut self, mut f: impl FnMut(NonNull<A::Item>)) {
+    /// The walk does not look at an item again once `f` has it: the item is out of the tree
+    /// from then on, and `f` may reuse its links. Nothing is rebalanced, which makes this cheaper
+    /// than removing the items one by one. `f` borrows each item for the call only; to free the
+    /// items, free them once the tree is empty, through the pointers that were inserted, or
+    /// through an allocator that recovers the provenance of the allocation (as
+    /// [`CacheBox::from_raw`](crate::slab::CacheBox::from_raw) does): a pointer derived from
+    /// the reference may not free the item.
+    pub fn clear_each(&mut self, mut f: impl FnMut(&A::Item)) {
         // SAFETY: The root is valid; the walk reads the tree's nodes only.
         let mut node = unsafe { bindings::rb_first_postorder(&raw const self.root) };
         while let Some(n) = NonNull::new(node) {
             // The next node in post order is found from `n`'s parent, read before `f` may reuse
-            // or free `n`; it is never a descendant of `n`, all of which came before.
+            // `n`'s links; it is never a descendant of `n`, all of which came before.
             // SAFETY: `n` is a node of this tree (type invariant).
             node = unsafe { bindings::rb_next_postorder(n.as_ptr()) };
-            // SAFETY: As above.
-            f(unsafe { Self::item_of(n) });
+            // SAFETY: As above: the links of a valid item that may be borrowed shared, for the
+            // call (the promises made to `insert()`).
+            f(unsafe { Self::item_of(n).as_ref() });
         }
         self.clear();
     }
 
     /// The first item in order (`rb_first()`).
-    pub fn first(&self) -> Option<NonNull<A::Item>> {
+    pub fn first(&self) -> Option<&A::Item> {
         // SAFETY: A valid tree (type invariant), not changing while we hold a reference to it;
         // `rb_first()` returns null or one of its nodes.
-        unsafe { Self::item_or_none(bindings::rb_first(&raw const self.root)) }
+        unsafe { self.item_or_none(bindings::rb_first(&raw const self.root)) }
     }
 
     /// The item after `item` in order (`rb_next()`).
@@ -559,10 +574,11 @@ impl<A: Adapter> Tree<A> {
     /// # Safety
     ///
     /// `item` must be in this tree.
-    pub unsafe fn next(&self, item: NonNull<A::Item>) -> Option<NonNull<A::Item>> {
+    pub unsafe fn next(&self, item: &A::Item) -> Option<&A::Item> {
+        let node = Self::node_of(NonNull::from(item));
         // SAFETY: `item` is in this tree, which is not changing while we hold a reference to it;
         // `rb_next()` returns null or one of its nodes.
-        unsafe { Self::item_or_none(bindings::rb_next(Self::node_of(item))) }
+        unsafe { self.item_or_none(bindings::rb_next(node)) }
     }
 }
 
@@ -591,17 +607,6 @@ mod tests {
     struct Other;
     crate::impl_intrusive_adapter!(Other: Adapter, Links => Item { other });
 
-    /// The key of an item of `tree`.
-    ///
-    /// # Safety
-    ///
-    /// `item` must be valid.
-    unsafe fn key<A: Adapter<Item = Item>>(_: &Tree<A>, item: NonNull<Item>) -> u32 {
-        // SAFETY: As the caller guarantees. The tests' items outlive their trees, and are only
-        // read through shared references while in a tree.
-        unsafe { item.as_ref() }.key
-    }
-
     /// Walks `tree` for `k`: the equal item, or the vacant position for it.
     fn find<A: Adapter<Item = Item>>(
         tree: &Tree<A>,
@@ -609,9 +614,8 @@ mod tests {
     ) -> Result<core::result::Result<NonNull<Item>, Position<A>>> {
         let mut pos = tree.root();
         while let Some(item) = tree.item_at(&pos)? {
-            // SAFETY: An item of the tree; the tests' items outlive their trees.
-            match k.cmp(&unsafe { key(tree, item) }) {
-                Ordering::Equal => return Ok(Ok(item)),
+            match k.cmp(&item.key) {
+                Ordering::Equal => return Ok(Ok(NonNull::from(item))),
                 ord => tree.descend(&mut pos, ord)?,
             }
         }
@@ -622,8 +626,7 @@ mod tests {
         let mut v = KVec::new();
         let mut cur = tree.first();
         while let Some(item) = cur {
-            // SAFETY: An item of the tree; the tests' items outlive their trees.
-            v.push(unsafe { key(tree, item) }, GFP_KERNEL)?;
+            v.push(item.key, GFP_KERNEL)?;
             // SAFETY: `item` is in `tree`.
             cur = unsafe { tree.next(item) };
         }
@@ -650,10 +653,10 @@ mod tests {
     #[test]
     fn insert_in_order_and_find() -> Result {
         const N: u32 = 1000;
-        let mut v = items(N)?;
+        let v = items(N)?;
         let mut tree = Tree::<ByKey>::new();
         assert!(tree.is_empty() && tree.first().is_none());
-        for item in v.iter_mut() {
+        for item in v.iter() {
             let k = item.key;
             let Err(pos) = find(&tree, k)? else {
                 return Err(EINVAL);
@@ -667,7 +670,7 @@ mod tests {
         for k in 0..N {
             let found = find(&tree, k)?.map_err(|_| EINVAL)?;
             // SAFETY: An item of the tree; the tests' items outlive their trees.
-            assert_eq!(unsafe { key(&tree, found) }, k);
+            assert_eq!(unsafe { found.as_ref() }.key, k);
         }
         assert!(find(&tree, N)?.is_err());
         Ok(())
@@ -676,13 +679,12 @@ mod tests {
     #[test]
     fn find_keyed_compares_keys_first() -> Result {
         const N: u32 = 300;
-        let mut v = items(N)?;
+        let v = items(N)?;
         let mut tree = Tree::<ByKey>::new();
         // Ordered by key / 4, then by key; only the even keys are in the tree, so that odd keys
         // fall between two items, and a quarter key has two items.
-        // SAFETY: Items of the tree; the tests' items outlive their trees.
-        let key_of = |item: NonNull<Item>| unsafe { item.as_ref() }.key / 4;
-        for item in v.iter_mut().filter(|i| i.key % 2 == 0) {
+        let key_of = |item: &Item| item.key / 4;
+        for item in v.iter().filter(|i| i.key % 2 == 0) {
             let mut c = 0;
             let Found::Vacant(pos) = tree_find_keyed(&tree, item.key, key_of, &mut c)? else {
                 return Err(EINVAL);
@@ -692,12 +694,7 @@ mod tests {
         }
         let k = keys(&tree)?;
         assert!(k.len() == N as usize / 2 && k.iter().enumerate().all(|(i, &k)| k == 2 * i as u32));
-        let by = |k: u32| {
-            move |item: NonNull<Item>| -> Result<Ordering> {
-                // SAFETY: An item of the tree; the tests' items outlive their trees.
-                Ok(k.cmp(&unsafe { item.as_ref() }.key))
-            }
-        };
+        let by = |k: u32| move |item: &Item| -> Result<Ordering> { Ok(k.cmp(&item.key)) };
         for k in 0..N + 8 {
             let mut c = 0;
             let keyed = tree_find_keyed(&tree, k, key_of, &mut c)?;
@@ -705,10 +702,7 @@ mod tests {
             assert!(c <= 2 && (c == 0) == (k / 4 >= N / 4));
             // Where find() ends with a comparison of the whole order.
             let agree = match (keyed, tree.find(by(k))?) {
-                (Found::Item(a), Found::Item(b)) => {
-                    // SAFETY: An item of the tree; the tests' items outlive their trees.
-                    a == b && k % 2 == 0 && unsafe { a.as_ref() }.key == k
-                }
+                (Found::Item(a), Found::Item(b)) => core::ptr::eq(a, b) && k % 2 == 0 && a.key == k,
                 (Found::Vacant(a), Found::Vacant(b)) => {
                     (k % 2 == 1 || k >= N)
                         && a.generation == b.generation
@@ -731,16 +725,15 @@ mod tests {
 
     /// Walks `tree` for `k` with [`Tree::find_keyed`], ordered by `k / 4` and then by `k`,
     /// counting the calls of the comparison, which must only see items of the quarter key.
-    fn tree_find_keyed(
-        tree: &Tree<ByKey>,
+    fn tree_find_keyed<'t>(
+        tree: &'t Tree<ByKey>,
         k: u32,
-        key_of: impl Fn(NonNull<Item>) -> u32,
+        key_of: impl Fn(&Item) -> u32,
         calls: &mut u32,
-    ) -> Result<Found<ByKey>> {
-        tree.find_keyed(k / 4, key_of, |item: NonNull<Item>| -> Result<Ordering> {
+    ) -> Result<Found<'t, ByKey>> {
+        tree.find_keyed(k / 4, key_of, |item: &Item| -> Result<Ordering> {
             *calls += 1;
-            // SAFETY: An item of the tree; the tests' items outlive their trees.
-            let other = unsafe { item.as_ref() }.key;
+            let other = item.key;
             assert_eq!(other / 4, k / 4);
             Ok(k.cmp(&other))
         })
@@ -749,15 +742,10 @@ mod tests {
     #[test]
     fn find_walks_and_inserts() -> Result {
         const N: u32 = 300;
-        let mut v = items(N)?;
+        let v = items(N)?;
         let mut tree = Tree::<ByKey>::new();
-        let by = |k: u32| {
-            move |item: NonNull<Item>| -> Result<Ordering> {
-                // SAFETY: An item of the tree; the tests' items outlive their trees.
-                Ok(k.cmp(&unsafe { item.as_ref() }.key))
-            }
-        };
-        for item in v.iter_mut() {
+        let by = |k: u32| move |item: &Item| -> Result<Ordering> { Ok(k.cmp(&item.key)) };
+        for item in v.iter() {
             let Found::Vacant(pos) = tree.find(by(item.key))? else {
                 return Err(EINVAL);
             };
@@ -770,8 +758,7 @@ mod tests {
             let Found::Item(item) = tree.find(by(k))? else {
                 return Err(EINVAL);
             };
-            // SAFETY: An item of the tree; the tests' items outlive their trees.
-            assert_eq!(unsafe { item.as_ref() }.key, k);
+            assert_eq!(item.key, k);
         }
         let Found::Vacant(pos) = tree.find(by(N))? else {
             return Err(EINVAL);
@@ -779,7 +766,7 @@ mod tests {
         // The position is current until the tree changes.
         assert!(tree.item_at(&pos)?.is_none());
         // SAFETY: `v[0]` is in the tree.
-        unsafe { tree.remove(NonNull::from(&mut v[0])) };
+        unsafe { tree.remove(NonNull::from(&v[0])) };
         assert!(tree.item_at(&pos).is_err());
         // The first error of the comparison ends the walk.
         let mut steps = 0;
@@ -794,14 +781,12 @@ mod tests {
     #[test]
     fn clear_each_visits_every_item() -> Result {
         const N: u32 = 100;
-        let mut v = items(N)?;
+        let v = items(N)?;
         let mut tree = Tree::<ByKey>::new();
-        for item in v.iter_mut() {
+        for item in v.iter() {
             let key = item.key;
-            let Found::Vacant(pos) = tree.find(|i: NonNull<Item>| -> Result<Ordering> {
-                // SAFETY: An item of the tree; the tests' items outlive their trees.
-                Ok(key.cmp(&unsafe { i.as_ref() }.key))
-            })?
+            let Found::Vacant(pos) =
+                tree.find(|i: &Item| -> Result<Ordering> { Ok(key.cmp(&i.key)) })?
             else {
                 return Err(EINVAL);
             };
@@ -811,8 +796,7 @@ mod tests {
         let mut seen = KVec::with_capacity(N as usize, GFP_KERNEL)?;
         let root = tree.root();
         tree.clear_each(|i| {
-            // SAFETY: An item of the tree, valid (the tests' items outlive their trees).
-            let _ = seen.push(unsafe { i.as_ref() }.key, GFP_KERNEL);
+            let _ = seen.push(i.key, GFP_KERNEL);
         });
         seen.sort_unstable();
         assert!(seen.len() == N as usize && seen.iter().enumerate().all(|(i, &k)| k == i as u32));
@@ -823,18 +807,18 @@ mod tests {
 
     #[test]
     fn positions_go_stale() -> Result {
-        let mut v = items(3)?;
-        let (a, rest) = v.split_at_mut(1);
-        let (b, c) = rest.split_at_mut(1);
+        let v = items(3)?;
+        let (a, rest) = v.split_at(1);
+        let (b, c) = rest.split_at(1);
         let mut tree = Tree::<ByKey>::new();
         let Err(pos) = find(&tree, a[0].key)? else {
             return Err(EINVAL);
         };
         // SAFETY: In no tree, outlives the tree.
-        unsafe { tree.insert(&pos, NonNull::from(&mut a[0])) }?;
+        unsafe { tree.insert(&pos, NonNull::from(&a[0])) }?;
         // The position was vacant before the insertion; now it is refused, and nothing changes.
         // SAFETY: As above.
-        let r = unsafe { tree.insert(&pos, NonNull::from(&mut b[0])) };
+        let r = unsafe { tree.insert(&pos, NonNull::from(&b[0])) };
         assert_eq!(r, Err(EAGAIN));
         assert_eq!(tree.item_at(&pos).err(), Some(EAGAIN));
         let mut p = pos;
@@ -842,7 +826,7 @@ mod tests {
         assert_eq!(keys(&tree)?.len(), 1);
         // A current position on an item is not vacant.
         // SAFETY: As above.
-        let r = unsafe { tree.insert(&tree.root(), NonNull::from(&mut b[0])) };
+        let r = unsafe { tree.insert(&tree.root(), NonNull::from(&b[0])) };
         assert_eq!(r, Err(EEXIST));
         // A position of another tree is refused, even one with the same shape.
         let other = Tree::<ByKey>::new();
@@ -854,7 +838,7 @@ mod tests {
         assert!(tree.is_empty());
         assert_eq!(tree.item_at(&root).err(), Some(EAGAIN));
         // The cleared item can go in again.
-        for item in [&mut a[0], &mut b[0], &mut c[0]] {
+        for item in [&a[0], &b[0], &c[0]] {
             let Err(pos) = find(&tree, item.key)? else {
                 return Err(EINVAL);
             };
@@ -868,14 +852,14 @@ mod tests {
     #[test]
     fn remove_and_replace() -> Result {
         const N: u32 = 200;
-        let mut v = items(N)?;
+        let v = items(N)?;
         let mut spare = Item {
             key: 0,
             links: Links::new(),
             other: Links::new(),
         };
         let mut tree = Tree::<ByKey>::new();
-        for item in v.iter_mut() {
+        for item in v.iter() {
             let Err(pos) = find(&tree, item.key)? else {
                 return Err(EINVAL);
             };
@@ -886,12 +870,14 @@ mod tests {
         let mut cur = tree.first();
         while let Some(item) = cur {
             // SAFETY: `item` is in the tree.
-            cur = unsafe { tree.next(item) };
-            // SAFETY: An item of the tree; the tests' items outlive their trees.
-            if unsafe { key(&tree, item) } % 2 == 1 {
+            let next = unsafe { tree.next(item) }.map(NonNull::from);
+            if item.key % 2 == 1 {
+                let item = NonNull::from(item);
                 // SAFETY: `item` is in the tree.
                 unsafe { tree.remove(item) };
             }
+            // SAFETY: The tests' items outlive their trees; `next` is still in the tree.
+            cur = next.map(|n| unsafe { n.as_ref() });
         }
         let k = keys(&tree)?;
         assert_eq!(k.len(), N as usize / 2);
@@ -908,7 +894,7 @@ mod tests {
         assert_eq!(found, spare);
         assert_eq!(keys(&tree)?.len(), N as usize / 2);
         // Empty it.
-        while let Some(item) = tree.first() {
+        while let Some(item) = tree.first().map(NonNull::from) {
             // SAFETY: `item` is in the tree.
             unsafe { tree.remove(item) };
         }
@@ -918,10 +904,10 @@ mod tests {
 
     #[test]
     fn two_trees_through_two_links() -> Result {
-        let mut v = items(50)?;
+        let v = items(50)?;
         let mut by_key = Tree::<ByKey>::new();
         let mut reversed = Tree::<Other>::new();
-        for item in v.iter_mut() {
+        for item in v.iter() {
             let k = item.key;
             let item = NonNull::from(item);
             let Err(pos) = find(&by_key, k)? else {
@@ -932,8 +918,7 @@ mod tests {
             // The other tree is in reverse order.
             let mut pos = reversed.root();
             while let Some(other) = reversed.item_at(&pos)? {
-                // SAFETY: An item of the tree; the tests' items outlive their trees.
-                let other = unsafe { key(&reversed, other) };
+                let other = other.key;
                 reversed.descend(&mut pos, other.cmp(&k))?;
             }
             // SAFETY: In no tree through `other`, outlives the tree.
