@@ -127,12 +127,13 @@ pub unsafe extern "C" fn ksm_rs_madvise(
     advice: i32,
     vm_flags: *mut bindings::vm_flags_t,
 ) -> i32 {
-    // SAFETY: The mmap write lock is held, more than `VmaRef` needs.
-    let vma = unsafe { VmaRef::from_raw(vma) };
-    // SAFETY: As above: madvise (and mremap, and KVM on powerpc) hold the mmap write lock.
-    let wvma = unsafe { VmaMmapWrite::from_vma(vma) };
-    // SAFETY: `vm_flags` is valid for writes (see above).
-    let vm_flags = unsafe { &mut *vm_flags };
+    // SAFETY: The caller's promises: madvise (and mremap, and KVM on powerpc) hold the mmap
+    // write lock, which is more than `VmaRef` needs and what `VmaMmapWrite` needs, and
+    // `vm_flags` is valid for writes, by us alone during the call.
+    let (vma, wvma, vm_flags) = unsafe {
+        let vma = VmaRef::from_raw(vma);
+        (vma, VmaMmapWrite::from_vma(vma), &mut *vm_flags)
+    };
     let mm: &Mm = vma.mm();
     match advice as u32 {
         bindings::MADV_MERGEABLE => {
@@ -189,10 +190,8 @@ pub unsafe extern "C" fn ksm_vma_flags(
     file: *const bindings::file,
     mut vma_flags: bindings::vma_flags_t,
 ) -> bindings::vma_flags_t {
-    // SAFETY: As the caller guarantees.
-    let mm = unsafe { Mm::from_raw(mm) };
-    // SAFETY: `file` is null or valid.
-    let dax = unsafe { bindings::file_is_dax(file) };
+    // SAFETY: As the caller guarantees, `mm` is live, and `file` null or valid.
+    let (mm, dax) = unsafe { (Mm::from_raw(mm), bindings::file_is_dax(file)) };
     // The legacy flags are the first word of the bitmap.
     let word = &mut vma_flags.__vma_flags[0];
     if mm.flags_test(MMF_VM_MERGE_ANY) && should_add_vma(*word, dax) {

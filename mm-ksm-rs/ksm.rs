@@ -175,12 +175,11 @@ unsafe fn free_rmap_item(item: core::ptr::NonNull<RmapItem>) {
 
 /// Allocates an mm slot, freed when the returned owner is dropped.
 pub(crate) fn alloc_mm_slot(mm: &kernel::mm::Mm) -> Result<OwnedSlot> {
-    Ok(OwnedSlot::new(
-        caches()
-            .ok_or(ENOMEM)?
-            .mm_slot
-            .alloc(MmSlot::new(mm), GFP_KERNEL)?,
-    ))
+    caches()
+        .ok_or(ENOMEM)?
+        .mm_slot
+        .alloc(MmSlot::new(mm), GFP_KERNEL)
+        .map_err(Into::into)
 }
 
 /// The global count of KSM-placed zero pages (`ksm_zero_pages`, defined in glue.c).

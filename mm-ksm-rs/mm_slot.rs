@@ -21,7 +21,6 @@ use crate::{
     node::{self, ItemList},
     Ksm,
 };
-use core::{cell::UnsafeCell, mem::ManuallyDrop, ops::Deref};
 use kernel::{
     alloc::flags::GFP_KERNEL,
     mm::{Mm, MmWithUser},
@@ -38,91 +37,67 @@ kernel::sync::global_lock! {
 
 /// KSM's record of one registered mm (`struct ksm_mm_slot`).
 ///
-/// The list links are changed under [`MMLIST`] by whoever registers or unregisters a
-/// neighbouring mm, while the scanner may hold a shared reference to this slot: they are in
-/// `UnsafeCell`s, and only accessed through raw pointers with the spinlock held.
+/// The slot's place in the scan order is not in the slot but in its [`Entry`] of the list's
+/// map, so that the scanner may hold a shared reference to the slot under the cursor while
+/// others register and unregister its neighbours.
 pub(crate) struct MmSlot {
-    prev: UnsafeCell<*mut MmSlot>,
-    next: UnsafeCell<*mut MmSlot>,
-    /// The mm, with an `mmgrab()` reference.
-    mm: ARef<Mm>,
-    /// The mm's rmap items in address order (scanner only), which belong to `mm`.
+    /// The mm's rmap items in address order (scanner only), which belong to the mm; the list
+    /// holds an `mmgrab()` reference on it.
     items: ItemList,
 }
 
-// SAFETY: The raw pointers are only used under KSM's locks.
-unsafe impl Send for MmSlot {}
-
 impl MmSlot {
-    /// A new unlinked slot for `mm`.
+    /// A new slot for `mm`, with no items.
     pub(crate) fn new(mm: &Mm) -> Self {
         Self {
-            prev: UnsafeCell::new(core::ptr::null_mut()),
-            next: UnsafeCell::new(core::ptr::null_mut()),
-            mm: ARef::from(mm),
-            // SAFETY: The slot holds a reference on `mm` (above) for as long as its list.
-            items: unsafe { ItemList::new(mm) },
+            items: ItemList::new(mm),
         }
     }
 
     /// The mm.
     pub(crate) fn mm(&self) -> &Mm {
-        &self.mm
+        self.items.mm()
     }
 }
 
-/// An mm slot on no list, owned: freed with its mm reference when dropped, unless it still
-/// has items, whose mm it keeps alive: then it is leaked, with a warning.
-pub(crate) struct OwnedSlot(ManuallyDrop<CacheBox<'static, MmSlot>>);
+/// An mm slot on no list, owned: freed with its mm reference when dropped. A slot that still
+/// has items keeps its mm alive for them, with a warning ([`ItemList`]).
+pub(crate) type OwnedSlot = CacheBox<'static, MmSlot>;
 
-impl OwnedSlot {
-    /// Takes ownership of a slot just allocated.
-    pub(crate) fn new(slot: CacheBox<'static, MmSlot>) -> Self {
-        Self(ManuallyDrop::new(slot))
-    }
-}
-
-impl Deref for OwnedSlot {
-    type Target = MmSlot;
-
-    fn deref(&self) -> &MmSlot {
-        &self.0
-    }
-}
-
-impl Drop for OwnedSlot {
-    fn drop(&mut self) {
-        if kernel::warn_on!(!self.items.is_empty()) {
-            return;
-        }
-        // SAFETY: Dropped once, here.
-        unsafe { ManuallyDrop::drop(&mut self.0) };
-    }
+/// A registered slot, in the map of [`MmList`] under its mm's address, with its neighbours in
+/// the scan order (their keys; `None` is the head of the list).
+pub(crate) struct Entry {
+    prev: Option<usize>,
+    next: Option<usize>,
+    slot: OwnedSlot,
 }
 
 /// The list and map of mm slots, and the scan cursor.
 ///
+/// The list is doubly linked through the map: a slot's neighbours are named by their keys, so
+/// that linking and unlinking change map entries only, never a slot that the scanner may be
+/// reading. Each step costs a map lookup, made per mm, not per page.
+///
 /// # Invariants
 ///
-/// - `first`..`last` is a doubly linked list of the slots the list owns, `boxes`: each came
-///   from an [`OwnedSlot`] given to [`MmList::insert`], and goes back to one when it is taken
-///   off. Every listed slot is in `boxes` under its mm's address and vice versa.
-/// - `cursor` is null (the list head: between two full scans) or a listed slot. It moves, and
-///   the slot under it leaves the list, only in the functions of this module that take
-///   `&mut Ksm` (the thread mutex's data, lent to one borrower at a time); they point the item
-///   cursor ([`node::set_cursor`]) at the new cursor slot's list, or clear it.
+/// - `first`..`last`, following `next` (and back along `prev`), is a list of exactly the
+///   entries of `map`; each entry is under the address of its slot's mm.
+/// - `cursor` is `None` (the list head: between two full scans) or the key of an entry. It
+///   moves, and the slot under it leaves the map, only in the functions of this module that
+///   take `&mut Ksm` (the thread mutex's data, lent to one borrower at a time); they point the
+///   item cursor ([`node::set_cursor`]) at the new cursor slot's list, or clear it.
+/// - `cursor_mm` holds an `mmgrab()` reference on the mm of the slot under the cursor, if any:
+///   the scanner looks at it for every page, without a lookup in the map.
 pub(crate) struct MmList {
-    first: *mut MmSlot,
-    last: *mut MmSlot,
-    cursor: *mut MmSlot,
-    boxes: Option<RBTree<usize, OwnedSlot>>,
+    first: Option<usize>,
+    last: Option<usize>,
+    cursor: Option<usize>,
+    cursor_mm: Option<ARef<Mm>>,
+    map: Option<RBTree<usize, Entry>>,
 }
 
-// SAFETY: Only used under the MMLIST spinlock.
-unsafe impl Send for MmList {}
-
 /// The storage for an mm's entry in the list's map, allocated before taking the spinlock.
-pub(crate) type Reservation = RBTreeNodeReservation<usize, OwnedSlot>;
+pub(crate) type Reservation = RBTreeNodeReservation<usize, Entry>;
 
 /// Allocates the map storage for a slot before taking the spinlock.
 pub(crate) fn reserve() -> Result<Reservation> {
@@ -134,16 +109,17 @@ impl MmList {
     /// with it.
     const fn new() -> Self {
         Self {
-            first: core::ptr::null_mut(),
-            last: core::ptr::null_mut(),
-            cursor: core::ptr::null_mut(),
-            boxes: None,
+            first: None,
+            last: None,
+            cursor: None,
+            cursor_mm: None,
+            map: None,
         }
     }
 
     /// Whether no mm is registered.
     pub(crate) fn is_empty(&self) -> bool {
-        self.first.is_null()
+        self.first.is_none()
     }
 
     /// The key of `mm` in the map.
@@ -151,78 +127,92 @@ impl MmList {
         mm.as_raw() as usize
     }
 
-    /// The slot of `mm`, or null (`mm_slot_lookup()`).
-    fn lookup(&self, mm: &Mm) -> *mut MmSlot {
-        self.boxes
-            .as_ref()
-            .and_then(|m| m.get(&Self::key(mm)))
-            .map_or(core::ptr::null_mut(), |s| {
-                core::ptr::from_ref::<MmSlot>(s).cast_mut()
+    /// The entry of the slot with key `key` (`mm_slot_lookup()`).
+    fn entry(&self, key: usize) -> Option<&Entry> {
+        self.map.as_ref()?.get(&key)
+    }
+
+    /// The entry of the slot with key `key`, to relink it.
+    fn entry_mut(&mut self, key: usize) -> Option<&mut Entry> {
+        self.map.as_mut()?.get_mut(&key)
+    }
+
+    /// The slot under the cursor, or null (the head). The pointer stays valid after the
+    /// spinlock is released, until the slot leaves the map.
+    #[cfg(CONFIG_SYSFS)]
+    fn cursor_ptr(&self) -> *const MmSlot {
+        self.cursor
+            .and_then(|k| self.entry(k))
+            .map_or(core::ptr::null(), |e| {
+                core::ptr::from_ref::<MmSlot>(&e.slot)
             })
     }
 
-    /// The slot after `slot`, a listed slot or null (the head); null when back at the head.
-    fn next_of(&self, slot: *mut MmSlot) -> *mut MmSlot {
-        if slot.is_null() {
-            self.first
-        } else {
-            // SAFETY: The callers pass a listed slot, valid (type invariant); its links are
-            // changed under the spinlock, which `&self` proves held.
-            unsafe { *(*slot).next.get() }
+    /// Moves the cursor to `to` (a key, or `None`: the head). Returns the reference on the mm of
+    /// the slot it leaves, to be dropped outside the spinlock.
+    fn move_cursor(&mut self, to: Option<usize>) -> Option<ARef<Mm>> {
+        let mm = to
+            .and_then(|k| self.entry(k))
+            .map(|e| ARef::from(e.slot.mm()));
+        // INVARIANT: The cursor and its slot's mm.
+        self.cursor = to;
+        core::mem::replace(&mut self.cursor_mm, mm)
+    }
+
+    /// The slot after `at` (a key, or `None`: the head); `None` when back at the head.
+    fn next_of(&self, at: Option<usize>) -> Option<usize> {
+        match at {
+            None => self.first,
+            Some(k) => self.entry(k).and_then(|e| e.next),
         }
     }
 
-    /// Links the slot at `slot`, which is in the map and on no list, before `before` (a listed
-    /// slot, or null: at the tail).
-    ///
-    /// # Safety
-    ///
-    /// `slot` must be owned by the map and unlinked; `before` listed or null.
-    unsafe fn link_before(&mut self, slot: *mut MmSlot, before: *mut MmSlot) {
-        // SAFETY: Both are valid, as the caller guarantees; the spinlock is held (`&mut self`).
-        unsafe {
-            let prev = if before.is_null() {
-                self.last
-            } else {
-                *(*before).prev.get()
-            };
-            *(*slot).prev.get() = prev;
-            *(*slot).next.get() = before;
-            if prev.is_null() {
-                self.first = slot;
-            } else {
-                *(*prev).next.get() = slot;
-            }
-            if before.is_null() {
-                self.last = slot;
-            } else {
-                *(*before).prev.get() = slot;
+    /// Makes `to` the slot after `at` (`None`: the first slot).
+    fn set_next(&mut self, at: Option<usize>, to: Option<usize>) {
+        match at {
+            None => self.first = to,
+            Some(k) => {
+                if let Some(e) = self.entry_mut(k) {
+                    e.next = to;
+                }
             }
         }
     }
 
-    /// Unlinks the listed `slot` from the list, leaving it in the map.
-    ///
-    /// # Safety
-    ///
-    /// `slot` must be listed.
-    unsafe fn unlink(&mut self, slot: *mut MmSlot) {
-        // SAFETY: A listed slot, valid, as its neighbours; the spinlock is held (`&mut self`).
-        unsafe {
-            let (prev, next) = (*(*slot).prev.get(), *(*slot).next.get());
-            if prev.is_null() {
-                self.first = next;
-            } else {
-                *(*prev).next.get() = next;
+    /// Makes `to` the slot before `at` (`None`: the last slot).
+    fn set_prev(&mut self, at: Option<usize>, to: Option<usize>) {
+        match at {
+            None => self.last = to,
+            Some(k) => {
+                if let Some(e) = self.entry_mut(k) {
+                    e.prev = to;
+                }
             }
-            if next.is_null() {
-                self.last = prev;
-            } else {
-                *(*next).prev.get() = prev;
-            }
-            *(*slot).prev.get() = core::ptr::null_mut();
-            *(*slot).next.get() = core::ptr::null_mut();
         }
+    }
+
+    /// Links the entry `key`, which is on no list, before `before` (a listed slot, or `None`:
+    /// at the tail).
+    fn link_before(&mut self, key: usize, before: Option<usize>) {
+        let prev = match before {
+            None => self.last,
+            Some(b) => self.entry(b).and_then(|e| e.prev),
+        };
+        if let Some(e) = self.entry_mut(key) {
+            e.prev = prev;
+            e.next = before;
+        }
+        self.set_next(prev, Some(key));
+        self.set_prev(before, Some(key));
+    }
+
+    /// Unlinks the listed entry `key` from the list, leaving it in the map.
+    fn unlink(&mut self, key: usize) {
+        let Some((prev, next)) = self.entry(key).map(|e| (e.prev, e.next)) else {
+            return;
+        };
+        self.set_next(prev, next);
+        self.set_prev(next, prev);
     }
 
     /// Registers `slot` (`mm_slot_insert()`): links it at the tail with `at_tail`, else just
@@ -234,65 +224,51 @@ impl MmList {
         at_tail: bool,
         res: Reservation,
     ) -> core::result::Result<(), OwnedSlot> {
-        if !self.lookup(&slot.mm).is_null() {
+        let key = Self::key(slot.mm());
+        if self.entry(key).is_some() {
             return Err(slot);
         }
-        let key = Self::key(&slot.mm);
-        // The slot stays where it is; the map owns it from here.
-        let ptr = core::ptr::from_ref::<MmSlot>(&slot).cast_mut();
-        self.boxes
-            .get_or_insert_with(RBTree::new)
-            .insert(res.into_node(key, slot));
-        let before = if at_tail {
-            core::ptr::null_mut()
-        } else {
-            self.cursor
+        let before = if at_tail { None } else { self.cursor };
+        let entry = Entry {
+            prev: None,
+            next: None,
+            slot,
         };
-        // SAFETY: `ptr` is owned by the map now, and was on no list; `before` is the cursor,
-        // listed or null.
-        unsafe { self.link_before(ptr, before) };
+        self.map
+            .get_or_insert_with(RBTree::new)
+            .insert(res.into_node(key, entry));
         // INVARIANT: Listed, and in the map.
+        self.link_before(key, before);
         Ok(())
     }
 
-    /// Unlinks the listed `slot` and takes it out of the map.
-    ///
-    /// # Safety
-    ///
-    /// `slot` must be listed.
-    unsafe fn take(&mut self, slot: *mut MmSlot) -> Option<OwnedSlot> {
-        // SAFETY: A listed slot (the caller's promise), valid (type invariant).
-        let key = Self::key(unsafe { &(*slot).mm });
-        // SAFETY: As above.
-        unsafe { self.unlink(slot) };
+    /// Unlinks the listed entry `key` and takes its slot out of the map.
+    fn take(&mut self, key: usize) -> Option<OwnedSlot> {
+        self.unlink(key);
         // INVARIANT: Off the list, and now out of the map.
-        self.boxes.as_mut()?.remove(&key)
+        self.map.as_mut()?.remove(&key).map(|e| e.slot)
     }
 
     /// Unregisters an exiting `mm` (`__ksm_exit()`): gives its slot back if it has no items
     /// and is not under the cursor; otherwise leaves it to the scanner, moved right after the
     /// cursor, to be scanned (and found exiting) next.
     pub(crate) fn exit(&mut self, mm: &Mm) -> Option<OwnedSlot> {
-        let slot = self.lookup(mm);
-        if slot.is_null() || slot == self.cursor {
+        let key = Self::key(mm);
+        let entry = self.entry(key)?;
+        if self.cursor == Some(key) {
             return None;
         }
-        // SAFETY: A listed slot (type invariant: it is in the map). The scanner changes the
-        // item list of the cursor slot only, and moves the cursor on under MMLIST after its
-        // last change, so that change happened before our lock of MMLIST, which sees another
-        // cursor: the list stays empty if it is.
-        if unsafe { (*slot).items.is_empty() } {
-            // SAFETY: As above.
-            return unsafe { self.take(slot) };
+        // The scanner changes the item list of the cursor slot only, and moves the cursor on
+        // under MMLIST after its last change, so that change happened before our lock of
+        // MMLIST, which sees another cursor: the list stays empty if it is.
+        if entry.slot.items.is_empty() {
+            return self.take(key);
         }
         let after_cursor = self.next_of(self.cursor);
-        if after_cursor != slot {
-            // SAFETY: `slot` is listed; once unlinked, `after_cursor` (listed or null, and not
-            // `slot`) is still listed or null.
-            unsafe {
-                self.unlink(slot);
-                self.link_before(slot, after_cursor);
-            }
+        if after_cursor != Some(key) {
+            // Once `key` is unlinked, `after_cursor` (not `key`) is still listed, or the head.
+            self.unlink(key);
+            self.link_before(key, after_cursor);
         }
         None
     }
@@ -302,12 +278,13 @@ impl MmList {
 #[cfg(CONFIG_SYSFS)]
 pub(crate) fn cursor_slot<'k>(ksm: &'k Ksm<'_>) -> Option<&'k MmSlot> {
     let _ = ksm;
-    let cursor = MMLIST.lock().cursor;
-    // SAFETY: The cursor is null or a listed slot (type invariant of `MmList`). The cursor
-    // moves, and its slot leaves the list, only through the functions below, which take
-    // `&mut Ksm`: not while `ksm` is borrowed. `exit()` takes off slots not under the cursor
-    // only. The slot's fields that others change (the links) are in `UnsafeCell`s.
-    unsafe { cursor.as_ref() }
+    let slot = MMLIST.lock().cursor_ptr();
+    // SAFETY: The slot under the cursor, or null (`cursor_ptr()`). The slot is a slab object
+    // owned by its map entry; it is freed only once out of the map. The cursor moves, and its
+    // slot leaves the map, only through the functions below, which take `&mut Ksm`: not while
+    // `ksm` is borrowed. `exit()` takes out slots not under the cursor only, and no one changes
+    // a slot but through shared references (its order is in its entry).
+    unsafe { slot.as_ref() }
 }
 
 /// Where the scan cursor is (see [`cursor_mm`]).
@@ -328,74 +305,73 @@ pub(crate) fn cursor_mm(_ksm: &Ksm<'_>) -> Cursor {
     if l.is_empty() {
         return Cursor::Empty;
     }
-    // SAFETY: The cursor is null or a listed slot (type invariant of `MmList`), valid while
-    // the spinlock is held.
-    match unsafe { l.cursor.as_ref() } {
+    match &l.cursor_mm {
         None => Cursor::Head,
         // Only an atomic increment under the spinlock.
-        Some(slot) => Cursor::Slot(slot.mm.mmget_not_zero()),
+        Some(mm) => Cursor::Slot(mm.mmget_not_zero()),
     }
 }
 
-/// Points the item cursor at the start of the item list of the slot under the scan cursor, or
-/// clears it if the cursor is at the head.
-fn items_at_cursor(ksm: &mut Ksm<'_>, cursor: *mut MmSlot) {
-    // SAFETY: The new cursor slot, listed (type invariant of `MmList`), or null.
-    match unsafe { cursor.as_ref() } {
-        // SAFETY: The list of the slot under the cursor: the slot stays listed, and its items
-        // are changed by the cursor only, until the cursor moves, which resets the item
-        // cursor (below).
-        Some(slot) => unsafe { node::set_cursor(ksm, &slot.items) },
-        None => node::clear_cursor(ksm),
-    }
+/// Points the item cursor at the start of the item list of the slot under the scan cursor of
+/// `l`, the locked list, or clears it if the cursor is at the head.
+fn items_at_cursor(ksm: &mut Ksm<'_>, l: &MmList) {
+    let Some(entry) = l.cursor.and_then(|k| l.entry(k)) else {
+        node::clear_cursor(ksm);
+        return;
+    };
+    // SAFETY: The list of the slot under the cursor, which stays valid while the cursor is on
+    // it (see `cursor_slot()`); its items are changed by the item cursor only, until the scan
+    // cursor moves, which resets the item cursor (the callers, through here).
+    unsafe { node::set_cursor(ksm, &entry.slot.items) };
 }
 
 /// Starts a pass over all slots (a full scan, or `run = 2`): the cursor moves to the first
 /// slot, and the item cursor to the start of its list. Returns whether there is a slot.
 pub(crate) fn start_pass(ksm: &mut Ksm<'_>) -> bool {
     node::clear_cursor(ksm);
-    let cursor = {
-        let mut l = MMLIST.lock();
-        // INVARIANT: The first slot, or the head.
-        l.cursor = l.next_of(core::ptr::null_mut());
-        l.cursor
-    };
-    items_at_cursor(ksm, cursor);
-    !cursor.is_null()
+    let mut l = MMLIST.lock();
+    // The first slot, or the head.
+    let first = l.first;
+    let old = l.move_cursor(first);
+    items_at_cursor(ksm, &l);
+    let more = l.cursor.is_some();
+    drop(l);
+    drop(old);
+    more
 }
 
 /// Starts the item list of the slot under the cursor again (an exiting mm: all its items go).
 pub(crate) fn rewind_items(ksm: &mut Ksm<'_>) {
-    let cursor = MMLIST.lock().cursor;
-    items_at_cursor(ksm, cursor);
+    items_at_cursor(ksm, &MMLIST.lock());
 }
 
 /// Moves the cursor to the next slot, and the item cursor to the start of its list. With
-/// `remove`, the slot the cursor leaves is taken off the list and given back. Returns whether
-/// there is a next slot (else the cursor is back at the head).
+/// `remove`, the slot the cursor leaves is taken off the list and given back, to be freed
+/// outside the spinlock. Returns whether there is a next slot (else the cursor is back at the
+/// head).
 pub(crate) fn next_slot(ksm: &mut Ksm<'_>, remove: bool) -> (bool, Option<OwnedSlot>) {
     node::clear_cursor(ksm);
-    let (cursor, taken) = {
-        let mut l = MMLIST.lock();
-        let old = l.cursor;
-        // INVARIANT: The next slot, or the head.
-        l.cursor = l.next_of(old);
-        let taken = if remove && !old.is_null() {
-            // SAFETY: `old` was the cursor, a listed slot.
-            unsafe { l.take(old) }
-        } else {
-            None
-        };
-        (l.cursor, taken)
+    let mut l = MMLIST.lock();
+    let old = l.cursor;
+    // The next slot, or the head.
+    let next = l.next_of(old);
+    let old_mm = l.move_cursor(next);
+    let taken = match old {
+        Some(k) if remove => l.take(k),
+        _ => None,
     };
-    items_at_cursor(ksm, cursor);
-    (!cursor.is_null(), taken)
+    items_at_cursor(ksm, &l);
+    let more = l.cursor.is_some();
+    drop(l);
+    drop(old_mm);
+    (more, taken)
 }
 
 /// Ends a pass early (`run = 2` failed): the cursor goes back to the head.
 #[cfg(CONFIG_SYSFS)]
 pub(crate) fn abort_pass(ksm: &mut Ksm<'_>) {
     node::clear_cursor(ksm);
-    // INVARIANT: The head.
-    MMLIST.lock().cursor = core::ptr::null_mut();
+    // The head.
+    let old = MMLIST.lock().move_cursor(None);
+    drop(old);
 }

@@ -129,9 +129,21 @@ impl PackedAddress {
         Self(self.addr() | UNSTABLE_FLAG | LINKED_FLAG | (seqnr & SEQNR_MASK))
     }
 
-    /// Marks an unstable item as no longer in its tree: the tree was emptied.
+    /// Marks a plain item as linked into the unstable tree, during no scan yet: the tree's
+    /// record ([`UnstableLinks`]), until [`PackedAddress::into_unstable`] gives the scan.
+    const fn into_linked(self) -> Self {
+        // INVARIANT: The unstable flag, with the linked flag.
+        Self(self.0 | UNSTABLE_FLAG | LINKED_FLAG)
+    }
+
+    /// Marks an unstable item as no longer in its tree: taken out, or the tree was emptied.
     const fn into_unlinked(self) -> Self {
         Self(self.0 & !LINKED_FLAG)
+    }
+
+    /// Whether the item holds an anon_vma reference, and no other flag is set.
+    const fn is_rmap_only(self) -> bool {
+        self.0 & !PAGE_MASK == RMAP_FLAG
     }
 
     /// Marks the item as holding an anon_vma reference, and listed from a stable node.
@@ -173,35 +185,79 @@ pub(crate) struct UnstableInfo {
 }
 
 /// What an item knows of its page: [`UnstableInfo`], or, while it holds an anon_vma
-/// reference ([`RMAP_FLAG`]), the page's index in the anon_vma.
+/// reference ([`RMAP_FLAG`]), the page's index in the anon_vma, which takes the place of the
+/// checksum as in C's union: on 64-bit, of the whole record.
+///
+/// It is kept as the bytes of that union would be: one word, in whose bytes the record lies
+/// as the fields of a C struct (checksum, age, skipped), and on 32-bit, where the index covers
+/// only the checksum, two more bytes for the age and the skipped count.
 #[repr(C)]
 #[derive(Clone, Copy)]
-union Info {
-    unstable: UnstableInfo,
-    /// Read only with [`RMAP_FLAG`], after [`Info::with_index`] wrote it.
-    linear_page_index: usize,
+struct Info {
+    word: usize,
+    #[cfg(not(CONFIG_64BIT))]
+    ext: [u8; 2],
 }
 
 impl Info {
-    /// The information of a new item: all zero, as C's zeroed allocation, every field of
-    /// `unstable` and every byte of the index initialized, as [`RmapItem::unstable_info`] and
-    /// [`Info::with_index`] read them.
+    /// The information of a new item: all zero, as C's zeroed allocation.
     const fn new() -> Self {
-        Info {
-            unstable: UnstableInfo {
-                oldchecksum: 0,
-                age: 0,
-                skipped: 0,
-            },
+        Self {
+            word: 0,
+            #[cfg(not(CONFIG_64BIT))]
+            ext: [0; 2],
         }
-        .with_index(0)
     }
 
-    /// `self` with the page index `index`. The fields of `unstable` that the index does not
+    /// `self` with the page index `index`. The bytes of the record that the index does not
     /// cover (on 32-bit) keep their values, as in C.
     const fn with_index(mut self, index: usize) -> Self {
-        self.linear_page_index = index;
+        self.word = index;
         self
+    }
+
+    /// The page index (meaningful with [`RMAP_FLAG`] only).
+    const fn index(self) -> usize {
+        self.word
+    }
+
+    /// The smart scan's record and the checksum (meaningless with [`RMAP_FLAG`]).
+    #[cfg(CONFIG_64BIT)]
+    fn unstable(self) -> UnstableInfo {
+        let [c0, c1, c2, c3, age, skipped, ..] = self.word.to_ne_bytes();
+        UnstableInfo {
+            oldchecksum: u32::from_ne_bytes([c0, c1, c2, c3]),
+            age,
+            skipped,
+        }
+    }
+
+    /// `self` with the smart scan's record and the checksum `u`.
+    #[cfg(CONFIG_64BIT)]
+    fn with_unstable(self, u: UnstableInfo) -> Self {
+        let [c0, c1, c2, c3] = u.oldchecksum.to_ne_bytes();
+        Self {
+            word: usize::from_ne_bytes([c0, c1, c2, c3, u.age, u.skipped, 0, 0]),
+        }
+    }
+
+    /// The smart scan's record and the checksum (meaningless with [`RMAP_FLAG`]).
+    #[cfg(not(CONFIG_64BIT))]
+    fn unstable(self) -> UnstableInfo {
+        UnstableInfo {
+            oldchecksum: u32::from_ne_bytes(self.word.to_ne_bytes()),
+            age: self.ext[0],
+            skipped: self.ext[1],
+        }
+    }
+
+    /// `self` with the smart scan's record and the checksum `u`.
+    #[cfg(not(CONFIG_64BIT))]
+    fn with_unstable(self, u: UnstableInfo) -> Self {
+        Self {
+            word: usize::from_ne_bytes(u.oldchecksum.to_ne_bytes()),
+            ext: [u.age, u.skipped],
+        }
     }
 }
 
@@ -222,14 +278,22 @@ union ItemLink {
     stable: ManuallyDrop<StableLink>,
 }
 
-/// The anon_vma of a merged item, or the NUMA node of the unstable tree of an unstable one.
-#[repr(C)]
+/// The anon_vma of a merged item ([`RMAP_FLAG`]), or the NUMA node of the unstable tree of an
+/// unstable one ([`UNSTABLE_FLAG`]), in one pointer, as C's union: a nid is kept as an address
+/// without provenance, which is only ever read back as a number.
 #[derive(Clone, Copy)]
-union AnonVmaOrNid {
-    /// Read only with [`RMAP_FLAG`].
-    anon_vma: *mut bindings::anon_vma,
-    /// Read only with [`UNSTABLE_FLAG`].
-    nid: i32,
+struct AnonVmaOrNid(*mut bindings::anon_vma);
+
+impl AnonVmaOrNid {
+    /// The NUMA node `nid`.
+    const fn nid(nid: i32) -> Self {
+        Self(core::ptr::without_provenance_mut(nid as u32 as usize))
+    }
+
+    /// The NUMA node, if `self` was made by [`AnonVmaOrNid::nid`].
+    fn as_nid(self) -> i32 {
+        self.0.addr() as u32 as i32
+    }
 }
 
 /// Reverse mapping item for one virtual page (`struct ksm_rmap_item`).
@@ -251,12 +315,12 @@ union AnonVmaOrNid {
 ///   list, and the graveyard (or a leak) one of its own afterwards.
 /// - With [`STABLE_FLAG`], the item is on the item list of the node that `link.stable.head`
 ///   points at; without it, on no such list.
-/// - With [`UNSTABLE_FLAG`], `anon_vma_or_nid.nid` is the nid of the unstable tree the item
+/// - With [`UNSTABLE_FLAG`], `anon_vma_or_nid` is the nid of the unstable tree the item
 ///   was inserted in, during the scan of its sequence number bits. The item is in that tree if
 ///   and only if [`LINKED_FLAG`] is set too, and in no unstable tree otherwise; it is not freed
 ///   while linked.
-/// - With [`RMAP_FLAG`], the item holds a reference on `anon_vma_or_nid.anon_vma`, and
-///   `info.linear_page_index` is set.
+/// - With [`RMAP_FLAG`], the item holds a reference on the anon_vma `anon_vma_or_nid`, and
+///   the index of `info` is set.
 #[repr(C)]
 pub(crate) struct RmapItem {
     /// Next item of the same mm slot, in address order; for a freed item, the next in the
@@ -275,23 +339,90 @@ pub(crate) struct RmapItem {
 }
 
 /// The links of rmap items in the unstable trees.
+///
+/// An item is in an unstable tree while it is unstable and linked ([`LINKED_FLAG`]); only a
+/// plain item may go in.
 pub(crate) struct UnstableLinks;
 
-// SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `RmapItem`.
+// SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `RmapItem`. Only `set_linked()`
+// sets or clears the linked flag of an unstable item: `unstable_insert()` rewrites the flags
+// of an item the tree linked, linked still, and `unstable_remove()` of one it let go, and no
+// other code changes the flags of an unstable item (type invariant of `PackedAddress`: the
+// other flags exclude `UNSTABLE_FLAG`). A plain item uses neither member of `link`.
 unsafe impl Adapter for UnstableLinks {
     type Item = RmapItem;
     const OFFSET: usize = offset_of!(RmapItem, link.node);
+
+    unsafe fn is_linked(item: &RmapItem) -> bool {
+        item.address().is_linked()
+    }
+
+    unsafe fn is_free(item: &RmapItem) -> bool {
+        item.address().is_plain()
+    }
+
+    unsafe fn set_linked(item: &RmapItem, linked: bool) {
+        let a = item.address();
+        item.address.set(if linked {
+            a.into_linked()
+        } else {
+            a.into_unlinked()
+        });
+    }
 }
 
+// SAFETY: An item in an unstable tree is not freed, as [`Graved`] says: only the graveyard
+// frees items, dead ones, which `free_at_cursor()` makes of plain items only, and it frees them
+// when the thread mutex is released, when no `Ksm<'g>` is left, and so no reference that a
+// tree handed out (the trees are reached through `Ksm`). Items never move and are never
+// borrowed mutably (`Graved`). The unstable trees are used under the thread mutex only (they
+// are in its data, `locked`, which lends them to this module only), and the item lists, whose
+// links overlap, are changed under it. Other modules name the adapter in `Position`s only.
+unsafe impl kernel::rbtree::intrusive::Anchored for UnstableLinks {}
+
 /// The links of rmap items in their stable node's list.
-pub(crate) struct StableItemLinks;
+///
+/// An item is on a node's list while it is stable ([`STABLE_FLAG`]); only an item that
+/// holds an anon_vma reference and nothing else ([`RMAP_FLAG`] alone) may go on one.
+struct StableItemLinks;
 
 // SAFETY: `link.stable` is a transparent `ManuallyDrop<StableLink>` in every `RmapItem`, and
-// `hlist` a `hlist::Links<RmapItem>` in it.
+// `hlist` a `hlist::Links<RmapItem>` in it. Only `set_linked()` sets or clears the stable
+// flag, and no other code changes the flags of a stable item (type invariant of
+// `PackedAddress`: the other flags but `RMAP_FLAG` exclude `STABLE_FLAG`). An item with only
+// `RMAP_FLAG` uses neither member of `link`.
 unsafe impl hlist::Adapter for StableItemLinks {
     type Item = RmapItem;
     const OFFSET: usize = offset_of!(RmapItem, link.stable) + offset_of!(StableLink, hlist);
+
+    unsafe fn is_linked(item: &RmapItem) -> bool {
+        item.address().is_stable()
+    }
+
+    unsafe fn is_free(item: &RmapItem) -> bool {
+        item.address().is_rmap_only()
+    }
+
+    unsafe fn set_linked(item: &RmapItem, linked: bool) {
+        let a = item.address();
+        item.address.set(if linked {
+            a.into_stable()
+        } else {
+            a.into_rmap()
+        });
+    }
 }
+
+// SAFETY: A stable item is not freed, as for `UnstableLinks` (dead items were plain), before
+// the thread mutex is released: not while a reference a list or iterator handed out or holds
+// is alive. The heads are in stable nodes, which never move, are never borrowed mutably
+// (`Graved`), and are freed only with an empty list (`bury()`). The lists, and the unstable
+// trees whose links overlap, are changed under the thread mutex; a list under the lock of the
+// node's KSM folio too, taken for that list (`add_item()`, `take_item()`), or with no folio
+// pointing at the node (`take_item_unmapped()`). They are read under either lock, and a reader
+// with the folio lock alone (`folio_mappings()`) steps only from the items of that folio's
+// list. The adapter is private to this module, whose functions above are its only users.
+unsafe impl hlist::Anchored for StableItemLinks {}
 
 /// `sizeof(struct ksm_rmap_item)`, as counted in `general_profit`.
 pub(crate) const RMAP_ITEM_SIZE: usize = core::mem::size_of::<RmapItem>();
@@ -318,16 +449,14 @@ impl RmapItem {
 
     /// The smart scan's record and the checksum (meaningless while merged).
     pub(crate) fn unstable_info(&self) -> UnstableInfo {
-        // SAFETY: Every field of `unstable` was written: `Info::new()` writes them, and later
-        // writes are of `unstable`, or of the index over it (`Info::with_index()`).
-        unsafe { self.info.get().unstable }
+        self.info.get().unstable()
     }
 
     /// Updates the smart scan's record and the checksum; warns and does nothing while the item
     /// is merged (the page index is kept in its place).
     pub(crate) fn set_unstable_info(&self, info: UnstableInfo) {
         if !kernel::warn_on!(self.address().has_rmap() || self.address().is_dead()) {
-            self.info.set(Info { unstable: info });
+            self.info.set(self.info.get().with_unstable(info));
         }
     }
 
@@ -346,7 +475,7 @@ impl RmapItem {
         // SAFETY: A valid anon_vma (type invariant of `AnonVma`).
         unsafe { crate::get_anon_vma(anon_vma) };
         // INVARIANT: The item holds the reference and the index.
-        self.anon_vma_or_nid.set(AnonVmaOrNid { anon_vma });
+        self.anon_vma_or_nid.set(AnonVmaOrNid(anon_vma));
         let index = vma.linear_anon_page_index(a.addr());
         self.info.set(self.info.get().with_index(index));
         self.address.set(a.into_rmap());
@@ -365,8 +494,8 @@ impl RmapItem {
 
     /// Drops the item's anon_vma reference and makes it a plain item.
     fn drop_rmap(&self) {
-        // SAFETY: With `RMAP_FLAG`, `anon_vma` is the member in use (type invariant).
-        let anon_vma = unsafe { self.anon_vma_or_nid.get().anon_vma };
+        // With `RMAP_FLAG`, an anon_vma (type invariant).
+        let anon_vma = self.anon_vma_or_nid.get().0;
         // INVARIANT: Plain, holding no reference; C resets the index to 0.
         self.address.set(PackedAddress::new(self.address().addr()));
         self.info.set(self.info.get().with_index(0));
@@ -380,14 +509,8 @@ impl RmapItem {
         if !self.address().has_rmap() {
             return None;
         }
-        // SAFETY: With `RMAP_FLAG`, `anon_vma` and `linear_page_index` are in use (type
-        // invariant).
-        Some(unsafe {
-            (
-                self.anon_vma_or_nid.get().anon_vma,
-                self.info.get().linear_page_index,
-            )
-        })
+        // With `RMAP_FLAG`, an anon_vma and the index (type invariant).
+        Some((self.anon_vma_or_nid.get().0, self.info.get().index()))
     }
 
     /// Whether the item is the last one of its stable node's list (for stable items); the
@@ -397,9 +520,8 @@ impl RmapItem {
         if kernel::warn_on!(!self.address().is_stable()) {
             return true;
         }
-        // SAFETY: A stable item is on its stable node's list (type invariant), which the
-        // callers hold (the thread mutex or the KSM folio's lock).
-        unsafe { hlist::Head::<StableItemLinks>::next(self) }.is_none()
+        // Stable, so on its node's list (type invariant).
+        hlist::Head::<StableItemLinks>::next(self).is_none()
     }
 }
 
@@ -527,30 +649,39 @@ impl<'g, T: Graved> Ref<'g, T> {
 ///
 /// # Invariants
 ///
-/// `mm` is the slot's mm, valid for as long as the list is: the slot holds an `mmgrab()`
-/// reference on it.
+/// The items of the list belong to `mm`.
 pub(crate) struct ItemList {
     first: Atomic<*mut RmapItem>,
-    mm: NonNull<Mm>,
+    mm: ARef<Mm>,
 }
 
 impl ItemList {
-    /// An empty list for the items of `mm`.
-    ///
-    /// # Safety
-    ///
-    /// `mm` must stay valid for as long as the list: the list's owner holds a reference on it.
-    pub(crate) unsafe fn new(mm: &Mm) -> Self {
-        // INVARIANT: As the caller guarantees.
+    /// An empty list for the items of `mm`, holding an `mmgrab()` reference on it.
+    pub(crate) fn new(mm: &Mm) -> Self {
+        // INVARIANT: The list holds a reference on its mm.
         Self {
             first: Atomic::new(core::ptr::null_mut()),
-            mm: NonNull::from(mm),
+            mm: ARef::from(mm),
         }
+    }
+
+    /// The mm of the list's items.
+    pub(crate) fn mm(&self) -> &Mm {
+        &self.mm
     }
 
     /// Whether the list is empty.
     pub(crate) fn is_empty(&self) -> bool {
         self.first.load(Relaxed).is_null()
+    }
+}
+
+impl Drop for ItemList {
+    fn drop(&mut self) {
+        // Items left on the list (a bug) are leaked; they point at the mm: keep it for them.
+        if kernel::warn_on!(!self.is_empty()) {
+            core::mem::forget(self.mm.clone());
+        }
     }
 }
 
@@ -564,7 +695,7 @@ impl ItemList {
 pub(crate) unsafe fn set_cursor(ksm: &mut Ksm<'_>, list: &ItemList) {
     // INVARIANT: As the caller guarantees; the list's mm is valid while the list is.
     ksm.item_cursor = &raw const list.first;
-    ksm.cursor_mm = list.mm.as_ptr().cast_const();
+    ksm.cursor_mm = core::ptr::from_ref::<Mm>(&list.mm);
 }
 
 /// Detaches the item cursor from any list: before the mm slot it was on may be freed.
@@ -612,7 +743,7 @@ pub(crate) fn alloc_at_cursor<'g>(ksm: &mut Ksm<'g>, addr: usize) -> Option<Item
     // reference.
     let item = RmapItem {
         rmap_list: Atomic::new(link.load(Relaxed)),
-        anon_vma_or_nid: Cell::new(AnonVmaOrNid { nid: 0 }),
+        anon_vma_or_nid: Cell::new(AnonVmaOrNid::nid(0)),
         mm: NonNull::from(mm),
         address: Cell::new(PackedAddress::new(addr)),
         info: Cell::new(Info::new()),
@@ -676,7 +807,7 @@ union NodeLink {
     /// [`TreeLinks`]).
     node: ManuallyDrop<Links>,
     /// In a chain's list of dups (a dup), on the migrate list or in the graveyard (accessed by
-    /// the lists only, through [`ListLinks`]).
+    /// the lists only, through [`DupLinks`], [`MigrateLinks`] and [`DeadLinks`]).
     list: ManuallyDrop<hlist::Links<StableNode>>,
 }
 
@@ -688,7 +819,7 @@ union NodeHead {
     /// The rmap items mapping this KSM page (plain nodes and dups).
     items: ManuallyDrop<hlist::Head<StableItemLinks>>,
     /// The dups (chains only).
-    dups: ManuallyDrop<hlist::Head<ListLinks>>,
+    dups: ManuallyDrop<hlist::Head<DupLinks>>,
 }
 
 /// Where a node is.
@@ -749,24 +880,91 @@ pub(crate) struct StableNode {
     place: Cell<Place>,
 }
 
-/// The links of stable nodes in the lists of dups, the migrate list and the graveyard.
-pub(crate) struct ListLinks;
-
-// SAFETY: `link.list` is a transparent `ManuallyDrop<hlist::Links<StableNode>>` in every
-// `StableNode`.
-unsafe impl hlist::Adapter for ListLinks {
-    type Item = StableNode;
-    const OFFSET: usize = offset_of!(StableNode, link.list);
-}
-
-/// The links of stable nodes in the stable trees.
+/// The links of stable nodes in the stable trees: a node is in one while its place is
+/// [`Place::Tree`].
 pub(crate) struct TreeLinks;
 
-// SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `StableNode`.
+// SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `StableNode`. Only the trees and
+// lists of nodes change a node's place, through `set_linked()` (`new_node()` starts it
+// `Unlinked`), and an `Unlinked` node uses no member of `link`.
 unsafe impl Adapter for TreeLinks {
     type Item = StableNode;
     const OFFSET: usize = offset_of!(StableNode, link.node);
+
+    unsafe fn is_linked(node: &StableNode) -> bool {
+        node.place.get() == Place::Tree
+    }
+
+    unsafe fn is_free(node: &StableNode) -> bool {
+        node.place.get() == Place::Unlinked
+    }
+
+    unsafe fn set_linked(node: &StableNode, linked: bool) {
+        node.place
+            .set(if linked { Place::Tree } else { Place::Unlinked });
+    }
 }
+
+// SAFETY: A node in a tree or a list is not freed, as [`Graved`] says: only the graveyard
+// frees nodes, those on its own list, once it took them off, when the thread mutex is released,
+// when no `Ksm<'g>` is left, and so no reference a tree or list handed out (they are reached
+// through `Ksm` or a `NodeRef`). Nodes never move and are never borrowed mutably (`Graved`).
+// The trees and the lists of nodes, whose links overlap, are used under the thread mutex only:
+// the trees are in its data (`locked`), and only this module reaches them (`StableTrees::tree()`
+// and `tree_mut()` are private). Other modules name the adapter in `Position`s only.
+unsafe impl kernel::rbtree::intrusive::Anchored for TreeLinks {}
+
+/// Defines the links of stable nodes in one kind of list, which holds the nodes whose place is
+/// `$place` (through `link.list`).
+macro_rules! node_list_links {
+    ($(#[$meta:meta])* $name:ident, $place:ident) => {
+        $(#[$meta])*
+        struct $name;
+
+        // SAFETY: `link.list` is a transparent `ManuallyDrop<hlist::Links<StableNode>>` in every
+        // `StableNode`. The place changes only as for `TreeLinks`.
+        unsafe impl hlist::Adapter for $name {
+            type Item = StableNode;
+            const OFFSET: usize = offset_of!(StableNode, link.list);
+
+            unsafe fn is_linked(node: &StableNode) -> bool {
+                node.place.get() == Place::$place
+            }
+
+            unsafe fn is_free(node: &StableNode) -> bool {
+                node.place.get() == Place::Unlinked
+            }
+
+            unsafe fn set_linked(node: &StableNode, linked: bool) {
+                node.place.set(if linked { Place::$place } else { Place::Unlinked });
+            }
+        }
+
+        // SAFETY: A listed node is not freed, and nodes do not move, as for `TreeLinks`. The
+        // heads are in chains, which never move, are never borrowed mutably (`Graved`) and are
+        // freed only with an empty list (`bury()`), or boxed, for the migrate list and the
+        // graveyard, so that only the box is borrowed mutably with `Ksm` or the graveyard.
+        // The lists, and the trees whose links overlap, are used under the thread mutex only.
+        // The adapter is private to this module, whose functions are its only users.
+        unsafe impl hlist::Anchored for $name {}
+    };
+}
+
+node_list_links!(
+    /// The links of dups in their chain's list.
+    DupLinks,
+    Dup
+);
+node_list_links!(
+    /// The links of stable nodes on the migrate list.
+    MigrateLinks,
+    Migrate
+);
+node_list_links!(
+    /// The links of freed stable nodes in the graveyard.
+    DeadLinks,
+    Dead
+);
 
 // As small as C's `struct ksm_stable_node` (64 bytes on 64-bit), the checksum included.
 #[cfg(CONFIG_64BIT)]
@@ -862,7 +1060,7 @@ impl StableNode {
     }
 
     /// The list of dups, if this is a chain.
-    fn dups_head(&self) -> Option<&hlist::Head<ListLinks>> {
+    fn dups_head(&self) -> Option<&hlist::Head<DupLinks>> {
         // SAFETY: `dups` is the member in use for a chain (type invariant).
         self.is_chain().then(|| unsafe { &*self.head.dups })
     }
@@ -892,16 +1090,6 @@ impl<'g> NodeRef<'g> {
     pub(crate) fn expected_mapping(self) -> usize {
         StableNode::expected_mapping(self.as_ptr())
     }
-
-    /// The node after this one on its list of `place` (dups, migrate list), if it is on one.
-    fn list_next(self, place: Place) -> Option<NodeRef<'g>> {
-        if self.place.get() != place {
-            return None;
-        }
-        // SAFETY: The node is on a list through `link.list` (type invariant of `StableNode`),
-        // which only this thread changes.
-        unsafe { hlist::Head::<ListLinks>::next(&self) }.map(|n| self.other(n))
-    }
 }
 
 /// The nodes of a list (a chain's dups, the migrate list), from the first.
@@ -909,17 +1097,18 @@ impl<'g> NodeRef<'g> {
 /// Each node's successor is read before the node is handed out, so the caller may take that
 /// node off the list or free it. If other nodes of the list change places meanwhile, the
 /// iteration may end early or go on along another list; it never reaches freed memory.
-pub(crate) struct NodeIter<'g> {
+struct NodeIter<'g, A> {
     next: Option<NodeRef<'g>>,
-    place: Place,
+    _list: PhantomData<A>,
 }
 
-impl<'g> Iterator for NodeIter<'g> {
+impl<'g, A: hlist::Anchored<Item = StableNode>> Iterator for NodeIter<'g, A> {
     type Item = NodeRef<'g>;
 
     fn next(&mut self) -> Option<NodeRef<'g>> {
         let cur = self.next?;
-        self.next = cur.list_next(self.place);
+        // None once the node is off the list: its place changed.
+        self.next = hlist::Head::<A>::next(&cur).map(|n| cur.other(n));
         Some(cur)
     }
 }
@@ -1130,10 +1319,9 @@ fn bury(ksm: &Ksm<'_>, node: NodeRef<'_>) {
     if kernel::warn_on!(node.place.get() != Place::Unlinked || !node.list_is_empty()) {
         return;
     }
-    if node.is_chain() {
+    if ksm.graveyard().bury(node) && node.is_chain() {
         STABLE_NODE_CHAINS.add(ksm, -1);
     }
-    ksm.graveyard().bury(node);
 }
 
 /// The address of the stable node of a KSM folio, or null (`folio_stable_node()`): for the
@@ -1176,14 +1364,11 @@ pub(crate) fn folio_mappings<'a>(
     let node = folio_node_ptr(folio);
     // SAFETY: A locked KSM folio points at a live node (the "keyhole", see
     // `folio_stable_node()`), and only at a plain node or dup, whose `head` is the list of its
-    // items; only that field is read, not the fields ksmd may change meanwhile. The list
-    // changes only under the folio lock, held for `'a`, and its items are valid while listed.
-    let first = NonNull::new(node).and_then(|n| unsafe { (*n.as_ptr()).head.items.first() });
-    let items = core::iter::successors(first, |item| {
-        // SAFETY: An item on the list, which does not change while the folio is locked.
-        unsafe { hlist::Head::<StableItemLinks>::next(item) }
-    });
-    items.filter_map(|item| {
+    // items; only that field is borrowed, not the fields ksmd may change meanwhile. The node is
+    // not freed while the folio lock is held, for `'a`. The list changes only under that lock,
+    // and the walk steps only from its items (`StableItemLinks`).
+    let head = NonNull::new(node).map(|n| unsafe { &*(*n.as_ptr()).head.items });
+    head.into_iter().flat_map(|h| h.iter()).filter_map(|item| {
         let Some((anon_vma, index)) = item.stable_rmap() else {
             kernel::warn_on!(true);
             return None;
@@ -1265,7 +1450,7 @@ pub(crate) struct StableTrees {
     /// node's tree (C: `migrate_nodes`). The head is in an allocation of its own, not in
     /// `Ksm`: the first node on the list points back at it and writes through that pointer
     /// when it leaves, while a `&mut Ksm<'_>` (which claims every byte of `Ksm`) is live.
-    migrate: Option<KBox<hlist::Head<ListLinks>>>,
+    migrate: Option<KBox<hlist::Head<MigrateLinks>>>,
 }
 
 impl StableTrees {
@@ -1350,8 +1535,7 @@ pub(crate) fn tree_next<'g>(ksm: &Ksm<'g>, node: NodeRef<'g>) -> Option<NodeRef<
         return None;
     }
     let tree = ksm.stable().tree(node.nid())?;
-    // SAFETY: `node` is in the tree of its nid (type invariant of `StableNode`).
-    unsafe { tree.next(&node) }.map(|n| NodeRef::from_ref(ksm, n))
+    tree.next(&node).map(|n| NodeRef::from_ref(ksm, n))
 }
 
 /// Links `node`, which is in no tree or list, in at the vacant position `pos` of the stable
@@ -1366,14 +1550,9 @@ pub(crate) fn tree_insert<'g>(
         return Err(EINVAL);
     }
     let tree = ksm.stable_mut().tree_mut(nid).ok_or(EINVAL)?;
-    // SAFETY: The node is in no tree, and its links are used by this module only. It stays
-    // valid and in place until taken out: a node in a tree is not freed, nodes never move, and
-    // the trees are never dropped or cleared (type invariants). It is never borrowed mutably
-    // (`Graved`).
-    unsafe { tree.insert(pos, node.ptr) }?;
+    tree.insert(pos, &node)?;
     // INVARIANT: In the tree of `nid`.
     node.nid.set(nid);
-    node.place.set(Place::Tree);
     Ok(())
 }
 
@@ -1385,10 +1564,8 @@ pub(crate) fn tree_remove<'g>(ksm: &mut Ksm<'g>, node: NodeRef<'g>) {
     let Some(tree) = ksm.stable_mut().tree_mut(node.nid()) else {
         return;
     };
-    // SAFETY: The node is in the tree of its nid (type invariant of `StableNode`).
-    unsafe { tree.remove(node.ptr) };
-    // INVARIANT: In no tree or list.
-    node.place.set(Place::Unlinked);
+    // Not in the tree of its nid would be a bug.
+    kernel::warn_on!(tree.remove(&node).is_err());
 }
 
 /// Puts `new`, which is in no tree or list, in the place of `old` in the stable tree of
@@ -1401,13 +1578,9 @@ pub(crate) fn tree_replace<'g>(ksm: &mut Ksm<'g>, old: NodeRef<'g>, new: NodeRef
     }
     let nid = old.nid();
     let tree = ksm.stable_mut().tree_mut(nid).ok_or(EINVAL)?;
-    // SAFETY: `old` is in the tree of its nid (type invariant); `new` is in no tree, as for
-    // `tree_insert()`.
-    unsafe { tree.replace(old.ptr, new.ptr) };
+    tree.replace(&old, &new)?;
     // INVARIANT: `new` is in the tree of `nid` instead of `old`, which is in none.
-    old.place.set(Place::Unlinked);
     new.nid.set(nid);
-    new.place.set(Place::Tree);
     Ok(())
 }
 
@@ -1422,15 +1595,9 @@ pub(crate) fn chain_add_dup<'g>(ksm: &Ksm<'g>, dup: NodeRef<'g>, chain: NodeRef<
     if kernel::warn_on!(!chain.in_tree() || dup.is_chain() || dup.place.get() != Place::Unlinked) {
         return Err(EINVAL);
     }
-    // SAFETY: `dup` is in no list, and its links are used by this module only. It stays valid
-    // and in place until taken off: a node on a list is not freed, nodes never move, and
-    // neither does the chain, which holds the head (type invariants). It is never borrowed
-    // mutably (`Graved`), and is freed only when the thread mutex is released, when no
-    // reference the list handed out is alive: they are `Ref<'g, _>`s or borrows of `Ksm<'g>`.
-    unsafe { dups.push_front(dup.ptr) };
+    dups.push_front(&dup)?;
     // INVARIANT: A dup on its chain's list; a chain's list holds dups only.
     dup.nid.set(chain.nid());
-    dup.place.set(Place::Dup);
     STABLE_NODE_DUPS.add(ksm, 1);
     Ok(())
 }
@@ -1440,20 +1607,18 @@ pub(crate) fn dup_unlink<'g>(ksm: &Ksm<'g>, dup: NodeRef<'g>) {
     if kernel::warn_on!(!dup.is_dup()) {
         return;
     }
-    // SAFETY: The dup is on a list through its `link.list` (type invariant), which only this
-    // thread changes.
-    unsafe { hlist::Head::<ListLinks>::remove(dup.ptr) };
-    // INVARIANT: In no tree or list.
-    dup.place.set(Place::Unlinked);
-    STABLE_NODE_DUPS.add(ksm, -1);
+    // A dup is on its chain's list.
+    if !kernel::warn_on!(hlist::Head::<DupLinks>::remove(&dup).is_err()) {
+        STABLE_NODE_DUPS.add(ksm, -1);
+    }
 }
 
 /// The dups of a chain (none for a plain node).
-pub(crate) fn dups<'g>(chain: NodeRef<'g>) -> NodeIter<'g> {
+pub(crate) fn dups<'g>(chain: NodeRef<'g>) -> impl Iterator<Item = NodeRef<'g>> {
     let first = chain.dups_head().and_then(|d| d.first());
     NodeIter {
         next: first.map(|n| chain.other(n)),
-        place: Place::Dup,
+        _list: PhantomData::<DupLinks>,
     }
 }
 
@@ -1479,34 +1644,21 @@ pub(crate) fn migrate_list_add<'g>(ksm: &Ksm<'g>, node: NodeRef<'g>) {
     if kernel::warn_on!(node.is_chain() || node.place.get() != Place::Unlinked) {
         return;
     }
-    // SAFETY: The node is in no list, and its links are used by this module only. It stays
-    // valid and in place until taken off: a node on a list is not freed, nodes never move, and
-    // the head is in an allocation of its own, never freed (type invariants). It is neither
-    // borrowed mutably nor freed while a reference the list handed out is alive, as for
-    // `chain_add_dup()`.
-    unsafe { head.push_front(node.ptr) };
-    // INVARIANT: On the migrate list.
-    node.place.set(Place::Migrate);
+    // Refused only if not free, which the check above rules out.
+    kernel::warn_on!(head.push_front(&node).is_err());
 }
 
 /// Takes a node off the migrate list; warns if it is not on it.
 pub(crate) fn migrate_list_del(node: NodeRef<'_>) {
-    if kernel::warn_on!(!node.on_migrate_list()) {
-        return;
-    }
-    // SAFETY: The node is on the migrate list through its `link.list` (type invariant), which
-    // only this thread changes.
-    unsafe { hlist::Head::<ListLinks>::remove(node.ptr) };
-    // INVARIANT: In no tree or list.
-    node.place.set(Place::Unlinked);
+    kernel::warn_on!(hlist::Head::<MigrateLinks>::remove(&node).is_err());
 }
 
 /// The nodes on the migrate list.
-pub(crate) fn migrate_list<'g>(ksm: &Ksm<'g>) -> NodeIter<'g> {
+pub(crate) fn migrate_list<'g>(ksm: &Ksm<'g>) -> impl Iterator<Item = NodeRef<'g>> {
     let first = ksm.stable().migrate.as_deref().and_then(|h| h.first());
     NodeIter {
         next: first.map(|n| NodeRef::from_ref(ksm, n)),
-        place: Place::Migrate,
+        _list: PhantomData::<MigrateLinks>,
     }
 }
 
@@ -1539,18 +1691,15 @@ pub(crate) fn add_item(
     ) {
         return Err(EINVAL);
     }
-    // SAFETY: A merged item that is not stable is on no list nor in a tree (type invariant of
-    // `RmapItem`), and its links are used by the list only. It is taken off the list before it
-    // is freed (`free_at_cursor()` refuses a stable item), and items do not move. The thread
-    // mutex and the lock of the node's folio serialize the list's users. It is never borrowed
-    // mutably (`Graved`), and freed only when the thread mutex is released: no reference the
-    // list handed out is alive then, neither a `Ref<'g, _>` nor one of an rmap walk, which
-    // holds the folio lock that taking the item off needs, or cannot reach the list any more.
-    unsafe { items.push_front(item.ptr) };
-    // INVARIANT: The item is on the list of the node it points at, and stable; the count
-    // follows the list.
+    // The thread mutex and the lock of the node's folio serialize the list's users
+    // (`StableItemLinks`). The item points at the node before it goes on the list.
     item.stable_link().head.set(node.as_ptr());
-    item.address.set(a.into_stable());
+    if let Err(e) = items.push_front(&item) {
+        item.stable_link().head.set(core::ptr::null_mut());
+        return Err(e);
+    }
+    // INVARIANT: The item is on the list of the node it points at, and stable (the list's
+    // record); the count follows the list.
     node.rmap_hlist_len.set(len + 1);
     Ok(())
 }
@@ -1576,37 +1725,36 @@ pub(crate) fn take_item<'g>(
     if kernel::warn_on!(kfolio.raw_mapping() != node.expected_mapping()) {
         return None;
     }
-    // SAFETY: The folio lock and the thread mutex serialize the list's users.
-    unsafe { unlink_item(node, item) };
-    Some(node)
+    // The folio lock and the thread mutex serialize the list's users.
+    unlink_item(node, item).then_some(node)
 }
 
 /// Takes a stable `item` off the item list of `node`, which no folio points at, as
 /// [`take_item`]; refuses (with a warning) if the item is not on that node's list.
+#[must_use]
 pub(crate) fn take_item_unmapped(ksm: &Ksm<'_>, node: &Unmapped<'_>, item: ItemRef<'_>) -> bool {
     if kernel::warn_on!(item_stable_node(ksm, &item) != Some(node.node())) {
         return false;
     }
-    // SAFETY: No folio points at the node (type invariant of `Unmapped`), so no rmap walk
-    // reaches its list; the thread mutex serializes its other users.
-    unsafe { unlink_item(node.node(), item) };
-    true
+    // No folio points at the node (type invariant of `Unmapped`), so no rmap walk reaches its
+    // list; the thread mutex serializes its other users.
+    unlink_item(node.node(), item)
 }
 
 /// Unlinks the stable `item` from the list of `node`, the node it points at, and drops its
-/// anon_vma reference.
-///
-/// # Safety
-///
-/// Nothing else may use the list during the call.
-unsafe fn unlink_item(node: NodeRef<'_>, item: ItemRef<'_>) {
-    // SAFETY: The item is on the list of `node` (type invariant of `RmapItem`), which nothing
-    // else uses (the caller's promise).
-    unsafe { hlist::Head::<StableItemLinks>::remove(item.ptr) };
+/// anon_vma reference; warns and returns `false`, changing nothing, if the item is on no
+/// list. The callers keep the list's other users away: they hold the thread mutex, and the
+/// node's folio lock or an [`Unmapped`] of the node (`StableItemLinks`).
+fn unlink_item(node: NodeRef<'_>, item: ItemRef<'_>) -> bool {
+    // A stable item is on the list of `node` (type invariant of `RmapItem`).
+    if kernel::warn_on!(hlist::Head::<StableItemLinks>::remove(&item).is_err()) {
+        return false;
+    }
     // INVARIANT: On no list; the count follows the list. Plain once the reference is dropped.
     item.stable_link().head.set(core::ptr::null_mut());
     node.rmap_hlist_len.set(node.rmap_hlist_len.get() - 1);
     item.drop_rmap();
+    true
 }
 
 /// The items of a plain node or dup (none for a chain), from the first.
@@ -1631,13 +1779,8 @@ impl<'g> Iterator for ItemIter<'g> {
 
     fn next(&mut self) -> Option<ItemRef<'g>> {
         let cur = self.next?;
-        self.next = if cur.address().is_stable() {
-            // SAFETY: A stable item is on a node's list (type invariant), which only this
-            // thread changes (under the thread mutex).
-            unsafe { hlist::Head::<StableItemLinks>::next(&cur) }.map(|i| cur.other(i))
-        } else {
-            None
-        };
+        // None once the item is off the list: no longer stable.
+        self.next = hlist::Head::<StableItemLinks>::next(&cur).map(|i| cur.other(i));
         Some(cur)
     }
 }
@@ -1688,14 +1831,10 @@ pub(crate) fn unstable_insert<'g>(
     }
     let seqnr = ksm.seqnr();
     let tree = ksm.unstable_tree_mut(nid).ok_or(EINVAL)?;
-    // SAFETY: A plain item is in no tree (type invariant of `RmapItem`), and its links are used
-    // by the tree only. It stays valid until it leaves the tree: it is linked until
-    // `unstable_remove()` takes it out or the tree is emptied (`KsmState::reset_unstable_tree()`,
-    // which unlinks every item of the tree), and `free_at_cursor()` refuses to free it before.
-    // It is never borrowed mutably (`Graved`).
-    unsafe { tree.insert(pos, item.ptr) }?;
-    // INVARIANT: Linked into the tree of `nid`, during the scan `seqnr`.
-    item.anon_vma_or_nid.set(AnonVmaOrNid { nid });
+    tree.insert(pos, &item)?;
+    // INVARIANT: Linked into the tree of `nid` (the tree's record, kept), during the scan
+    // `seqnr`.
+    item.anon_vma_or_nid.set(AnonVmaOrNid::nid(nid));
     item.address.set(a.into_unstable(seqnr));
     Ok(())
 }
@@ -1708,30 +1847,33 @@ pub(crate) fn unstable_remove(ksm: &mut Ksm<'_>, item: ItemRef<'_>) -> Option<u8
     if !a.is_unstable() {
         return None;
     }
-    if a.is_linked() {
-        // SAFETY: `nid` is the member in use with `UNSTABLE_FLAG` (type invariant).
-        let nid = unsafe { item.anon_vma_or_nid.get().nid };
-        let Some(tree) = ksm.unstable_tree_mut(nid) else {
-            // Not reached: the item was inserted into that tree. Leave it linked.
-            return None;
-        };
-        // SAFETY: A linked item is in the unstable tree of its nid (type invariant).
-        unsafe { tree.remove(item.ptr) };
+    // Usually not linked: the tree it was inserted in was emptied since.
+    if a.is_linked() && !unstable_unlink(ksm, item) {
+        return None;
     }
     // INVARIANT: In no tree now.
     item.address.set(PackedAddress::new(a.addr()));
     Some(a.unstable_age(ksm.seqnr()))
 }
 
-/// Empties an unstable tree (`KsmState::reset_unstable_tree()`), marking its items as no
-/// longer linked; they stay unstable, counted in `pages_unshared` until the scanner passes
-/// them, as in C. Calls `visited` once per item.
+/// Takes a linked unstable item out of its tree; false (with a warning) if it is not there.
+/// Out of line, so that [`unstable_remove`] stays small for the scanner's every item.
+#[cold]
+fn unstable_unlink(ksm: &mut Ksm<'_>, item: ItemRef<'_>) -> bool {
+    // With `UNSTABLE_FLAG`, the nid of the item's tree (type invariant).
+    let nid = item.anon_vma_or_nid.get().as_nid();
+    // Not reached: the item was inserted into the tree of its nid. Else leave it linked.
+    let Some(tree) = ksm.unstable_tree_mut(nid) else {
+        return false;
+    };
+    !kernel::warn_on!(tree.remove(&item).is_err())
+}
+
+/// Empties an unstable tree (`KsmState::reset_unstable_tree()`); the tree marks its items as
+/// no longer linked ([`UnstableLinks`]). They stay unstable, counted in `pages_unshared` until
+/// the scanner passes them, as in C. Calls `visited` once per item.
 fn clear_unstable(tree: &mut Tree<UnstableLinks>, mut visited: impl FnMut()) {
-    tree.clear_each(|item| {
-        // INVARIANT: Out of the tree, which is being emptied.
-        item.address.set(item.address().into_unlinked());
-        visited();
-    });
+    tree.clear_each(|_| visited());
 }
 
 /// The stable nodes and rmap items freed under the thread mutex, which are really freed when
@@ -1745,7 +1887,7 @@ fn clear_unstable(tree: &mut Tree<UnstableLinks>, mut visited: impl FnMut()) {
 ///   [`DEAD_FLAG`], each with an `mmgrab()` reference on its mm.
 pub(crate) struct Graveyard {
     /// In an allocation of its own, for the reason given at [`StableTrees::migrate`].
-    head: Option<KBox<hlist::Head<ListLinks>>>,
+    head: Option<KBox<hlist::Head<DeadLinks>>>,
     /// The first dead item, or null.
     items: Cell<*mut RmapItem>,
 }
@@ -1773,18 +1915,16 @@ impl Graveyard {
     }
 
     /// Puts a node that is in no tree or list, has an empty list, and that no folio points at
-    /// into the graveyard.
-    fn bury(&self, node: NodeRef<'_>) {
+    /// into the graveyard; returns whether it did (else it warns, and the node is leaked).
+    fn bury(&self, node: NodeRef<'_>) -> bool {
         // Nodes are allocated after init only.
         let Some(head) = self.head.as_deref() else {
             kernel::warn_on!(true);
-            return;
+            return false;
         };
-        // SAFETY: As for `migrate_list_add()`; a dead node is freed only after it leaves the
-        // list (`drain()`, when no `Ksm` and so no reference the list handed out is left).
-        unsafe { head.push_front(node.ptr) };
-        // INVARIANT: Dead, with an empty list.
-        node.place.set(Place::Dead);
+        // INVARIANT: Dead (the list's record), with an empty list. Freed only once off the list
+        // (`drain()`).
+        !kernel::warn_on!(head.push_front(&node).is_err())
     }
 
     /// Puts an item that is on no list and in no tree, and holds no anon_vma reference, into
@@ -1800,29 +1940,34 @@ impl Graveyard {
     /// exclusive access proves that no [`Ksm`], and so no [`NodeRef`] or [`ItemRef`], is left.
     pub(crate) fn drain(&mut self) {
         while let Some(item) = NonNull::new(self.items.get()) {
-            // SAFETY: A dead item, on this list (type invariant), which only we change.
-            let (next, mm) = unsafe { (item.as_ref().rmap_list.load(Relaxed), item.as_ref().mm) };
+            // SAFETY: A dead item, on this list (type invariant), which only we change, and
+            // ours alone now: no `ItemRef` to it is left (`&mut self`). Its successor is read
+            // before it is freed. It was allocated by `alloc_at_cursor()`, and is off every tree
+            // and list. The graveyard held the reference on its mm (type invariant), which is
+            // dropped once, after the item's last use.
+            let next = unsafe {
+                let next = item.as_ref().rmap_list.load(Relaxed);
+                let mm = ARef::from_raw(item.as_ref().mm);
+                crate::free_rmap_item(item);
+                drop(mm);
+                next
+            };
             self.items.set(next);
-            // SAFETY: The graveyard held this reference on the mm for the item (type
-            // invariant); it is dropped once.
-            drop(unsafe { ARef::from_raw(mm) });
-            // SAFETY: A dead item was allocated by `alloc_at_cursor()`, and is off every tree
-            // and list; no `ItemRef` to it is left (`&mut self`).
-            unsafe { crate::free_rmap_item(item) };
             cond_resched();
         }
         let Some(head) = self.head.as_deref() else {
             return;
         };
-        while let Some(node) = head.first().map(NonNull::from) {
+        while let Some(node) = head.first() {
             cond_resched();
-            // SAFETY: A dead node is on this list, which only the thread mutex's holder (us)
-            // changes.
-            unsafe { hlist::Head::<ListLinks>::remove(node) };
-            // SAFETY: A dead node was allocated by `alloc()`, and is off every tree and list;
-            // no `NodeRef` to it is left (`&mut self`), no item points to it (its
-            // list is empty), and no folio does (`free()`, `free_chain()`).
-            unsafe { crate::free_stable_node(node) };
+            if kernel::warn_on!(hlist::Head::<DeadLinks>::remove(node).is_err()) {
+                return;
+            }
+            // SAFETY: A dead node was allocated by `alloc()`, and is now off every tree and
+            // list; no `NodeRef` to it is left (`&mut self`), nor the reference the list handed
+            // out (not used again), no item points to it (its list is empty), and no folio does
+            // (`free()`, `free_chain()`).
+            unsafe { crate::free_stable_node(NonNull::from(node)) };
         }
     }
 }
@@ -1868,6 +2013,33 @@ mod tests {
         // The sequence number wraps at 256 in the address but not in the scanner.
         assert_eq!(a.into_unstable(255).unstable_age(256), 1);
         assert_eq!(a.into_unstable(0x1ff).unstable_age(0x200), 1);
+    }
+
+    #[test]
+    fn info_overlays_as_c_union() {
+        let u = UnstableInfo {
+            oldchecksum: 0xdead_beef,
+            age: 3,
+            skipped: 250,
+        };
+        let i = Info::new().with_unstable(u);
+        let back = i.unstable();
+        assert_eq!(
+            (back.oldchecksum, back.age, back.skipped),
+            (0xdead_beef, 3, 250)
+        );
+        // The index takes the checksum's place, and on 64-bit the record's; resetting it to 0
+        // leaves a zero checksum, and, on 32-bit, the age and skipped count kept (C's union).
+        let i = i.with_index(0x1234_5678);
+        assert_eq!(i.index(), 0x1234_5678);
+        let back = i.with_index(0).unstable();
+        let kept = if cfg!(CONFIG_64BIT) { (0, 0) } else { (3, 250) };
+        assert_eq!((back.oldchecksum, (back.age, back.skipped)), (0, kept));
+        assert_eq!(core::mem::size_of::<Info>(), 8);
+        // A nid reads back as itself, the invalid one included.
+        for nid in [0, 1, 1023, -1] {
+            assert_eq!(AnonVmaOrNid::nid(nid).as_nid(), nid);
+        }
     }
 
     #[test]
@@ -1996,8 +2168,7 @@ mod node_tests {
         let f = &mut failed;
         // SAFETY: `init_mm` lives forever.
         let mm = unsafe { Mm::from_raw(&raw const bindings::init_mm) };
-        // SAFETY: `init_mm` lives forever.
-        let list = unsafe { ItemList::new(mm) };
+        let list = ItemList::new(mm);
         {
             let mut g = crate::lock_ksm();
             let ksm = &mut g.ksm();

@@ -255,9 +255,11 @@ pub(crate) fn remove_node_from_stable_tree<'g>(ksm: &mut Ksm<'g>, unmapped: Unma
         if sharing {
             crate::trace::remove_rmap_item(kpfn, &*item, item.mm());
         }
-        // Warns if the item is not the node's.
-        take_item_unmapped(ksm, &unmapped, item);
-        forget_stable_item(ksm, &item, sharing);
+        // Refused (with a warning) only if the item is not the node's: then it is left as it
+        // is, counted.
+        if take_item_unmapped(ksm, &unmapped, item) {
+            forget_stable_item(ksm, &item, sharing);
+        }
         cond_resched();
     }
     crate::trace::remove_ksm_page(kpfn);

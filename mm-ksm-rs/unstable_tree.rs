@@ -101,9 +101,13 @@ pub(crate) fn remove_rmap_item_from_tree<'g>(ksm: &mut Ksm<'g>, item: ItemRef<'g
                     stable_tree::forget_stable_item(ksm, &item, sharing);
                 }
                 Ok(Lookup::Stale(unmapped)) => {
+                    // Refused (with a warning) only if the item is not the node's: then it is
+                    // left as it is, counted, and the stale node for a walk to remove.
+                    if !node::take_item_unmapped(ksm, &unmapped, item) {
+                        break;
+                    }
                     // As above, the item that leaves the list last stands for the shared page:
                     // one of the others, if any.
-                    node::take_item_unmapped(ksm, &unmapped, item);
                     let sharing = !node.list_is_empty();
                     if sharing {
                         crate::trace::remove_rmap_item(node.kpfn(), &*item, item.mm());

@@ -10,11 +10,14 @@
 //! change the tree before the walk can go on (KSM orders its trees by the contents of pages,
 //! and drops a node whose page went away when a walk meets it). [`Tree`] is such a tree:
 //!
-//! - An item embeds [`Links`]; an [`Adapter`] says where.
-//! - The tree does not own its items: linking one in is `unsafe`, and the caller promises that
-//!   the item stays valid, and in no other tree through the same links, until it is taken out.
-//!   In return, the tree hands out its items as shared references, which last as long as the
-//!   tree is borrowed: taking an item out needs `&mut` to the tree.
+//! - An item embeds [`Links`]; an [`Adapter`] says where, and whether the item is in a tree
+//!   (by default, from the links themselves).
+//! - The tree does not own its items. Their owner promises, once, in an `unsafe impl` of
+//!   [`Anchored`] for the adapter, that an item in a tree stays valid and in place, and that
+//!   the trees of the adapter are used by one thread at a time. With that, linking and
+//!   unlinking are safe: the tree refuses an item that is in a tree already, and takes out only
+//!   its own items. It hands out its items as shared references, which last as long as the
+//!   tree is borrowed.
 //! - A walk is a [`Position`] moved down the tree one comparison at a time. A position does not
 //!   borrow the tree, so that the caller may do anything between two steps, change the tree
 //!   included. Instead it remembers the tree's generation, which every change of the tree's shape
@@ -27,8 +30,8 @@
 //! # Examples
 //!
 //! ```
-//! use core::{cmp::Ordering, ptr::NonNull};
-//! use kernel::{prelude::*, rbtree::intrusive::{Adapter, Links, Tree}};
+//! use core::cmp::Ordering;
+//! use kernel::{prelude::*, rbtree::intrusive::{Adapter, Anchored, Links, Tree}};
 //!
 //! struct Item {
 //!     key: u32,
@@ -37,24 +40,20 @@
 //!
 //! struct ByKey;
 //! kernel::impl_intrusive_adapter!(ByKey: Adapter, Links => Item { links });
+//! // SAFETY: The items below outlive the trees, which let them go when dropped, and are only
+//! // read; one thread uses the trees.
+//! unsafe impl Anchored for ByKey {}
 //!
 //! /// Links `item` in by its key, unless an equal key is there.
-//! ///
-//! /// # Safety
-//! ///
-//! /// `item` must be valid and in no tree, and stay valid until it is taken out of `tree`.
-//! unsafe fn insert_unique(tree: &mut Tree<ByKey>, item: NonNull<Item>) -> Result<bool> {
-//!     // SAFETY: `item` is valid.
-//!     let key = unsafe { item.as_ref() }.key;
+//! fn insert_unique(tree: &mut Tree<ByKey>, item: &Item) -> Result<bool> {
 //!     let mut pos = tree.root();
 //!     while let Some(other) = tree.item_at(&pos)? {
-//!         match key.cmp(&other.key) {
+//!         match item.key.cmp(&other.key) {
 //!             Ordering::Equal => return Ok(false),
 //!             ord => tree.descend(&mut pos, ord)?,
 //!         }
 //!     }
-//!     // SAFETY: As the caller guarantees.
-//!     unsafe { tree.insert(&pos, item) }?;
+//!     tree.insert(&pos, item)?;
 //!     Ok(true)
 //! }
 //!
@@ -62,18 +61,25 @@
 //! let mut tree = Tree::<ByKey>::new();
 //! let mut added = 0;
 //! for item in items.iter() {
-//!     // SAFETY: Every item is in no tree, outlives the tree, and is only read.
-//!     added += u32::from(unsafe { insert_unique(&mut tree, NonNull::from(item)) }?);
+//!     added += u32::from(insert_unique(&mut tree, item)?);
 //! }
 //! assert_eq!(added, 3);
+//! // An item in the tree is refused, even at a vacant place.
+//! let mut pos = tree.root();
+//! while tree.item_at(&pos)?.is_some() {
+//!     tree.descend(&mut pos, Ordering::Less)?;
+//! }
+//! assert_eq!(tree.insert(&pos, &items[0]), Err(EBUSY));
 //! let mut keys = KVec::new();
 //! let mut cur = tree.first();
 //! while let Some(item) = cur {
 //!     keys.push(item.key, GFP_KERNEL)?;
-//!     // SAFETY: `item` is in the tree.
-//!     cur = unsafe { tree.next(item) };
+//!     cur = tree.next(item);
 //! }
 //! assert_eq!(&keys[..], &[1, 3, 5]);
+//! // The second 5 is in no tree: it cannot be taken out.
+//! assert_eq!(tree.remove(&items[3]), Err(ENOENT));
+//! tree.remove(&items[1])?;
 //! # Ok::<(), Error>(())
 //! ```
 
@@ -87,8 +93,10 @@ use core::{cmp::Ordering, marker::PhantomData, ptr::NonNull};
 
 /// The links of an item in a [`Tree`] (C: `struct rb_node`).
 ///
-/// While the item is in a tree, the C red-black tree code owns them; otherwise they mean
-/// nothing.
+/// While the item is in a tree, the C red-black tree code owns them. With a default
+/// [`Adapter`], they are zeroed when the item leaves its tree, so that they say whether their
+/// item is in a tree: a node in a tree has a parent or is the black root, and so never a zero
+/// `__rb_parent_color`.
 #[repr(transparent)]
 pub struct Links(Opaque<bindings::rb_node>);
 
@@ -105,28 +113,115 @@ impl Default for Links {
     }
 }
 
-/// Where the [`Links`] of a tree's items are.
+/// Where the [`Links`] of a tree's items are, and whether an item is in a tree.
 ///
-/// One item type may have several adapters, for links into different trees; two adapters may
-/// even name the same links (a union of the links of structures that an item is in one at a
-/// time), as long as the item is in one of their trees at a time.
+/// One item type may have several adapters, for links into different trees. Two adapters may
+/// even name the same links, or links that overlap other data (a union of the links of
+/// structures that an item is in one at a time): such adapters keep in the item where it is
+/// linked, by overriding [`Adapter::is_linked`], [`Adapter::is_free`] and
+/// [`Adapter::set_linked`]. The defaults read the links themselves, which is right for links
+/// that only trees use.
 ///
 /// [`impl_intrusive_adapter!`](crate::impl_intrusive_adapter) implements it for a plain field,
-/// without `unsafe`.
+/// without `unsafe`. Trees link items in only for adapters that are also [`Anchored`].
 ///
 /// # Safety
 ///
-/// Every `Item` has a [`Links`] (or a `ManuallyDrop<Links>`) at byte offset `OFFSET`.
+/// - Every `Item` has a [`Links`] (or a `ManuallyDrop<Links>`) at byte offset `OFFSET`, aligned.
+/// - [`Adapter::is_linked`] is `true` exactly while the item is in a tree through these links,
+///   of this adapter or of another that names them: from the call of [`Adapter::set_linked`]
+///   with `true` that a tree makes when it links the item in, to the one with `false` when it
+///   lets the item go. Nothing else changes it.
+/// - [`Adapter::is_free`] is `true` only if the item is in no tree through these links and
+///   nothing else uses them or data they overlap.
 pub unsafe trait Adapter {
     /// The items of the tree.
     type Item;
     /// The byte offset of the links in an item (`core::mem::offset_of!`).
     const OFFSET: usize;
+
+    /// The links' type, which [`impl_intrusive_adapter!`](crate::impl_intrusive_adapter)
+    /// checks a field against: links of another structure's type would be at `OFFSET`. A raw
+    /// pointer, which no deref coercion can make of a pointer to a field of another type.
+    #[doc(hidden)]
+    fn links_type(links: *const Links) -> *const Links {
+        links
+    }
+
+    /// Whether `item` is in a tree through these links.
+    ///
+    /// # Safety
+    ///
+    /// The links may not be changing: the caller excludes changes to the trees of this adapter.
+    unsafe fn is_linked(item: &Self::Item) -> bool {
+        let node = item_links::<Self>(item);
+        // SAFETY: `node` is in the item (`OFFSET`), and not changing (the caller's promise).
+        // The links are in an `UnsafeCell`, and only read here.
+        unsafe { (*node).__rb_parent_color != 0 }
+    }
+
+    /// Whether a tree may link `item` in through these links: it is in no tree through them, and
+    /// nothing else uses them.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Adapter::is_linked`].
+    unsafe fn is_free(item: &Self::Item) -> bool {
+        // SAFETY: As the caller guarantees.
+        !unsafe { Self::is_linked(item) }
+    }
+
+    /// Records that a tree linked `item` in (`true`), or let it go (`false`).
+    ///
+    /// The default zeroes the links when the item leaves its tree, which is what the default
+    /// [`Adapter::is_linked`] reads.
+    ///
+    /// # Safety
+    ///
+    /// Only the trees of this module call it, as they link an item in or let it go.
+    unsafe fn set_linked(item: &Self::Item, linked: bool) {
+        if !linked {
+            // SAFETY: The links are in the item, in an `UnsafeCell`, and the tree that let the
+            // item go holds them no more (the caller's promise).
+            unsafe { core::ptr::write_bytes(item_links::<Self>(item), 0, 1) };
+        }
+    }
 }
+
+/// The links of `item` as a C tree node (no access to the item).
+fn item_links<A: Adapter + ?Sized>(item: &A::Item) -> *mut bindings::rb_node {
+    // `Links` is a transparent `rb_node` at `OFFSET` in the item (`Adapter`), in an
+    // `UnsafeCell` (`Opaque`): it may be written through a pointer derived from `&A::Item`.
+    core::ptr::from_ref(item)
+        .cast::<u8>()
+        .wrapping_add(A::OFFSET)
+        .cast::<bindings::rb_node>()
+        .cast_mut()
+}
+
+/// An [`Adapter`] whose items stay put while they are in a tree: trees link them in and take
+/// them out safely, checking [`Adapter::is_free`] and [`Adapter::is_linked`] first.
+///
+/// The promises below are about every tree of the adapter, so implement it only for an
+/// adapter whose trees and items one owner controls (a private type of the owner's module).
+///
+/// # Safety
+///
+/// - While an item is in a tree of this adapter ([`Adapter::is_linked`]), it stays valid, does
+///   not move, and is not borrowed mutably; nor is it freed or borrowed mutably while a
+///   reference to it that such a tree handed out is alive.
+/// - The trees of this adapter, and the structures of every other adapter that names the same
+///   links or links overlapping them, with the links and records of their items, are changed
+///   by one thread at a time, all of them together (for example, under one lock), and the
+///   trees of this adapter are used only by a thread that excludes all those changes (that
+///   holds the lock): a tree may look at the links of an item of another tree, to tell that it
+///   is not its own.
+pub unsafe trait Anchored: Adapter {}
 
 /// Implements the `Adapter` trait of an intrusive structure ([`Adapter`] here,
 /// [`hlist::Adapter`](crate::hlist::Adapter)) for the links in field `$field` of `$item`,
-/// checking that the field's type is `$links`.
+/// checking that the field's type is `$links`, and that `$links` is the links' type of the
+/// trait (`Adapter::links_type`).
 ///
 /// Fields of unions, or nested ones, need a hand-written `unsafe impl`.
 ///
@@ -147,12 +242,17 @@ pub unsafe trait Adapter {
 macro_rules! impl_intrusive_adapter {
     ($adapter:ty: $trait:path, $links:ty => $item:ty { $field:ident }) => {
         // SAFETY: `$field` is a field of every `$item`, of type `$links` (checked below), at the
-        // offset given.
+        // offset given, and aligned (checked below).
         unsafe impl $trait for $adapter {
             type Item = $item;
             const OFFSET: usize = ::core::mem::offset_of!($item, $field);
         }
-        const _: fn(&$item) -> &$links = |item| &item.$field;
+        // The field is of type `$links`, which is the links' type of `$trait`; and a reference
+        // to it may be made, so it is not a field of a packed struct: it is aligned.
+        const _: fn(&$item) -> *const $links = |item| {
+            let _ = &item.$field;
+            <$adapter as $trait>::links_type(&raw const item.$field)
+        };
     };
 }
 
@@ -170,10 +270,13 @@ fn new_generation() -> u64 {
 
 /// An intrusive red-black tree whose order is the caller's.
 ///
+/// Dropping a tree lets its items go, as [`Tree::clear`] does.
+///
 /// # Invariants
 ///
 /// - `root` is a valid C red-black tree, whose nodes are the links (at `A::OFFSET`) of valid
-///   `A::Item`s that are linked into no other tree through these links.
+///   `A::Item`s that are linked into no other tree through these links, for which
+///   [`Adapter::is_linked`] is `true`. There are none unless `A` is [`Anchored`].
 /// - `generation` was never held by another tree or by this one before its last change of shape:
 ///   a [`Position`] with this generation was computed on this tree as it is.
 pub struct Tree<A: Adapter> {
@@ -231,15 +334,6 @@ impl<A: Adapter> Tree<A> {
         self.root.rb_node.is_null()
     }
 
-    /// The links of `item` as a C tree node (no access to the item).
-    fn node_of(item: NonNull<A::Item>) -> *mut bindings::rb_node {
-        // `Links` is a transparent `rb_node` at `OFFSET` in the item (`Adapter`).
-        item.as_ptr()
-            .cast::<u8>()
-            .wrapping_add(A::OFFSET)
-            .cast::<bindings::rb_node>()
-    }
-
     /// The item whose links are `node`.
     ///
     /// # Safety
@@ -263,9 +357,8 @@ impl<A: Adapter> Tree<A> {
     /// `node` must be a node of this tree.
     unsafe fn item_of_ref(&self, node: NonNull<bindings::rb_node>) -> &A::Item {
         // SAFETY: As the caller guarantees, `node` is a node of this tree, so the links of a
-        // valid item that may be borrowed shared while it is in the tree (the promise made to
-        // `insert()`). It stays in the tree while `self` is borrowed: taking it out needs
-        // `&mut self`.
+        // valid item that may be borrowed shared while it is in the tree, and is not freed while
+        // the reference is alive (`Anchored`: there are items only for such adapters).
         unsafe { Self::item_of(node).as_ref() }
     }
 
@@ -462,86 +555,28 @@ impl<A: Adapter> Tree<A> {
         }))
     }
 
-    /// Links `item` in at the vacant position `pos`, and rebalances (`rb_link_node()`,
-    /// `rb_insert_color()`).
-    ///
-    /// Fails with `EAGAIN` if the tree changed since `pos` was computed, and with `EEXIST` if
-    /// the place is not vacant; then nothing changes.
-    ///
-    /// The order is the caller's business: a position found by a walk for the item's key keeps
-    /// the tree in order. A tree out of order (its items' keys changed) is still a valid tree;
-    /// walks just find what they find.
+    /// Lets go of `item`: records that it is in no tree.
     ///
     /// # Safety
     ///
-    /// `item` must be valid and must not be in a tree through the links `A` names. Until it is
-    /// taken out of this tree (by [`Tree::remove`], [`Tree::replace`], [`Tree::clear`] or
-    /// [`Tree::clear_each`]) or the tree is dropped, the item must stay valid, must not move,
-    /// must not be borrowed mutably (the tree hands it out as `&A::Item`, for as long as the tree
-    /// is borrowed), and its links must be accessed only by this tree.
-    pub unsafe fn insert(&mut self, pos: &Position<A>, item: NonNull<A::Item>) -> Result {
-        if !self.node_at(pos)?.is_null() {
-            return Err(EEXIST);
-        }
-        let node = Self::node_of(item);
-        let root = &raw mut self.root;
-        // SAFETY: `pos` is current (`node_at()` checked), and `root` is this tree's root.
-        let link = unsafe { Self::link(root, pos) };
-        // SAFETY: `link` is a vacant child pointer of `pos.parent` (or the root pointer) in this
-        // tree, which we hold exclusively; `node` is the links of a valid item in no tree, which
-        // stays valid while linked (the caller's promise).
-        unsafe {
-            bindings::rb_link_node(node, pos.parent, link);
-            bindings::rb_insert_color(node, root);
-        }
-        // INVARIANT: The item is valid and linked in this tree only; positions are refused.
-        self.changed();
-        Ok(())
+    /// `item` must just have been taken out of this tree, and the caller must exclude other uses
+    /// of the trees of `A`.
+    unsafe fn let_go(item: &A::Item) {
+        // SAFETY: No tree holds the item's links any more (the caller's promise): the item is
+        // ours to record as in none.
+        unsafe { A::set_linked(item, false) };
     }
 
-    /// Takes `item` out of the tree, and rebalances (`rb_erase()`).
-    ///
-    /// # Safety
-    ///
-    /// `item` must be in this tree.
-    pub unsafe fn remove(&mut self, item: NonNull<A::Item>) {
-        // SAFETY: `item` is in this tree, which we hold exclusively.
-        unsafe { bindings::rb_erase(Self::node_of(item), &raw mut self.root) };
-        // INVARIANT: The other items are still linked, and only in this tree; positions are
-        // refused.
-        self.changed();
-    }
-
-    /// Puts `new` in the place of `old`, which leaves the tree (`rb_replace_node()`).
-    ///
-    /// No rebalancing is done: `new` should have the place of `old` in the order.
-    ///
-    /// # Safety
-    ///
-    /// `old` must be in this tree, and `new` as for [`Tree::insert`].
-    pub unsafe fn replace(&mut self, old: NonNull<A::Item>, new: NonNull<A::Item>) {
-        let root = &raw mut self.root;
-        // SAFETY: `old` is in this tree, which we hold exclusively; `new` is a valid item in no
-        // tree, which stays valid and linked through this tree only while in it.
-        unsafe { bindings::rb_replace_node(Self::node_of(old), Self::node_of(new), root) };
-        // INVARIANT: `new` is linked instead of `old`, in this tree only. The shape is the same,
-        // but a position may have `old` as its parent: positions are refused.
-        self.changed();
-    }
-
-    /// Forgets every item: the tree is empty, and its items in no tree, without a look at them
-    /// (their links are left as they were, and mean nothing any more).
+    /// Empties the tree: every item leaves it, as by [`Tree::clear_each`].
     pub fn clear(&mut self) {
-        // INVARIANT: An empty tree.
-        self.root.rb_node = core::ptr::null_mut();
-        self.changed();
+        self.clear_each(|_| {});
     }
 
-    /// Empties the tree, handing each of its items to `f` first, children before their parents
-    /// (`rbtree_postorder_for_each_entry_safe()`).
+    /// Empties the tree, handing each of its items to `f` once it is out, children before
+    /// their parents (`rbtree_postorder_for_each_entry_safe()`).
     ///
-    /// The walk does not look at an item again once `f` has it: the item is out of the tree
-    /// from then on, and `f` may reuse its links. Nothing is rebalanced, which makes this cheaper
+    /// The walk does not look at an item again once `f` has it: the item is in no tree from
+    /// then on, and `f` may link it in again. Nothing is rebalanced, which makes this cheaper
     /// than removing the items one by one. `f` borrows each item for the call only; to free the
     /// items, free them once the tree is empty, through the pointers that were inserted, or
     /// through an allocator that recovers the provenance of the allocation (as
@@ -551,15 +586,24 @@ impl<A: Adapter> Tree<A> {
         // SAFETY: The root is valid; the walk reads the tree's nodes only.
         let mut node = unsafe { bindings::rb_first_postorder(&raw const self.root) };
         while let Some(n) = NonNull::new(node) {
-            // The next node in post order is found from `n`'s parent, read before `f` may reuse
-            // `n`'s links; it is never a descendant of `n`, all of which came before.
+            // The next node in post order is found from `n`'s parent, read before `n` is let go
+            // (and its links, maybe, zeroed or reused); it is never a descendant of `n`, all of
+            // which came before, and the walk reads no links of the nodes it let go.
             // SAFETY: `n` is a node of this tree (type invariant).
             node = unsafe { bindings::rb_next_postorder(n.as_ptr()) };
-            // SAFETY: As above: the links of a valid item that may be borrowed shared, for the
-            // call (the promises made to `insert()`).
-            f(unsafe { Self::item_of(n).as_ref() });
+            // SAFETY: `n` is a node of this tree: the links of a valid item, which may be borrowed
+            // shared (the promises of `Anchored`: there are items only for such adapters).
+            let item = unsafe { Self::item_of(n).as_ref() };
+            // INVARIANT: The item is in no tree; the tree no longer reaches it once its root is
+            // reset below, and nothing uses the tree meanwhile (`&mut self`).
+            // SAFETY: The walk leaves the item; the tree is ours (`&mut self`), and the trees of
+            // an `Anchored` adapter are used by one thread at a time.
+            unsafe { Self::let_go(item) };
+            f(item);
         }
-        self.clear();
+        // INVARIANT: An empty tree.
+        self.root.rb_node = core::ptr::null_mut();
+        self.changed();
     }
 
     /// The first item in order (`rb_first()`).
@@ -568,17 +612,132 @@ impl<A: Adapter> Tree<A> {
         // `rb_first()` returns null or one of its nodes.
         unsafe { self.item_or_none(bindings::rb_first(&raw const self.root)) }
     }
+}
 
-    /// The item after `item` in order (`rb_next()`).
+impl<A: Anchored> Tree<A> {
+    /// Whether `item` is in this tree: it is in a tree of `A`, whose root is this tree's.
     ///
-    /// # Safety
+    /// This walks up from the item to its root: it costs the depth of the tree.
+    pub fn contains(&self, item: &A::Item) -> bool {
+        // SAFETY: The trees of `A` are used by one thread at a time (`Anchored`): this one now.
+        if !unsafe { A::is_linked(item) } {
+            return false;
+        }
+        let mut node = item_links::<A>(item);
+        loop {
+            // SAFETY: `node` is a node of a tree of `A`: the item's links, linked, or one of
+            // their ancestors. It is the links of a valid item (`Anchored`), and no tree of `A`
+            // changes meanwhile (as above).
+            let parent = unsafe { (*node).__rb_parent_color } & !3;
+            if parent == 0 {
+                break;
+            }
+            // The parent's address, which C keeps with the colour in the low bits. It was handed
+            // to C (`rb_link_node()`), which exposes its provenance.
+            node = core::ptr::with_exposed_provenance_mut(parent);
+        }
+        core::ptr::eq(node, self.root.rb_node)
+    }
+
+    /// Links `item` in at the vacant position `pos`, and rebalances (`rb_link_node()`,
+    /// `rb_insert_color()`).
     ///
-    /// `item` must be in this tree.
-    pub unsafe fn next(&self, item: &A::Item) -> Option<&A::Item> {
-        let node = Self::node_of(NonNull::from(item));
+    /// Fails, and then nothing changes, with `EAGAIN` if the tree changed since `pos` was
+    /// computed, with `EEXIST` if the place is not vacant, and with `EBUSY` if the item's
+    /// links are not free ([`Adapter::is_free`]): it is in a tree already, say.
+    ///
+    /// The order is the caller's business: a position found by a walk for the item's key keeps
+    /// the tree in order. A tree out of order (its items' keys changed) is still a valid tree;
+    /// walks just find what they find.
+    pub fn insert(&mut self, pos: &Position<A>, item: &A::Item) -> Result {
+        if !self.node_at(pos)?.is_null() {
+            return Err(EEXIST);
+        }
+        // SAFETY: The trees of `A` are used by one thread at a time (`Anchored`): this one now.
+        if !unsafe { A::is_free(item) } {
+            return Err(EBUSY);
+        }
+        let node = item_links::<A>(item);
+        let root = &raw mut self.root;
+        // SAFETY: `pos` is current (`node_at()` checked), and `root` is this tree's root.
+        let link = unsafe { Self::link(root, pos) };
+        // SAFETY: `link` is a vacant child pointer of `pos.parent` (or the root pointer) in this
+        // tree, which we hold exclusively; `node` is the free links of a valid item, in an
+        // `UnsafeCell`, which stays valid while linked (`Anchored`).
+        unsafe {
+            bindings::rb_link_node(node, pos.parent, link);
+            bindings::rb_insert_color(node, root);
+            A::set_linked(item, true);
+        }
+        // INVARIANT: The item is valid and linked in this tree only, and recorded as linked;
+        // positions are refused.
+        self.changed();
+        Ok(())
+    }
+
+    /// Takes `item` out of the tree, and rebalances (`rb_erase()`); `ENOENT` if it is not in
+    /// this tree.
+    pub fn remove(&mut self, item: &A::Item) -> Result {
+        if !self.contains(item) {
+            return Err(ENOENT);
+        }
+        let node = item_links::<A>(item);
+        // SAFETY: `item` is in this tree, which we hold exclusively; the trees of `A` are used by
+        // one thread at a time.
+        unsafe {
+            bindings::rb_erase(node, &raw mut self.root);
+            Self::let_go(item);
+        }
+        // INVARIANT: The other items are still linked, and only in this tree; positions are
+        // refused.
+        self.changed();
+        Ok(())
+    }
+
+    /// Puts `new` in the place of `old`, which leaves the tree (`rb_replace_node()`).
+    ///
+    /// No rebalancing is done: `new` should have the place of `old` in the order. Fails, and
+    /// then nothing changes, with `ENOENT` if `old` is not in this tree, and with `EBUSY` if
+    /// the links of `new` are not free.
+    pub fn replace(&mut self, old: &A::Item, new: &A::Item) -> Result {
+        if !self.contains(old) {
+            return Err(ENOENT);
+        }
+        // SAFETY: The trees of `A` are used by one thread at a time (`Anchored`): this one now.
+        if !unsafe { A::is_free(new) } {
+            return Err(EBUSY);
+        }
+        let root = &raw mut self.root;
+        // SAFETY: `old` is in this tree, which we hold exclusively; the links of `new` are free
+        // (so `new` is not `old`), in a valid item that stays valid while linked (`Anchored`).
+        unsafe {
+            bindings::rb_replace_node(item_links::<A>(old), item_links::<A>(new), root);
+            A::set_linked(new, true);
+            Self::let_go(old);
+        }
+        // INVARIANT: `new` is linked instead of `old`, in this tree only. The shape is the same,
+        // but a position may have `old` as its parent: positions are refused.
+        self.changed();
+        Ok(())
+    }
+
+    /// The item after `item` in order (`rb_next()`); `None` also if `item` is not in this tree.
+    ///
+    /// This checks that `item` is in this tree ([`Tree::contains`]), which costs the depth of
+    /// the tree: a walk in order costs `O(n log n)`.
+    pub fn next(&self, item: &A::Item) -> Option<&A::Item> {
+        if !self.contains(item) {
+            return None;
+        }
         // SAFETY: `item` is in this tree, which is not changing while we hold a reference to it;
         // `rb_next()` returns null or one of its nodes.
-        unsafe { self.item_or_none(bindings::rb_next(node)) }
+        unsafe { self.item_or_none(bindings::rb_next(item_links::<A>(item))) }
+    }
+}
+
+impl<A: Adapter> Drop for Tree<A> {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -602,33 +761,45 @@ mod tests {
 
     struct ByKey;
     crate::impl_intrusive_adapter!(ByKey: Adapter, Links => Item { links });
+    // SAFETY: Each test's items outlive its trees (declared first, dropped last; a dropped tree
+    // lets its items go), and are only read; a test uses its trees from one thread.
+    unsafe impl Anchored for ByKey {}
 
     // The same items, in another tree.
     struct Other;
     crate::impl_intrusive_adapter!(Other: Adapter, Links => Item { other });
+    // SAFETY: As for `ByKey`.
+    unsafe impl Anchored for Other {}
 
     /// Walks `tree` for `k`: the equal item, or the vacant position for it.
     fn find<A: Adapter<Item = Item>>(
         tree: &Tree<A>,
         k: u32,
-    ) -> Result<core::result::Result<NonNull<Item>, Position<A>>> {
+    ) -> Result<core::result::Result<&Item, Position<A>>> {
         let mut pos = tree.root();
         while let Some(item) = tree.item_at(&pos)? {
             match k.cmp(&item.key) {
-                Ordering::Equal => return Ok(Ok(NonNull::from(item))),
+                Ordering::Equal => return Ok(Ok(item)),
                 ord => tree.descend(&mut pos, ord)?,
             }
         }
         Ok(Err(pos))
     }
 
-    fn keys<A: Adapter<Item = Item>>(tree: &Tree<A>) -> Result<KVec<u32>> {
+    /// Links `item` in by its key; `EINVAL` if its key is there.
+    fn insert<A: Anchored<Item = Item>>(tree: &mut Tree<A>, item: &Item) -> Result {
+        let Err(pos) = find(tree, item.key)? else {
+            return Err(EINVAL);
+        };
+        tree.insert(&pos, item)
+    }
+
+    fn keys<A: Anchored<Item = Item>>(tree: &Tree<A>) -> Result<KVec<u32>> {
         let mut v = KVec::new();
         let mut cur = tree.first();
         while let Some(item) = cur {
             v.push(item.key, GFP_KERNEL)?;
-            // SAFETY: `item` is in `tree`.
-            cur = unsafe { tree.next(item) };
+            cur = tree.next(item);
         }
         Ok(v)
     }
@@ -657,20 +828,14 @@ mod tests {
         let mut tree = Tree::<ByKey>::new();
         assert!(tree.is_empty() && tree.first().is_none());
         for item in v.iter() {
-            let k = item.key;
-            let Err(pos) = find(&tree, k)? else {
-                return Err(EINVAL);
-            };
-            // SAFETY: The item is in no tree and outlives the tree.
-            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+            insert(&mut tree, item)?;
         }
         let k = keys(&tree)?;
         assert_eq!(k.len(), N as usize);
         assert!(k.iter().enumerate().all(|(i, &k)| k == i as u32));
         for k in 0..N {
             let found = find(&tree, k)?.map_err(|_| EINVAL)?;
-            // SAFETY: An item of the tree; the tests' items outlive their trees.
-            assert_eq!(unsafe { found.as_ref() }.key, k);
+            assert!(found.key == k && tree.contains(found));
         }
         assert!(find(&tree, N)?.is_err());
         Ok(())
@@ -689,8 +854,7 @@ mod tests {
             let Found::Vacant(pos) = tree_find_keyed(&tree, item.key, key_of, &mut c)? else {
                 return Err(EINVAL);
             };
-            // SAFETY: The item is in no tree and outlives the tree.
-            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+            tree.insert(&pos, item)?;
         }
         let k = keys(&tree)?;
         assert!(k.len() == N as usize / 2 && k.iter().enumerate().all(|(i, &k)| k == 2 * i as u32));
@@ -749,8 +913,7 @@ mod tests {
             let Found::Vacant(pos) = tree.find(by(item.key))? else {
                 return Err(EINVAL);
             };
-            // SAFETY: The item is in no tree and outlives the tree.
-            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+            tree.insert(&pos, item)?;
         }
         let k = keys(&tree)?;
         assert!(k.len() == N as usize && k.iter().enumerate().all(|(i, &k)| k == i as u32));
@@ -765,8 +928,7 @@ mod tests {
         };
         // The position is current until the tree changes.
         assert!(tree.item_at(&pos)?.is_none());
-        // SAFETY: `v[0]` is in the tree.
-        unsafe { tree.remove(NonNull::from(&v[0])) };
+        tree.remove(&v[0])?;
         assert!(tree.item_at(&pos).is_err());
         // The first error of the comparison ends the walk.
         let mut steps = 0;
@@ -784,14 +946,7 @@ mod tests {
         let v = items(N)?;
         let mut tree = Tree::<ByKey>::new();
         for item in v.iter() {
-            let key = item.key;
-            let Found::Vacant(pos) =
-                tree.find(|i: &Item| -> Result<Ordering> { Ok(key.cmp(&i.key)) })?
-            else {
-                return Err(EINVAL);
-            };
-            // SAFETY: The item is in no tree and outlives the tree.
-            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+            insert(&mut tree, item)?;
         }
         let mut seen = KVec::with_capacity(N as usize, GFP_KERNEL)?;
         let root = tree.root();
@@ -802,6 +957,12 @@ mod tests {
         assert!(seen.len() == N as usize && seen.iter().enumerate().all(|(i, &k)| k == i as u32));
         // Empty, and positions taken before are stale.
         assert!(tree.is_empty() && tree.item_at(&root).is_err());
+        // Every item is free again: none is in the tree, and each can go in again.
+        assert!(v.iter().all(|i| !tree.contains(i)));
+        for item in v.iter() {
+            insert(&mut tree, item)?;
+        }
+        assert_eq!(keys(&tree)?.len(), N as usize);
         Ok(())
     }
 
@@ -814,20 +975,15 @@ mod tests {
         let Err(pos) = find(&tree, a[0].key)? else {
             return Err(EINVAL);
         };
-        // SAFETY: In no tree, outlives the tree.
-        unsafe { tree.insert(&pos, NonNull::from(&a[0])) }?;
+        tree.insert(&pos, &a[0])?;
         // The position was vacant before the insertion; now it is refused, and nothing changes.
-        // SAFETY: As above.
-        let r = unsafe { tree.insert(&pos, NonNull::from(&b[0])) };
-        assert_eq!(r, Err(EAGAIN));
+        assert_eq!(tree.insert(&pos, &b[0]), Err(EAGAIN));
         assert_eq!(tree.item_at(&pos).err(), Some(EAGAIN));
         let mut p = pos;
         assert_eq!(tree.descend(&mut p, Ordering::Less), Err(EAGAIN));
         assert_eq!(keys(&tree)?.len(), 1);
         // A current position on an item is not vacant.
-        // SAFETY: As above.
-        let r = unsafe { tree.insert(&tree.root(), NonNull::from(&b[0])) };
-        assert_eq!(r, Err(EEXIST));
+        assert_eq!(tree.insert(&tree.root(), &b[0]), Err(EEXIST));
         // A position of another tree is refused, even one with the same shape.
         let other = Tree::<ByKey>::new();
         assert_eq!(tree.item_at(&other.root()).err(), Some(EAGAIN));
@@ -839,11 +995,7 @@ mod tests {
         assert_eq!(tree.item_at(&root).err(), Some(EAGAIN));
         // The cleared item can go in again.
         for item in [&a[0], &b[0], &c[0]] {
-            let Err(pos) = find(&tree, item.key)? else {
-                return Err(EINVAL);
-            };
-            // SAFETY: In no tree, outlives the tree.
-            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+            insert(&mut tree, item)?;
         }
         assert_eq!(&keys(&tree)?[..], &[0, 1, 2]);
         Ok(())
@@ -853,50 +1005,50 @@ mod tests {
     fn remove_and_replace() -> Result {
         const N: u32 = 200;
         let v = items(N)?;
-        let mut spare = Item {
-            key: 0,
+        let spare = Item {
+            key: 100,
             links: Links::new(),
             other: Links::new(),
         };
         let mut tree = Tree::<ByKey>::new();
         for item in v.iter() {
-            let Err(pos) = find(&tree, item.key)? else {
-                return Err(EINVAL);
-            };
-            // SAFETY: In no tree, outlives the tree.
-            unsafe { tree.insert(&pos, NonNull::from(item)) }?;
+            insert(&mut tree, item)?;
         }
         // Take out the odd keys, walking in order and reading each successor first.
-        let mut cur = tree.first();
+        let mut cur = tree.first().map(NonNull::from);
         while let Some(item) = cur {
-            // SAFETY: `item` is in the tree.
-            let next = unsafe { tree.next(item) }.map(NonNull::from);
+            // SAFETY: The tests' items outlive their trees; `item` was handed out by the tree,
+            // and is only read.
+            let item = unsafe { item.as_ref() };
+            cur = tree.next(item).map(NonNull::from);
             if item.key % 2 == 1 {
-                let item = NonNull::from(item);
-                // SAFETY: `item` is in the tree.
-                unsafe { tree.remove(item) };
+                tree.remove(item)?;
+                // Out, and no more than once.
+                assert!(!tree.contains(item) && tree.next(item).is_none());
+                assert_eq!(tree.remove(item), Err(ENOENT));
             }
-            // SAFETY: The tests' items outlive their trees; `next` is still in the tree.
-            cur = next.map(|n| unsafe { n.as_ref() });
         }
         let k = keys(&tree)?;
         assert_eq!(k.len(), N as usize / 2);
         assert!(k.iter().enumerate().all(|(i, &k)| k == 2 * i as u32));
         // Replace the item of key 100 by another of the same key.
-        let old = find(&tree, 100)?.map_err(|_| EINVAL)?;
-        spare.key = 100;
-        let spare = NonNull::from(&mut spare);
+        let old = v.iter().find(|i| i.key == 100).ok_or(EINVAL)?;
+        assert!(find(&tree, 100)?.is_ok_and(|f| core::ptr::eq(f, old)));
         let pos = tree.root();
-        // SAFETY: `old` is in the tree; `spare` is in none, has its place and outlives the tree.
-        unsafe { tree.replace(old, spare) };
+        // An item in the tree cannot take the place of another, nor of itself.
+        assert_eq!(tree.replace(old, &v[0]), Err(EBUSY));
+        assert_eq!(tree.replace(old, old), Err(EBUSY));
+        // An item out of the tree has no place to give.
+        assert_eq!(tree.replace(&spare, old), Err(ENOENT));
+        tree.replace(old, &spare)?;
         assert_eq!(tree.item_at(&pos).err(), Some(EAGAIN));
         let found = find(&tree, 100)?.map_err(|_| EINVAL)?;
-        assert_eq!(found, spare);
+        assert!(core::ptr::eq(found, &spare) && !tree.contains(old));
         assert_eq!(keys(&tree)?.len(), N as usize / 2);
         // Empty it.
         while let Some(item) = tree.first().map(NonNull::from) {
-            // SAFETY: `item` is in the tree.
-            unsafe { tree.remove(item) };
+            // SAFETY: As above.
+            tree.remove(unsafe { item.as_ref() })?;
         }
         assert!(tree.is_empty());
         Ok(())
@@ -907,27 +1059,31 @@ mod tests {
         let v = items(50)?;
         let mut by_key = Tree::<ByKey>::new();
         let mut reversed = Tree::<Other>::new();
+        let mut again = Tree::<ByKey>::new();
         for item in v.iter() {
             let k = item.key;
-            let item = NonNull::from(item);
-            let Err(pos) = find(&by_key, k)? else {
-                return Err(EINVAL);
-            };
-            // SAFETY: In no tree through `links`, outlives the tree.
-            unsafe { by_key.insert(&pos, item) }?;
+            insert(&mut by_key, item)?;
             // The other tree is in reverse order.
             let mut pos = reversed.root();
             while let Some(other) = reversed.item_at(&pos)? {
                 let other = other.key;
                 reversed.descend(&mut pos, other.cmp(&k))?;
             }
-            // SAFETY: In no tree through `other`, outlives the tree.
-            unsafe { reversed.insert(&pos, item) }?;
+            reversed.insert(&pos, item)?;
+            // A second tree through the same links refuses the item, and cannot take it out.
+            assert_eq!(insert(&mut again, item), Err(EBUSY));
+            assert!(again.remove(item) == Err(ENOENT) && again.next(item).is_none());
         }
         let a = keys(&by_key)?;
         let b = keys(&reversed)?;
         assert_eq!(a.len(), 50);
         assert!(a.iter().zip(b.iter().rev()).all(|(x, y)| x == y));
+        // Dropping a tree lets its items go: they can go into another.
+        drop(by_key);
+        for item in v.iter() {
+            insert(&mut again, item)?;
+        }
+        assert_eq!(keys(&again)?.len(), 50);
         Ok(())
     }
 }
