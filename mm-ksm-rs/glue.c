@@ -60,10 +60,12 @@ void ksm_rs_put_anon_vma(struct anon_vma *anon_vma)
 /*
  * Whether a swapped-in anonymous folio's anon_vma has the root of the faulting
  * VMA's (ksm_might_need_to_copy()). Nothing need map the folio, so its
- * anon_vma may have been freed: mm/ksm.c reads its root racily. Here the read
- * is under the RCU read lock, so that the SLAB_TYPESAFE_BY_RCU memory stays an
- * anon_vma (maybe another one: a stale answer stays possible, as in mm/ksm.c),
- * and kept in C rather than made a Rust reference to memory that may be gone.
+ * anon_vma may have been freed: mm/ksm.c reads its root racily, and so does
+ * this. The RCU read lock only keeps an anon_vma freed during the read an
+ * anon_vma (SLAB_TYPESAFE_BY_RCU; maybe another one, so a stale answer stays
+ * possible, as in mm/ksm.c); one freed before it may be on a slab page that
+ * went back to the page allocator. The read is kept in C rather than made a
+ * Rust reference to memory that may be gone.
  */
 bool ksm_rs_same_anon_root(struct folio *folio, struct vm_area_struct *vma)
 {
@@ -147,9 +149,11 @@ late_initcall(ksm_checksum_init);
  * task_early_kill() and add_to_kill_ksm() are private to mm/.
  */
 void ksm_rs_collect_procs(struct anon_vma *av, unsigned long index,
-			  unsigned long addr, const struct page *page,
-			  struct list_head *to_kill, int force_early)
+			  unsigned long addr, const struct ksm_rs_collect *c)
 {
+	const struct page *page = c->page;
+	struct list_head *to_kill = c->to_kill;
+	int force_early = c->force_early;
 	struct task_struct *tsk;
 
 	anon_vma_lock_read(av);

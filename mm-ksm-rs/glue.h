@@ -30,8 +30,13 @@ extern const vm_flags_t ksm_rs_arch_unmergeable;
 void ksm_rs_get_anon_vma(struct anon_vma *anon_vma);
 void ksm_rs_put_anon_vma(struct anon_vma *anon_vma);
 bool ksm_rs_same_anon_root(struct folio *folio, struct vm_area_struct *vma);
+/* What collect_procs_ksm() was called with (hooks.rs: kill::Collect). */
+struct ksm_rs_collect {
+	const struct page *page;
+	struct list_head *to_kill;
+	int force_early;
+};
 void ksm_rs_collect_procs(struct anon_vma *av, unsigned long index,
-			  unsigned long addr, const struct page *page,
-			  struct list_head *to_kill, int force_early);
+			  unsigned long addr, const struct ksm_rs_collect *c);
 
 #endif /* _MM_KSM_RS_GLUE_H */

@@ -22,8 +22,9 @@ use kernel::{
     mm::{
         folio::{Folio, FolioLockGuard},
         pgtable::{MmapWriteLocked, VmaMmapWrite},
+        rmap::RmapWalk,
         virt::{flags, VmaRef},
-        Mm, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
+        Mm, MmapLocked, MMF_VM_MERGEABLE, MMF_VM_MERGE_ANY,
     },
     page::PAGE_SIZE,
     prelude::*,
@@ -34,12 +35,12 @@ use kernel::{
 /// droppable, special (IO, PFNMAP, MIXEDMAP, DONTEXPAND), DAX, nor with the architecture's
 /// flags that KSM must leave alone (`VM_SAO` on powerpc, `VM_SPARC_ADI` on sparc).
 fn ksm_compatible(vm_flags: bindings::vm_flags_t, dax: bool) -> bool {
-    extern "C" {
+    // Safe to read: glue.c defines it, `const`, with this type, so it never changes.
+    unsafe extern "C" {
         /// glue.c: `VM_SAO | VM_SPARC_ADI`, as far as the architecture defines them.
-        static ksm_rs_arch_unmergeable: bindings::vm_flags_t;
+        safe static ksm_rs_arch_unmergeable: bindings::vm_flags_t;
     }
-    // SAFETY: A `const` defined in glue.c with this type.
-    let arch = unsafe { ksm_rs_arch_unmergeable };
+    let arch = ksm_rs_arch_unmergeable;
     // `VM_DROPPABLE` is 0 on most 32-bit architectures: only in the mask, never tested alone.
     vm_flags & (flags::SHARED | flags::MAYSHARE | flags::HUGETLB | flags::DROPPABLE) == 0
         && vm_flags & flags::SPECIAL == 0
@@ -304,11 +305,11 @@ pub unsafe extern "C" fn ksm_disable(mm: *mut bindings::mm_struct) -> i32 {
 /// `mm` must be a live mm, its mmap lock held (read suffices).
 #[export]
 pub unsafe extern "C" fn ksm_process_mergeable(mm: *mut bindings::mm_struct) -> bool {
-    // SAFETY: The caller's live mm.
-    let mm = unsafe { Mm::from_raw(mm) };
+    // SAFETY: The caller's live mm, whose mmap lock the caller holds throughout the call, and
+    // whose VMA tree nothing changes meanwhile.
+    let mm = unsafe { MmapLocked::assume_locked(Mm::from_raw(mm)) };
     let mut addr = 0;
-    // SAFETY: The caller holds the mmap lock throughout.
-    while let Some(vma) = unsafe { mm.find_vma_locked(addr) } {
+    while let Some(vma) = mm.find_vma(addr) {
         if vma.flags() & flags::MERGEABLE != 0 {
             return true;
         }
@@ -354,15 +355,6 @@ pub unsafe extern "C" fn folio_migrate_ksm(
 
 extern "C" {
     fn ksm_rs_same_anon_root(folio: *mut core::ffi::c_void, vma: *mut core::ffi::c_void) -> bool;
-    #[cfg(CONFIG_MEMORY_FAILURE)]
-    fn ksm_rs_collect_procs(
-        anon_vma: *mut core::ffi::c_void,
-        index: usize,
-        addr: usize,
-        page: *const core::ffi::c_void,
-        to_kill: *mut bindings::list_head,
-        force_early: i32,
-    );
 }
 
 /// Calls `rwc->rmap_one` for every mapping of a KSM folio (`rmap_walk_ksm()`).
@@ -380,11 +372,11 @@ pub unsafe extern "C" fn rmap_walk_ksm(
     rwc: *mut bindings::rmap_walk_control,
 ) {
     // SAFETY: The caller passes a locked KSM folio, which it unlocks (the guard must not), and
-    // a valid control structure.
-    let (mut locked, rwc) = unsafe {
+    // a valid control structure, ours during the call, for a walk of that folio.
+    let (mut locked, mut walk) = unsafe {
         (
             ManuallyDrop::new(FolioLockGuard::assume_locked(Folio::from_raw(folio))),
-            &mut *rwc,
+            RmapWalk::from_raw(rwc, folio),
         )
     };
     for search_new_forks in [false, true] {
@@ -394,8 +386,8 @@ pub unsafe extern "C" fn rmap_walk_ksm(
             cond_resched();
             let guard = match av.try_lock_read() {
                 Some(g) => g,
-                None if rwc.try_lock => {
-                    rwc.contended = true;
+                None if walk.try_lock() => {
+                    walk.set_contended();
                     return;
                 }
                 None => av.lock_read(),
@@ -409,32 +401,72 @@ pub unsafe extern "C" fn rmap_walk_ksm(
                 }
                 // First the area of the item's own mm; then, if there is still work to do,
                 // areas of other mms, forked from it since ksmd passed.
-                if vma.is_in(item.mm()) == search_new_forks {
+                if vma.is_in(item.mm()) == search_new_forks || walk.invalid_vma(vma) {
                     continue;
                 }
-                let vma = vma.as_ptr();
-                let invalid = rwc.invalid_vma.is_some_and(|iv| {
-                    // SAFETY: Callbacks of the caller's control structure, called as C does,
-                    // with the folio locked and the area's anon_vma read-locked.
-                    unsafe { iv(vma, rwc.arg) }
-                });
-                if invalid {
-                    continue;
-                }
-                // C calls it unconditionally: a walk without one is a caller bug.
-                let Some(rmap_one) = rwc.rmap_one else {
-                    kernel::warn_on!(true);
-                    return;
-                };
-                // SAFETY: As above.
-                if !unsafe { rmap_one(folio, vma, addr, rwc.arg) } {
-                    return;
-                }
-                // SAFETY: As above.
-                if rwc.done.is_some_and(|d| unsafe { d(folio) } != 0) {
+                if !walk.rmap_one(vma, addr) || walk.done() {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// The processes to kill for a memory error, collected through C (glue.c).
+#[cfg(CONFIG_MEMORY_FAILURE)]
+mod kill {
+    use core::{ffi::c_void, marker::PhantomData};
+    use kernel::{bindings, mm::rmap::AnonVma};
+
+    /// What `collect_procs_ksm()` was called with: the page hit by the error, and the list of
+    /// tasks to kill (C: `struct ksm_rs_collect`).
+    ///
+    /// # Invariants
+    ///
+    /// `page` is a valid page of a KSM folio (never ZONE_DEVICE), and `to_kill` a valid list of
+    /// `struct to_kill`, used by the current task alone, for `'a`.
+    #[repr(C)]
+    pub(super) struct Collect<'a> {
+        /// A `struct page`.
+        page: *const c_void,
+        to_kill: *mut bindings::list_head,
+        force_early: i32,
+        _p: PhantomData<&'a mut bindings::list_head>,
+    }
+
+    // `struct ksm_rs_collect`: two pointers and an int, padded to a pointer's size.
+    const _: () = assert!(size_of::<Collect<'_>>() == 3 * size_of::<usize>());
+
+    // Safe to call: a `Collect` is valid (its type invariant), and so is an `AnonVma`; any
+    // index and address do. It read-locks the anon_vma itself.
+    unsafe extern "C" {
+        safe fn ksm_rs_collect_procs(av: &AnonVma, index: usize, addr: usize, c: &Collect<'_>);
+    }
+
+    impl<'a> Collect<'a> {
+        /// # Safety
+        ///
+        /// `page` must be a valid page of a KSM folio (so never ZONE_DEVICE memory, whose
+        /// kill path walks page tables at the given address), and `to_kill` a valid list of
+        /// `struct to_kill` that only the current task uses, for `'a`.
+        pub(super) unsafe fn new(
+            page: *const bindings::page,
+            to_kill: *mut bindings::list_head,
+            force_early: i32,
+        ) -> Self {
+            // INVARIANT: As the caller guarantees.
+            Self {
+                page: page.cast(),
+                to_kill,
+                force_early,
+                _p: PhantomData,
+            }
+        }
+
+        /// Adds the tasks that map the page at `addr` through `anon_vma`, in which it has
+        /// `index` (`add_to_kill_ksm()`).
+        pub(super) fn add(&self, anon_vma: &AnonVma, index: usize, addr: usize) {
+            ksm_rs_collect_procs(anon_vma, index, addr, self);
         }
     }
 }
@@ -451,21 +483,17 @@ pub unsafe extern "C" fn collect_procs_ksm(
     to_kill: *mut bindings::list_head,
     force_early: i32,
 ) {
-    // SAFETY: The caller passes a locked folio, which it unlocks: the guard must not.
-    let mut locked =
-        ManuallyDrop::new(unsafe { FolioLockGuard::assume_locked(Folio::from_raw(folio)) });
+    // SAFETY: The caller passes a locked folio, which it unlocks (the guard must not), its
+    // page, and its list of tasks to kill, for the call; the walk below finds mappings only if
+    // the folio is KSM (never ZONE_DEVICE).
+    let (mut locked, collect) = unsafe {
+        (
+            ManuallyDrop::new(FolioLockGuard::assume_locked(Folio::from_raw(folio))),
+            kill::Collect::new(page, to_kill, force_early),
+        )
+    };
     for m in node::folio_mappings(&mut locked) {
-        // SAFETY: The item holds its anon_vma; the caller's page and list are valid.
-        unsafe {
-            ksm_rs_collect_procs(
-                m.anon_vma.as_ptr().cast(),
-                m.index,
-                m.item.address().addr(),
-                page.cast(),
-                to_kill,
-                force_early,
-            )
-        };
+        collect.add(m.anon_vma, m.index, m.item.address().addr());
     }
 }
 
@@ -499,8 +527,8 @@ pub unsafe extern "C" fn ksm_might_need_to_copy(
             return folio;
         }
         let same_index = f.index() == vma.linear_anon_page_index(addr);
-        // SAFETY: A locked folio and a VMA whose lock the caller holds; the read of a possibly
-        // freed anon_vma is C's (see glue.c).
+        // SAFETY: A locked folio and a VMA whose lock the caller holds. The folio's anon_vma
+        // may be gone: the read of its root is mm/ksm.c's race (see glue.c).
         if same_index && unsafe { ksm_rs_same_anon_root(folio.cast(), vma.as_ptr().cast()) } {
             // Still no need to copy it.
             return folio;
@@ -516,10 +544,7 @@ pub unsafe extern "C" fn ksm_might_need_to_copy(
     match f.copy_for_user(0, vma, addr) {
         Ok(Some(new)) => {
             #[cfg(CONFIG_SWAP)]
-            // SAFETY: Counting a VM event has no requirements.
-            unsafe {
-                bindings::count_vm_event(bindings::vm_event_item_KSM_SWPIN_COPY)
-            };
+            kernel::mm::count_vm_event(bindings::vm_event_item_KSM_SWPIN_COPY);
             // The caller takes over the reference and the lock.
             ARef::into_raw(new).as_ptr().cast()
         }

@@ -37,11 +37,11 @@
 
 #![crate_name = "ksm"]
 
-use core::ffi::c_void;
 use kernel::{
     bindings,
+    mm::rmap::AnonVma,
     prelude::*,
-    slab::{CacheBox, KmemCache},
+    slab::KmemCache,
     sync::{
         atomic::{Atomic, Relaxed},
         SetOnce,
@@ -66,7 +66,7 @@ mod trace;
 mod unmerge;
 mod unstable_tree;
 
-use mm_slot::{MmSlot, OwnedSlot};
+use node::{MmSlot, OwnedSlot};
 
 /// The errno of a result, 0 for success: what the C callers and the trace events want.
 pub(crate) fn to_errno(r: Result) -> i32 {
@@ -96,8 +96,10 @@ pub(crate) static ZERO_CHECKSUM: Atomic<u32> = Atomic::new(0);
 
 /// The slab caches.
 pub(crate) struct Caches {
-    rmap_item: KmemCache<RmapItem>,
-    stable_node: KmemCache<StableNode>,
+    /// Freed to by [`node::Graveyard`] only.
+    pub(crate) rmap_item: KmemCache<RmapItem>,
+    /// Freed to by [`node::Graveyard`] only.
+    pub(crate) stable_node: KmemCache<StableNode>,
     mm_slot: KmemCache<MmSlot>,
 }
 
@@ -111,7 +113,7 @@ fn caches() -> Option<&'static Caches> {
 
 /// The slab caches, for freeing an object allocated from them: they exist, since the object
 /// does. Warns (and the caller leaks the object) if that is somehow not so.
-fn caches_for_free() -> Option<&'static Caches> {
+pub(crate) fn caches_for_free() -> Option<&'static Caches> {
     let c = caches();
     kernel::warn_on!(c.is_none());
     c
@@ -121,8 +123,8 @@ fn caches_for_free() -> Option<&'static Caches> {
 /// `GFP_KERNEL` the allocation can stall for long under memory pressure, holding the thread
 /// mutex, and set off hung task warnings.
 ///
-/// The node stays allocated until [`free_stable_node`] frees it: [`node::Graveyard`] does, once
-/// the thread mutex, held for `'g`, is released.
+/// The node stays allocated until [`node::Graveyard`] frees it, once the thread mutex, held for
+/// `'g`, is released.
 fn alloc_stable_node<'g>(_ksm: &Ksm<'g>, n: StableNode) -> Result<&'g StableNode> {
     Ok(caches()
         .ok_or(ENOMEM)?
@@ -131,23 +133,9 @@ fn alloc_stable_node<'g>(_ksm: &Ksm<'g>, n: StableNode) -> Result<&'g StableNode
         .leak())
 }
 
-/// Frees a stable node that is in no tree or list (`free_stable_node()`).
-///
-/// # Safety
-///
-/// `p` must come from [`alloc_stable_node`], and neither it nor a reference to the node may be
-/// used afterwards.
-unsafe fn free_stable_node(p: core::ptr::NonNull<StableNode>) {
-    let Some(c) = caches_for_free() else {
-        return;
-    };
-    // SAFETY: As the caller guarantees.
-    drop(unsafe { CacheBox::from_raw(&c.stable_node, p) });
-}
-
 /// Allocates an item (`alloc_rmap_item()`, see [`node::alloc_at_cursor`]): may fail quietly
 /// under memory pressure, the scan just moves on. The item stays allocated until
-/// [`free_rmap_item`] frees it, as for [`alloc_stable_node`].
+/// [`node::Graveyard`] frees it, as for [`alloc_stable_node`].
 fn alloc_rmap_item<'g>(_ksm: &Ksm<'g>, item: RmapItem) -> Option<&'g RmapItem> {
     let b = caches()?
         .rmap_item
@@ -159,20 +147,6 @@ fn alloc_rmap_item<'g>(_ksm: &Ksm<'g>, item: RmapItem) -> Option<&'g RmapItem> {
     Some(b.leak())
 }
 
-/// Frees an item (`free_rmap_item()`, see [`node::Graveyard`]).
-///
-/// # Safety
-///
-/// `item` must come from [`alloc_rmap_item`] and be in no list or tree; neither it nor a
-/// reference to the item may be used afterwards.
-unsafe fn free_rmap_item(item: core::ptr::NonNull<RmapItem>) {
-    let Some(c) = caches_for_free() else {
-        return;
-    };
-    // SAFETY: As the caller guarantees.
-    drop(unsafe { CacheBox::from_raw(&c.rmap_item, item) });
-}
-
 /// Allocates an mm slot, freed when the returned owner is dropped.
 pub(crate) fn alloc_mm_slot(mm: &kernel::mm::Mm) -> Result<OwnedSlot> {
     caches()
@@ -182,38 +156,41 @@ pub(crate) fn alloc_mm_slot(mm: &kernel::mm::Mm) -> Result<OwnedSlot> {
         .map_err(Into::into)
 }
 
-/// The global count of KSM-placed zero pages (`ksm_zero_pages`, defined in glue.c).
+// Safe to use: include/linux/ksm.h declares, and glue.c defines, `ksm_zero_pages` as an
+// `atomic_long_t`, a `long` (`isize`) in a `repr(C)` struct, the layout of `Atomic<isize>`
+// (checked below). It lives forever and is only accessed atomically.
+unsafe extern "C" {
+    /// The global count of KSM-placed zero pages.
+    #[cfg(CONFIG_SYSFS)]
+    safe static ksm_zero_pages: Atomic<isize>;
+}
+
+// `atomic_long_t` and `Atomic<isize>` have one layout.
+const _: () = assert!(
+    size_of::<bindings::atomic_long_t>() == size_of::<Atomic<isize>>()
+        && align_of::<bindings::atomic_long_t>() == align_of::<Atomic<isize>>()
+);
+
+/// The global count of KSM-placed zero pages (`ksm_zero_pages`). `atomic_long_read()` is a
+/// relaxed load, on 32-bit kernels as well (`atomic64_read()` was wrong there).
 #[cfg(CONFIG_SYSFS)]
 pub(crate) fn ksm_zero_pages_read() -> isize {
-    // SAFETY: `ksm_zero_pages` is an `atomic_long_t`, a `long` (`isize`) in a `repr(C)` struct,
-    // that lives forever and is only accessed atomically. `atomic_long_read()` is a relaxed
-    // load, on 32-bit kernels as well (`atomic64_read()` was wrong there).
-    unsafe { Atomic::<isize>::from_ptr((&raw mut bindings::ksm_zero_pages).cast()) }.load(Relaxed)
+    ksm_zero_pages.load(Relaxed)
 }
 
-extern "C" {
-    fn ksm_rs_get_anon_vma(anon_vma: *mut c_void);
-    fn ksm_rs_put_anon_vma(anon_vma: *mut c_void);
-}
+// glue.c: `get_anon_vma()` and `put_anon_vma()` are private to mm/ (mm/internal.h). Taking a
+// reference is safe with any `AnonVma`, which is valid (its type invariant): it only increments
+// the count. Dropping one is not: the caller must own it.
+unsafe extern "C" {
+    /// Takes a reference on an anon_vma (`get_anon_vma()`).
+    pub(crate) safe fn ksm_rs_get_anon_vma(anon_vma: &AnonVma);
 
-/// Takes a reference on an anon_vma (`get_anon_vma()`, private to mm/: see glue.c).
-///
-/// # Safety
-///
-/// `anon_vma` must be valid (e.g. the anon_vma of a VMA whose mmap lock is held).
-pub(crate) unsafe fn get_anon_vma(anon_vma: *mut bindings::anon_vma) {
-    // SAFETY: As the caller guarantees.
-    unsafe { ksm_rs_get_anon_vma(anon_vma.cast()) };
-}
-
-/// Drops a reference taken by [`get_anon_vma`].
-///
-/// # Safety
-///
-/// The caller must own a reference.
-pub(crate) unsafe fn put_anon_vma(anon_vma: *mut bindings::anon_vma) {
-    // SAFETY: As the caller guarantees.
-    unsafe { ksm_rs_put_anon_vma(anon_vma.cast()) };
+    /// Drops a reference on an anon_vma (`put_anon_vma()`).
+    ///
+    /// # Safety
+    ///
+    /// The caller must own a reference on `anon_vma`, and gives it up.
+    pub(crate) fn ksm_rs_put_anon_vma(anon_vma: *mut bindings::anon_vma);
 }
 
 /// Chooses the page checksum at `late_initcall` time (called from glue.c; see
@@ -224,20 +201,25 @@ pub extern "C" fn ksm_rs_choose_checksum() {
 }
 
 /// Sets up KSM at `subsys_initcall` time (called from glue.c).
+///
+/// # Safety
+///
+/// Called once, before anything else uses KSM (its locks are initialized here).
 #[no_mangle]
-pub extern "C" fn ksm_rs_init() -> i32 {
-    match init() {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
+pub unsafe extern "C" fn ksm_rs_init() -> i32 {
+    // SAFETY: Called once, before anything else uses these locks (the caller's promise). The
+    // mm list's lock first: `__ksm_exit()` takes it even if the rest of init fails.
+    unsafe {
+        MMLIST.init();
+        if let Err(e) = node::locked::init() {
+            return e.to_errno();
+        }
     }
+    to_errno(init())
 }
 
+/// Sets up what KSM needs besides its locks.
 fn init() -> Result {
-    // SAFETY: Called once, before anything else uses these locks.
-    unsafe {
-        node::locked::init()?;
-        MMLIST.init();
-    }
     #[cfg(CONFIG_MEMORY_HOTREMOVE)]
     hotremove::init()?;
     let zeroes = KVec::from_elem(0u8, kernel::page::PAGE_SIZE, GFP_KERNEL)?;

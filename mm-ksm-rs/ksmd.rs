@@ -216,7 +216,8 @@ fn should_skip_rmap_item<'g>(ksm: &mut Ksm<'g>, folio: &Folio, item: ItemRef<'g>
 /// and page (`scan_get_next_rmap_item()`); `None` at the end of a full scan or when there is
 /// nothing to scan.
 fn scan_get_next_rmap_item<'g>(ksm: &mut Ksm<'g>) -> Option<(ItemRef<'g>, PageRef)> {
-    // One look at the mm list per page scanned: it is taken on every call.
+    // Where the cursor is, once per page scanned: the mm of the slot the scanner holds, or (at
+    // the head) a look at the mm list.
     let mut cursor = mm_slot::cursor_mm(ksm);
     if matches!(cursor, mm_slot::Cursor::Empty) {
         return None;
@@ -362,7 +363,8 @@ enum Outcome<'g> {
 /// item cursor are on it.
 fn finish_mm(ksm: &mut Ksm<'_>) -> bool {
     remove_trailing_rmap_items(ksm);
-    let (more, removed) = mm_slot::next_slot(ksm, ksm.address == 0);
+    let remove = ksm.address == 0;
+    let (more, removed) = mm_slot::next_slot(ksm, |_| remove);
     if let Some(slot) = removed {
         // Only MMF_VM_MERGEABLE: an mm with MMF_VM_MERGE_ANY may just not have mapped
         // anything yet, and keeps that setting. Dropping the slot frees it: all its items

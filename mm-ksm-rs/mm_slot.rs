@@ -2,23 +2,24 @@
 
 //! mm slots: the address spaces registered with KSM, in scan order.
 //!
-//! Each mm that has (or had) mergeable areas has an [`MmSlot`], found by mm in a map and
-//! linked in a list that the scan cursor walks. Both live in [`MmList`] under [`MMLIST`], a
-//! spinlock (C: `ksm_mmlist_lock`); the slot's `items` belong to the scanner and are protected
-//! by the thread mutex ([`crate::lock_ksm`]).
+//! Each mm that has (or had) mergeable areas has an [`MmSlot`](node::MmSlot), found by mm in a
+//! map and linked in a list that the scan cursor walks. Both live in [`MmList`] under
+//! [`MMLIST`], a spinlock (C: `ksm_mmlist_lock`); the slot's `items` belong to the scanner and
+//! are protected by the thread mutex ([`crate::lock_ksm`]).
 //!
 //! A slot holds an `mmgrab()` reference on its mm, so the `mm_struct` outlives the slot; the
 //! address space itself may be gone (`mm_users == 0`), which the scanner notices and then frees
 //! the slot.
 //!
-//! The list owns its slots. A slot leaves it as an [`OwnedSlot`], which frees it when dropped.
-//! The scanner (ksmd, or `run = 2`) reaches the slot under the scan cursor through
-//! [`cursor_slot`], for as long as it borrows the thread mutex's data ([`Ksm`]): the cursor
-//! moves, and its slot leaves the list, only through the functions here that take `&mut Ksm`,
-//! and `ksm_exit()` takes off only slots that are not under the cursor.
+//! The list owns its slots, but for the one under the scan cursor, which the scanner (ksmd, or
+//! `run = 2`) holds in the thread mutex's data ([`Ksm`], see [`node::hold_slot`]) while it
+//! scans it: the cursor moves only through the functions here that take `&mut Ksm`, which
+//! give the scanner the slot of its new place and put the one it held back in its entry, and
+//! `ksm_exit()` takes off only slots that are not under the cursor. A slot leaves the list as
+//! an [`OwnedSlot`], which frees it when dropped.
 
 use crate::{
-    node::{self, ItemList},
+    node::{self, OwnedSlot},
     Ksm,
 };
 use kernel::{
@@ -26,7 +27,6 @@ use kernel::{
     mm::{Mm, MmWithUser},
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
-    slab::CacheBox,
     sync::aref::ARef,
 };
 
@@ -35,41 +35,13 @@ kernel::sync::global_lock! {
     pub(crate) unsafe(uninit) static MMLIST: SpinLock<MmList> = MmList::new();
 }
 
-/// KSM's record of one registered mm (`struct ksm_mm_slot`).
-///
-/// The slot's place in the scan order is not in the slot but in its [`Entry`] of the list's
-/// map, so that the scanner may hold a shared reference to the slot under the cursor while
-/// others register and unregister its neighbours.
-pub(crate) struct MmSlot {
-    /// The mm's rmap items in address order (scanner only), which belong to the mm; the list
-    /// holds an `mmgrab()` reference on it.
-    items: ItemList,
-}
-
-impl MmSlot {
-    /// A new slot for `mm`, with no items.
-    pub(crate) fn new(mm: &Mm) -> Self {
-        Self {
-            items: ItemList::new(mm),
-        }
-    }
-
-    /// The mm.
-    pub(crate) fn mm(&self) -> &Mm {
-        self.items.mm()
-    }
-}
-
-/// An mm slot on no list, owned: freed with its mm reference when dropped. A slot that still
-/// has items keeps its mm alive for them, with a warning ([`ItemList`]).
-pub(crate) type OwnedSlot = CacheBox<'static, MmSlot>;
-
 /// A registered slot, in the map of [`MmList`] under its mm's address, with its neighbours in
-/// the scan order (their keys; `None` is the head of the list).
+/// the scan order (their keys; `None` is the head of the list). The slot is `None` while the
+/// scanner holds it.
 pub(crate) struct Entry {
     prev: Option<usize>,
     next: Option<usize>,
-    slot: OwnedSlot,
+    slot: Option<OwnedSlot>,
 }
 
 /// The list and map of mm slots, and the scan cursor.
@@ -84,15 +56,13 @@ pub(crate) struct Entry {
 ///   entries of `map`; each entry is under the address of its slot's mm.
 /// - `cursor` is `None` (the list head: between two full scans) or the key of an entry. It
 ///   moves, and the slot under it leaves the map, only in the functions of this module that
-///   take `&mut Ksm` (the thread mutex's data, lent to one borrower at a time); they point the
-///   item cursor ([`node::set_cursor`]) at the new cursor slot's list, or clear it.
-/// - `cursor_mm` holds an `mmgrab()` reference on the mm of the slot under the cursor, if any:
-///   the scanner looks at it for every page, without a lookup in the map.
+///   take `&mut Ksm` (the thread mutex's data, lent to one borrower at a time).
+/// - The entry under the cursor has no slot: the scanner holds it ([`node::held_slot`]). Every
+///   other entry has its slot.
 pub(crate) struct MmList {
     first: Option<usize>,
     last: Option<usize>,
     cursor: Option<usize>,
-    cursor_mm: Option<ARef<Mm>>,
     map: Option<RBTree<usize, Entry>>,
 }
 
@@ -112,7 +82,6 @@ impl MmList {
             first: None,
             last: None,
             cursor: None,
-            cursor_mm: None,
             map: None,
         }
     }
@@ -137,26 +106,44 @@ impl MmList {
         self.map.as_mut()?.get_mut(&key)
     }
 
-    /// The slot under the cursor, or null (the head). The pointer stays valid after the
-    /// spinlock is released, until the slot leaves the map.
-    #[cfg(CONFIG_SYSFS)]
-    fn cursor_ptr(&self) -> *const MmSlot {
-        self.cursor
-            .and_then(|k| self.entry(k))
-            .map_or(core::ptr::null(), |e| {
-                core::ptr::from_ref::<MmSlot>(&e.slot)
-            })
-    }
-
-    /// Moves the cursor to `to` (a key, or `None`: the head). Returns the reference on the mm of
-    /// the slot it leaves, to be dropped outside the spinlock.
-    fn move_cursor(&mut self, to: Option<usize>) -> Option<ARef<Mm>> {
-        let mm = to
-            .and_then(|k| self.entry(k))
-            .map(|e| ARef::from(e.slot.mm()));
-        // INVARIANT: The cursor and its slot's mm.
+    /// Moves the cursor to `to` (a key, or `None`: the head): the scanner gives back the slot
+    /// it holds, to its entry, and takes the one under `to`. With `remove`, the slot left is
+    /// taken off the list instead. Returns the slot taken off (or, if its entry is somehow
+    /// gone, the one given back), to be freed outside the spinlock.
+    fn move_cursor(
+        &mut self,
+        ksm: &mut Ksm<'_>,
+        to: Option<usize>,
+        remove: bool,
+    ) -> Option<OwnedSlot> {
+        let held = node::hold_slot(ksm, None);
+        let from = self.cursor;
+        // INVARIANT: The entry left gets its slot back, or leaves the map.
+        let gone = match from.and_then(|k| self.entry_mut(k)) {
+            Some(e) if !remove => {
+                let old = core::mem::replace(&mut e.slot, held);
+                kernel::warn_on!(old.is_some());
+                old
+            }
+            _ => {
+                if let (Some(k), true) = (from, remove) {
+                    // The entry under the cursor has no slot; one that had would be listed
+                    // nowhere now: leaked, with a warning, rather than freed under the spinlock.
+                    if let Some(lost) = self.take(k) {
+                        kernel::warn_on!(true);
+                        core::mem::forget(lost);
+                    }
+                }
+                held
+            }
+        };
+        // INVARIANT: The scanner holds the slot under the new cursor.
         self.cursor = to;
-        core::mem::replace(&mut self.cursor_mm, mm)
+        let slot = to
+            .and_then(|k| self.entry_mut(k))
+            .and_then(|e| e.slot.take());
+        node::hold_slot(ksm, slot);
+        gone
     }
 
     /// The slot after `at` (a key, or `None`: the head); `None` when back at the head.
@@ -232,7 +219,7 @@ impl MmList {
         let entry = Entry {
             prev: None,
             next: None,
-            slot,
+            slot: Some(slot),
         };
         self.map
             .get_or_insert_with(RBTree::new)
@@ -242,11 +229,12 @@ impl MmList {
         Ok(())
     }
 
-    /// Unlinks the listed entry `key` and takes its slot out of the map.
+    /// Unlinks the listed entry `key` and takes its slot out of the map (none if the scanner
+    /// holds it).
     fn take(&mut self, key: usize) -> Option<OwnedSlot> {
         self.unlink(key);
         // INVARIANT: Off the list, and now out of the map.
-        self.map.as_mut()?.remove(&key).map(|e| e.slot)
+        self.map.as_mut()?.remove(&key).and_then(|e| e.slot)
     }
 
     /// Unregisters an exiting `mm` (`__ksm_exit()`): gives its slot back if it has no items
@@ -261,7 +249,7 @@ impl MmList {
         // The scanner changes the item list of the cursor slot only, and moves the cursor on
         // under MMLIST after its last change, so that change happened before our lock of
         // MMLIST, which sees another cursor: the list stays empty if it is.
-        if entry.slot.items.is_empty() {
+        if entry.slot.as_ref().is_some_and(|s| s.items().is_empty()) {
             return self.take(key);
         }
         let after_cursor = self.next_of(self.cursor);
@@ -276,15 +264,8 @@ impl MmList {
 
 /// The slot under the scan cursor, if any, for as long as `ksm` is borrowed.
 #[cfg(CONFIG_SYSFS)]
-pub(crate) fn cursor_slot<'k>(ksm: &'k Ksm<'_>) -> Option<&'k MmSlot> {
-    let _ = ksm;
-    let slot = MMLIST.lock().cursor_ptr();
-    // SAFETY: The slot under the cursor, or null (`cursor_ptr()`). The slot is a slab object
-    // owned by its map entry; it is freed only once out of the map. The cursor moves, and its
-    // slot leaves the map, only through the functions below, which take `&mut Ksm`: not while
-    // `ksm` is borrowed. `exit()` takes out slots not under the cursor only, and no one changes
-    // a slot but through shared references (its order is in its entry).
-    unsafe { slot.as_ref() }
+pub(crate) fn cursor_slot<'k>(ksm: &'k Ksm<'_>) -> Option<&'k node::MmSlot> {
+    node::held_slot(ksm)
 }
 
 /// Where the scan cursor is (see [`cursor_mm`]).
@@ -297,81 +278,62 @@ pub(crate) enum Cursor {
     Slot(Option<ARef<MmWithUser>>),
 }
 
-/// Where the scan cursor is, and, on a slot, an `mm_users` reference on its mm, with one lock
-/// of [`MMLIST`]. Drop the reference with the thread mutex held, outside the spinlock: it may
-/// be the last and tear the address space down.
-pub(crate) fn cursor_mm(_ksm: &Ksm<'_>) -> Cursor {
-    let l = MMLIST.lock();
-    if l.is_empty() {
-        return Cursor::Empty;
+/// Where the scan cursor is, and, on a slot, an `mm_users` reference on its mm. Drop the
+/// reference with the thread mutex held: it may be the last and tear the address space down.
+pub(crate) fn cursor_mm(ksm: &Ksm<'_>) -> Cursor {
+    // The slot holds an `mmgrab()` reference on its mm.
+    if let Some(slot) = node::held_slot(ksm) {
+        return Cursor::Slot(slot.mm().mmget_not_zero());
     }
-    match &l.cursor_mm {
-        None => Cursor::Head,
-        // Only an atomic increment under the spinlock.
-        Some(mm) => Cursor::Slot(mm.mmget_not_zero()),
+    if MMLIST.lock().is_empty() {
+        Cursor::Empty
+    } else {
+        Cursor::Head
     }
-}
-
-/// Points the item cursor at the start of the item list of the slot under the scan cursor of
-/// `l`, the locked list, or clears it if the cursor is at the head.
-fn items_at_cursor(ksm: &mut Ksm<'_>, l: &MmList) {
-    let Some(entry) = l.cursor.and_then(|k| l.entry(k)) else {
-        node::clear_cursor(ksm);
-        return;
-    };
-    // SAFETY: The list of the slot under the cursor, which stays valid while the cursor is on
-    // it (see `cursor_slot()`); its items are changed by the item cursor only, until the scan
-    // cursor moves, which resets the item cursor (the callers, through here).
-    unsafe { node::set_cursor(ksm, &entry.slot.items) };
 }
 
 /// Starts a pass over all slots (a full scan, or `run = 2`): the cursor moves to the first
 /// slot, and the item cursor to the start of its list. Returns whether there is a slot.
 pub(crate) fn start_pass(ksm: &mut Ksm<'_>) -> bool {
-    node::clear_cursor(ksm);
     let mut l = MMLIST.lock();
     // The first slot, or the head.
     let first = l.first;
-    let old = l.move_cursor(first);
-    items_at_cursor(ksm, &l);
+    let gone = l.move_cursor(ksm, first, false);
     let more = l.cursor.is_some();
     drop(l);
-    drop(old);
+    drop(gone);
     more
 }
 
 /// Starts the item list of the slot under the cursor again (an exiting mm: all its items go).
 pub(crate) fn rewind_items(ksm: &mut Ksm<'_>) {
-    items_at_cursor(ksm, &MMLIST.lock());
+    node::rewind_cursor(ksm);
 }
 
-/// Moves the cursor to the next slot, and the item cursor to the start of its list. With
-/// `remove`, the slot the cursor leaves is taken off the list and given back, to be freed
-/// outside the spinlock. Returns whether there is a next slot (else the cursor is back at the
-/// head).
-pub(crate) fn next_slot(ksm: &mut Ksm<'_>, remove: bool) -> (bool, Option<OwnedSlot>) {
-    node::clear_cursor(ksm);
+/// Moves the cursor to the next slot, and the item cursor to the start of its list. If `remove`
+/// says so of the mm of the slot the cursor leaves, which it is asked under the spinlock, the
+/// slot is taken off the list and given back, to be freed outside the spinlock. Returns whether
+/// there is a next slot (else the cursor is back at the head).
+pub(crate) fn next_slot(
+    ksm: &mut Ksm<'_>,
+    remove: impl FnOnce(&Mm) -> bool,
+) -> (bool, Option<OwnedSlot>) {
     let mut l = MMLIST.lock();
-    let old = l.cursor;
+    // Asked under the spinlock, as C tests `ksm_test_exit()`: an exit that comes later finds the
+    // slot no longer under the cursor, and takes it itself if it has no items.
+    let remove = node::held_slot(ksm).is_some_and(|s| remove(s.mm()));
     // The next slot, or the head.
-    let next = l.next_of(old);
-    let old_mm = l.move_cursor(next);
-    let taken = match old {
-        Some(k) if remove => l.take(k),
-        _ => None,
-    };
-    items_at_cursor(ksm, &l);
+    let next = l.next_of(l.cursor);
+    let taken = l.move_cursor(ksm, next, remove);
     let more = l.cursor.is_some();
     drop(l);
-    drop(old_mm);
     (more, taken)
 }
 
 /// Ends a pass early (`run = 2` failed): the cursor goes back to the head.
 #[cfg(CONFIG_SYSFS)]
 pub(crate) fn abort_pass(ksm: &mut Ksm<'_>) {
-    node::clear_cursor(ksm);
     // The head.
-    let old = MMLIST.lock().move_cursor(None);
-    drop(old);
+    let gone = MMLIST.lock().move_cursor(ksm, None, false);
+    drop(gone);
 }

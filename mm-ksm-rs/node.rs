@@ -44,6 +44,7 @@ use kernel::{
     page::PAGE_MASK,
     prelude::*,
     rbtree::intrusive::{Adapter, Found, Links, Position, Tree},
+    slab::CacheBox,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
@@ -342,7 +343,7 @@ pub(crate) struct RmapItem {
 ///
 /// An item is in an unstable tree while it is unstable and linked ([`LINKED_FLAG`]); only a
 /// plain item may go in.
-pub(crate) struct UnstableLinks;
+struct UnstableLinks;
 
 // SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `RmapItem`. Only `set_linked()`
 // sets or clears the linked flag of an unstable item: `unstable_insert()` rewrites the flags
@@ -377,7 +378,8 @@ unsafe impl Adapter for UnstableLinks {
 // tree handed out (the trees are reached through `Ksm`). Items never move and are never
 // borrowed mutably (`Graved`). The unstable trees are used under the thread mutex only (they
 // are in its data, `locked`, which lends them to this module only), and the item lists, whose
-// links overlap, are changed under it. Other modules name the adapter in `Position`s only.
+// links overlap, are changed under it. The adapter is private to this module, so no other
+// module makes a tree of items (they see its positions as `UnstablePos`).
 unsafe impl kernel::rbtree::intrusive::Anchored for UnstableLinks {}
 
 /// The links of rmap items in their stable node's list.
@@ -471,11 +473,9 @@ impl RmapItem {
             kernel::warn_on!(true);
             return Err(EINVAL);
         };
-        let anon_vma = anon_vma.as_ptr();
-        // SAFETY: A valid anon_vma (type invariant of `AnonVma`).
-        unsafe { crate::get_anon_vma(anon_vma) };
+        crate::ksm_rs_get_anon_vma(anon_vma);
         // INVARIANT: The item holds the reference and the index.
-        self.anon_vma_or_nid.set(AnonVmaOrNid(anon_vma));
+        self.anon_vma_or_nid.set(AnonVmaOrNid(anon_vma.as_ptr()));
         let index = vma.linear_anon_page_index(a.addr());
         self.info.set(self.info.get().with_index(index));
         self.address.set(a.into_rmap());
@@ -500,7 +500,7 @@ impl RmapItem {
         self.address.set(PackedAddress::new(self.address().addr()));
         self.info.set(self.info.get().with_index(0));
         // SAFETY: The item held this reference (type invariant), and gave it up above.
-        unsafe { crate::put_anon_vma(anon_vma) };
+        unsafe { crate::ksm_rs_put_anon_vma(anon_vma) };
     }
 
     /// The anon_vma and the page index of a merged item, for the reverse map; `None` if the
@@ -643,9 +643,9 @@ impl<'g, T: Graved> Ref<'g, T> {
 
 /// The list of an mm slot's items, in address order (C: `mm_slot->rmap_list`).
 ///
-/// Changed by the scanner only, through the cursor ([`set_cursor`]), while the slot is the scan
-/// cursor's. The head is atomic (relaxed) so that `__ksm_exit()` may test whether it is empty
-/// under the mm list's spinlock alone.
+/// Changed by the scanner only, through the item cursor, while it holds the slot
+/// ([`hold_slot`]). The head is atomic (relaxed) so that `__ksm_exit()` may test whether it is
+/// empty under the mm list's spinlock alone.
 ///
 /// # Invariants
 ///
@@ -685,32 +685,72 @@ impl Drop for ItemList {
     }
 }
 
-/// Points the item cursor at the start of `list`: the scan of an mm slot starts.
+/// KSM's record of one registered mm (`struct ksm_mm_slot`).
 ///
-/// # Safety
-///
-/// `list` must stay valid, with the items only changed through the cursor, until the cursor
-/// is set again or cleared ([`clear_cursor`]): it is the list of the mm slot under the scan
-/// cursor, which nothing but the holder of the thread mutex frees.
-pub(crate) unsafe fn set_cursor(ksm: &mut Ksm<'_>, list: &ItemList) {
-    // INVARIANT: As the caller guarantees; the list's mm is valid while the list is.
-    ksm.item_cursor = &raw const list.first;
-    ksm.cursor_mm = core::ptr::from_ref::<Mm>(&list.mm);
+/// The slot's place in the scan order is not in the slot but in its entry of the map of
+/// [`crate::mm_slot::MmList`], so that the scanner may hold the slot under the cursor while
+/// others register and unregister its neighbours.
+pub(crate) struct MmSlot {
+    /// The mm's rmap items in address order (scanner only), which belong to the mm; the list
+    /// holds an `mmgrab()` reference on it.
+    items: ItemList,
 }
 
-/// Detaches the item cursor from any list: before the mm slot it was on may be freed.
-pub(crate) fn clear_cursor(ksm: &mut Ksm<'_>) {
-    ksm.item_cursor = core::ptr::null();
-    ksm.cursor_mm = core::ptr::null();
+impl MmSlot {
+    /// A new slot for `mm`, with no items.
+    pub(crate) fn new(mm: &Mm) -> Self {
+        Self {
+            items: ItemList::new(mm),
+        }
+    }
+
+    /// The mm.
+    pub(crate) fn mm(&self) -> &Mm {
+        self.items.mm()
+    }
+
+    /// The mm's rmap items.
+    pub(crate) fn items(&self) -> &ItemList {
+        &self.items
+    }
 }
 
-/// The link the item cursor points at (a slot's list head or an item's `rmap_list`), if any.
+/// An mm slot on no list, owned: freed with its mm reference when dropped. A slot that still
+/// has items keeps its mm alive for them, with a warning ([`ItemList`]).
+pub(crate) type OwnedSlot = CacheBox<'static, MmSlot>;
+
+/// Gives the scanner `slot`, the mm slot the scan cursor moves to (`None`: the head), and takes
+/// back the slot it held: the item cursor moves to the start of the new slot's list. For the
+/// cursor moves of [`crate::mm_slot`] only, which keep the slot the scanner holds and the scan
+/// cursor in step under the list's spinlock.
+pub(crate) fn hold_slot(ksm: &mut Ksm<'_>, slot: Option<OwnedSlot>) -> Option<OwnedSlot> {
+    // INVARIANT: The start of the list.
+    ksm.item_prev = None;
+    core::mem::replace(&mut ksm.cursor_slot, slot)
+}
+
+/// The mm slot the scanner holds: the one under the scan cursor, if any.
+pub(crate) fn held_slot<'k>(ksm: &'k Ksm<'_>) -> Option<&'k MmSlot> {
+    ksm.cursor_slot.as_deref()
+}
+
+/// Moves the item cursor back to the start of the held slot's list.
+pub(crate) fn rewind_cursor(ksm: &mut Ksm<'_>) {
+    // INVARIANT: The start of the list.
+    ksm.item_prev = None;
+}
+
+/// The link the item cursor points at (the held slot's list head or an item's `rmap_list`),
+/// if a slot is held.
 fn cursor_link<'a>(ksm: &'a Ksm<'_>) -> Option<&'a Atomic<*mut RmapItem>> {
-    // SAFETY: The cursor is null or points at a valid link: into the list of the slot it was
-    // set to, which stays valid until the cursor is set again or cleared (`set_cursor()`),
-    // either its head or the `rmap_list` of one of its items, which stays on the list (only
-    // the item after the cursor is taken off, `free_at_cursor()`).
-    unsafe { ksm.item_cursor.as_ref() }
+    let list = held_slot(ksm)?.items();
+    Some(match ksm.item_prev {
+        None => &list.first,
+        // SAFETY: An item on the held slot's list (type invariant of `KsmState`): the items on
+        // a list are valid, and this one stays on it while `ksm` is borrowed (only the item
+        // after the cursor is taken off, `free_at_cursor()`, which takes `&mut Ksm`).
+        Some(p) => unsafe { &p.as_ref().rmap_list },
+    })
 }
 
 /// The item at the cursor: the next one on the list, if any.
@@ -723,24 +763,21 @@ pub(crate) fn cursor_item<'g>(ksm: &Ksm<'g>) -> Option<ItemRef<'g>> {
 /// Moves the cursor past the item at the cursor.
 pub(crate) fn cursor_step(ksm: &mut Ksm<'_>) {
     if let Some(item) = cursor_item(ksm) {
-        // INVARIANT: The link of an item on the cursor's list.
-        ksm.item_cursor = &raw const item.rmap_list;
+        // INVARIANT: An item on the held slot's list.
+        ksm.item_prev = Some(item.ptr);
     }
 }
 
-/// Allocates an item for `addr` in the mm of the cursor's list and links it in at the cursor,
-/// in front of the item at the cursor (`alloc_rmap_item()`). May fail quietly under memory
+/// Allocates an item for `addr` in the mm of the held slot and links it in at the cursor, in
+/// front of the item at the cursor (`alloc_rmap_item()`). May fail quietly under memory
 /// pressure; the scan just moves on.
 pub(crate) fn alloc_at_cursor<'g>(ksm: &mut Ksm<'g>, addr: usize) -> Option<ItemRef<'g>> {
-    let Some(link) = cursor_link(ksm) else {
+    let (Some(link), Some(slot)) = (cursor_link(ksm), held_slot(ksm)) else {
         kernel::warn_on!(true);
         return None;
     };
-    // SAFETY: The mm of the list the cursor is on, set with it, and valid while the list is
-    // (`set_cursor()`).
-    let mm: &Mm = unsafe { &*ksm.cursor_mm };
-    // INVARIANT: Plain, on the list of `mm`'s slot (the caller's), which holds an `mmgrab()`
-    // reference.
+    let mm = slot.mm();
+    // INVARIANT: Plain, on the list of `mm`'s slot, which holds an `mmgrab()` reference.
     let item = RmapItem {
         rmap_list: Atomic::new(link.load(Relaxed)),
         anon_vma_or_nid: Cell::new(AnonVmaOrNid::nid(0)),
@@ -865,7 +902,7 @@ pub(crate) struct StableNode {
     /// Its list, as `rmap_hlist_len` says.
     head: NodeHead,
     /// Page frame number of the KSM page (plain nodes and dups), in the memory map while the
-    /// thread mutex is held (see [`StableNode::page_nid`]).
+    /// thread mutex is held (see [`NodeRef::page`]).
     kpfn: Atomic<usize>,
     /// When the chain was last pruned of stale dups (chains only).
     chain_prune_time: Cell<usize>,
@@ -882,7 +919,7 @@ pub(crate) struct StableNode {
 
 /// The links of stable nodes in the stable trees: a node is in one while its place is
 /// [`Place::Tree`].
-pub(crate) struct TreeLinks;
+struct TreeLinks;
 
 // SAFETY: `link.node` is a `ManuallyDrop<Links>` in every `StableNode`. Only the trees and
 // lists of nodes change a node's place, through `set_linked()` (`new_node()` starts it
@@ -911,7 +948,8 @@ unsafe impl Adapter for TreeLinks {
 // through `Ksm` or a `NodeRef`). Nodes never move and are never borrowed mutably (`Graved`).
 // The trees and the lists of nodes, whose links overlap, are used under the thread mutex only:
 // the trees are in its data (`locked`), and only this module reaches them (`StableTrees::tree()`
-// and `tree_mut()` are private). Other modules name the adapter in `Position`s only.
+// and `tree_mut()` are private). The adapter is private to this module, so no other module
+// makes a tree of nodes (they see its positions as `StablePos`).
 unsafe impl kernel::rbtree::intrusive::Anchored for TreeLinks {}
 
 /// Defines the links of stable nodes in one kind of list, which holds the nodes whose place is
@@ -989,16 +1027,6 @@ impl StableNode {
     /// store it concurrently).
     pub(crate) fn kpfn(&self) -> usize {
         self.kpfn.load(Relaxed)
-    }
-
-    /// The NUMA node of the node's page (plain nodes and dups).
-    fn page_nid(&self) -> i32 {
-        // SAFETY: `kpfn` was the pfn of a folio when the node was made or its page migrated
-        // (`alloc()`, `migrate_folio()`). Its `struct page` stays in the memory map while the
-        // thread mutex is held, as it is for any `NodeRef`: memory goes offline only while the
-        // mutex is not held (`crate::lock_ksm()` waits for that), and the nodes of offlined
-        // memory are removed before it ends (`hotremove`).
-        unsafe { UnrefFolio::from_pfn(self.kpfn()) }.nid()
     }
 
     /// The checksum of the node's page(s).
@@ -1081,6 +1109,27 @@ impl StableNode {
 }
 
 impl<'g> NodeRef<'g> {
+    /// The node's page as it is now: its pfn, read once (C: `READ_ONCE(kpfn)`, see
+    /// [`StableNode::kpfn`]), and its folio, not referenced. A chain has no page (its `kpfn` is
+    /// 0): `None`, with a warning.
+    pub(crate) fn page(self) -> Option<(usize, &'g UnrefFolio)> {
+        if kernel::warn_on!(self.is_chain()) {
+            return None;
+        }
+        let kpfn = self.kpfn();
+        // SAFETY: The `kpfn` of a plain node or dup (not a chain's, refused above) was the pfn
+        // of a folio when the node was made or its page migrated (`alloc()`, `migrate_folio()`).
+        // Its `struct page` stays in the memory map while the thread mutex is held, as it is for
+        // `'g`: memory goes offline only while the mutex is not held (`crate::lock_ksm()` waits
+        // for that), and the nodes of offlined memory are removed before it ends (`hotremove`).
+        Some((kpfn, unsafe { UnrefFolio::from_pfn(kpfn) }))
+    }
+
+    /// The NUMA node of the node's page (plain nodes and dups; 0, with a warning, for a chain).
+    pub(crate) fn page_nid(self) -> i32 {
+        self.page().map_or(0, |(_, folio)| folio.nid())
+    }
+
     /// The node's address, as rmap items and folios record it.
     pub(crate) fn as_ptr(self) -> *mut StableNode {
         self.ptr.as_ptr()
@@ -1130,7 +1179,7 @@ pub(crate) fn alloc_chain<'g>(ksm: &Ksm<'g>, hash: u32) -> Option<NodeRef<'g>> {
 }
 
 /// Allocates a plain node or dup for the page at `kpfn`, or with `chain`, an empty chain.
-/// `kpfn` must be in the memory map (see [`StableNode::page_nid`]) unless for a chain.
+/// `kpfn` must be in the memory map (see [`NodeRef::page`]) unless for a chain.
 fn new_node<'g>(ksm: &Ksm<'g>, kpfn: usize, hash: u32, chain: bool) -> Option<NodeRef<'g>> {
     // INVARIANT: In no tree or list, with an empty list of the kind it keeps for its life.
     let node = StableNode {
@@ -1255,8 +1304,7 @@ pub(crate) fn unmap_folio<'g>(
     if guard.raw_mapping() != node.expected_mapping() || guard.is_mapped() {
         return None;
     }
-    // SAFETY: We hold the folio lock; a KSM folio is anonymous, and stays so.
-    unsafe { guard.set_raw_mapping(FOLIO_MAPPING_KSM) };
+    forget_node(guard);
     // INVARIANT: The folio no longer points at the node, and no other folio does: one that
     // replaces the node's page points at the node only while the migration holds the locks of
     // both folios, so not now that we hold this one's.
@@ -1408,9 +1456,18 @@ pub(crate) fn migrate_folio(old: &FolioLockGuard<'_>, new: &FolioLockGuard<'_>) 
     // INVARIANT: `new`, locked, replaces the node's page; it is in the memory map.
     kpfn.store(new.pfn(), Relaxed);
     smp_mb(Write);
-    // SAFETY: We hold the folio lock; the old folio stops pointing at the node (C:
-    // `folio_set_stable_node(folio, NULL)`), and stays anonymous.
-    unsafe { old.set_raw_mapping(FOLIO_MAPPING_KSM) };
+    forget_node(old);
+}
+
+/// Makes the locked KSM folio `guard` stop pointing at its stable node (C:
+/// `folio_set_stable_node(folio, NULL)`): it stays KSM, and anonymous, with no node. Warns,
+/// and does nothing, if the folio is not KSM.
+fn forget_node(guard: &FolioLockGuard<'_>) {
+    if kernel::warn_on!(guard.raw_mapping() & FOLIO_MAPPING_FLAGS != FOLIO_MAPPING_KSM) {
+        return;
+    }
+    // SAFETY: We hold the folio lock; a KSM folio is anonymous, and stays so.
+    unsafe { guard.set_raw_mapping(FOLIO_MAPPING_KSM) };
 }
 
 /// The stable node of a KSM folio, if the folio is KSM (`folio_stable_node()`).
@@ -1498,29 +1555,32 @@ impl StableTrees {
     }
 }
 
+/// A place in a walk down a stable tree (a [`Position`] in it). The tree's adapter stays
+/// private to this module, so that only this module makes trees of stable nodes (the promise of
+/// its `unsafe impl Anchored`).
+pub(crate) struct StablePos(Position<TreeLinks>);
+
 /// The start of a walk down the stable tree of `nid`.
-pub(crate) fn tree_root(ksm: &Ksm<'_>, nid: i32) -> Result<Position<TreeLinks>> {
-    Ok(ksm.stable().tree(nid).ok_or(EINVAL)?.root())
+pub(crate) fn tree_root(ksm: &Ksm<'_>, nid: i32) -> Result<StablePos> {
+    Ok(StablePos(ksm.stable().tree(nid).ok_or(EINVAL)?.root()))
 }
 
 /// The node at `pos` of the stable tree of `nid` ([`Tree::item_at`]).
 pub(crate) fn tree_node_at<'g>(
     ksm: &Ksm<'g>,
     nid: i32,
-    pos: &Position<TreeLinks>,
+    pos: &StablePos,
 ) -> Result<Option<NodeRef<'g>>> {
-    let node = ksm.stable().tree(nid).ok_or(EINVAL)?.item_at(pos)?;
+    let node = ksm.stable().tree(nid).ok_or(EINVAL)?.item_at(&pos.0)?;
     Ok(node.map(|n| NodeRef::from_ref(ksm, n)))
 }
 
 /// Moves `pos` down the stable tree of `nid` ([`Tree::descend`]).
-pub(crate) fn tree_descend(
-    ksm: &Ksm<'_>,
-    nid: i32,
-    pos: &mut Position<TreeLinks>,
-    ord: Ordering,
-) -> Result {
-    ksm.stable().tree(nid).ok_or(EINVAL)?.descend(pos, ord)
+pub(crate) fn tree_descend(ksm: &Ksm<'_>, nid: i32, pos: &mut StablePos, ord: Ordering) -> Result {
+    ksm.stable()
+        .tree(nid)
+        .ok_or(EINVAL)?
+        .descend(&mut pos.0, ord)
 }
 
 /// The first node of the stable tree of `nid`.
@@ -1543,14 +1603,14 @@ pub(crate) fn tree_next<'g>(ksm: &Ksm<'g>, node: NodeRef<'g>) -> Option<NodeRef<
 pub(crate) fn tree_insert<'g>(
     ksm: &mut Ksm<'g>,
     nid: i32,
-    pos: &Position<TreeLinks>,
+    pos: &StablePos,
     node: NodeRef<'g>,
 ) -> Result {
     if kernel::warn_on!(node.place.get() != Place::Unlinked) {
         return Err(EINVAL);
     }
     let tree = ksm.stable_mut().tree_mut(nid).ok_or(EINVAL)?;
-    tree.insert(pos, &node)?;
+    tree.insert(&pos.0, &node)?;
     // INVARIANT: In the tree of `nid`.
     node.nid.set(nid);
     Ok(())
@@ -1790,8 +1850,13 @@ pub(crate) enum UnstableFound<'g> {
     /// An item the comparison called equal.
     Item(ItemRef<'g>),
     /// The vacant position for the key, to insert at ([`unstable_insert`]).
-    Vacant(Position<UnstableLinks>),
+    Vacant(UnstablePos),
 }
+
+/// A vacant place in an unstable tree (a [`Position`] in it). The tree's adapter stays private
+/// to this module, so that only this module makes trees of rmap items (the promise of its
+/// `unsafe impl Anchored`).
+pub(crate) struct UnstablePos(Position<UnstableLinks>);
 
 /// Walks the unstable tree of `nid` down for an item of checksum `checksum`
 /// ([`Tree::find_keyed`]): the tree is ordered by the items' checksums first, then by `cmp`,
@@ -1811,7 +1876,7 @@ pub(crate) fn unstable_find<'g, E>(
     );
     Some(found.map(|f| match f {
         Found::Item(i) => UnstableFound::Item(ItemRef::from_ref(ksm, i)),
-        Found::Vacant(pos) => UnstableFound::Vacant(pos),
+        Found::Vacant(pos) => UnstableFound::Vacant(UnstablePos(pos)),
     }))
 }
 
@@ -1822,7 +1887,7 @@ pub(crate) fn unstable_find<'g, E>(
 pub(crate) fn unstable_insert<'g>(
     ksm: &mut Ksm<'g>,
     nid: i32,
-    pos: &Position<UnstableLinks>,
+    pos: &UnstablePos,
     item: ItemRef<'g>,
 ) -> Result {
     let a = item.address();
@@ -1831,7 +1896,7 @@ pub(crate) fn unstable_insert<'g>(
     }
     let seqnr = ksm.seqnr();
     let tree = ksm.unstable_tree_mut(nid).ok_or(EINVAL)?;
-    tree.insert(pos, &item)?;
+    tree.insert(&pos.0, &item)?;
     // INVARIANT: Linked into the tree of `nid` (the tree's record, kept), during the scan
     // `seqnr`.
     item.anon_vma_or_nid.set(AnonVmaOrNid::nid(nid));
@@ -1939,23 +2004,31 @@ impl Graveyard {
     /// Frees the nodes and items in the graveyard. Called when the thread mutex is released:
     /// exclusive access proves that no [`Ksm`], and so no [`NodeRef`] or [`ItemRef`], is left.
     pub(crate) fn drain(&mut self) {
+        let head = self.head.as_deref();
+        if self.items.get().is_null() && head.is_none_or(|h| h.first().is_none()) {
+            return;
+        }
+        // Objects that exist came from the caches: leaked, with a warning, if they are gone.
+        let Some(caches) = crate::caches_for_free() else {
+            return;
+        };
         while let Some(item) = NonNull::new(self.items.get()) {
             // SAFETY: A dead item, on this list (type invariant), which only we change, and
             // ours alone now: no `ItemRef` to it is left (`&mut self`). Its successor is read
-            // before it is freed. It was allocated by `alloc_at_cursor()`, and is off every tree
-            // and list. The graveyard held the reference on its mm (type invariant), which is
-            // dropped once, after the item's last use.
+            // before it is freed. It was allocated from this cache by `alloc_at_cursor()`, and
+            // is off every tree and list. The graveyard held the reference on its mm (type
+            // invariant), which is dropped once, after the item's last use.
             let next = unsafe {
                 let next = item.as_ref().rmap_list.load(Relaxed);
                 let mm = ARef::from_raw(item.as_ref().mm);
-                crate::free_rmap_item(item);
+                drop(CacheBox::from_raw(&caches.rmap_item, item));
                 drop(mm);
                 next
             };
             self.items.set(next);
             cond_resched();
         }
-        let Some(head) = self.head.as_deref() else {
+        let Some(head) = head else {
             return;
         };
         while let Some(node) = head.first() {
@@ -1963,11 +2036,11 @@ impl Graveyard {
             if kernel::warn_on!(hlist::Head::<DeadLinks>::remove(node).is_err()) {
                 return;
             }
-            // SAFETY: A dead node was allocated by `alloc()`, and is now off every tree and
-            // list; no `NodeRef` to it is left (`&mut self`), nor the reference the list handed
-            // out (not used again), no item points to it (its list is empty), and no folio does
-            // (`free()`, `free_chain()`).
-            unsafe { crate::free_stable_node(NonNull::from(node)) };
+            // SAFETY: A dead node was allocated from this cache by `alloc()`, and is now off
+            // every tree and list; no `NodeRef` to it is left (`&mut self`), nor the reference
+            // the list handed out (not used again), no item points to it (its list is empty),
+            // and no folio does (`free()`, `free_chain()`).
+            drop(unsafe { CacheBox::from_raw(&caches.stable_node, NonNull::from(node)) });
         }
     }
 }
@@ -2057,7 +2130,7 @@ mod node_tests {
 
     /// The vacant position for `hash` in the stable tree of `nid`, ordered by checksum alone
     /// (nodes of the same checksum go to the right).
-    fn position(ksm: &Ksm<'_>, nid: i32, hash: u32) -> Result<Position<TreeLinks>> {
+    fn position(ksm: &Ksm<'_>, nid: i32, hash: u32) -> Result<StablePos> {
         let mut pos = tree_root(ksm, nid)?;
         while let Some(n) = tree_node_at(ksm, nid, &pos)? {
             let ord = if hash < n.hash() {
@@ -2153,7 +2226,7 @@ mod node_tests {
     /// The vacant position for `hash` in the unstable tree of `nid`, by checksum alone (items
     /// of the same checksum go to the right), as the scanner's walk would find for a page of
     /// that checksum.
-    fn unstable_position(ksm: &Ksm<'_>, nid: i32, hash: u32) -> Option<Position<UnstableLinks>> {
+    fn unstable_position(ksm: &Ksm<'_>, nid: i32, hash: u32) -> Option<UnstablePos> {
         // Items of equal checksums go to the right, as the scan links them in.
         let found = unstable_find(ksm, nid, hash, |_| Ok::<_, ()>(Ordering::Greater));
         match found {
@@ -2166,23 +2239,29 @@ mod node_tests {
     fn items_move_between_list_tree_and_graveyard() {
         let mut failed = 0;
         let f = &mut failed;
-        // SAFETY: `init_mm` lives forever.
-        let mm = unsafe { Mm::from_raw(&raw const bindings::init_mm) };
-        let list = ItemList::new(mm);
+        let mm = Mm::init_mm();
+        let slot = crate::alloc_mm_slot(mm);
+        assert!(slot.is_ok());
+        let Ok(slot) = slot else {
+            return;
+        };
         {
             let mut g = crate::lock_ksm();
             let ksm = &mut g.ksm();
             let before = RMAP_ITEMS.get();
-            // ksmd may be in the middle of a scan: give its cursor back at the end.
-            let saved = (ksm.item_cursor, ksm.cursor_mm);
-            // SAFETY: Nothing else uses `list`, which outlives the cursor: put back below.
-            unsafe { set_cursor(ksm, &list) };
+            // ksmd may be in the middle of a scan: lend the scanner our slot, and give ksmd its
+            // slot and place back at the end. Nothing moves the scan cursor meanwhile: we hold
+            // the thread mutex.
+            // INVARIANT: The start of our slot's list.
+            let saved_prev = ksm.item_prev.take();
+            let saved = ksm.cursor_slot.replace(slot);
+            let empty = |ksm: &Ksm<'_>| held_slot(ksm).is_some_and(|s| s.items().is_empty());
             // Each item goes in front of the cursor, which then steps over it: address order.
             let a = alloc_at_cursor(ksm, 0x1000);
             cursor_step(ksm);
             let b = alloc_at_cursor(ksm, 0x2000);
             cursor_step(ksm);
-            check(f, RMAP_ITEMS.get() == before + 2 && !list.is_empty());
+            check(f, RMAP_ITEMS.get() == before + 2 && !empty(ksm));
             if let (Some(a), Some(b)) = (a, b) {
                 check(f, a.address().is_plain() && a.mm().as_raw() == mm.as_raw());
                 // Into the unstable tree, and out of it, as the scanner does.
@@ -2216,13 +2295,12 @@ mod node_tests {
                 a.put_rmap();
                 check(f, a.stable_rmap().is_none());
                 // Free both from the start of the list.
-                // SAFETY: As above.
-                unsafe { set_cursor(ksm, &list) };
+                rewind_cursor(ksm);
                 check(f, cursor_item(ksm) == Some(a));
                 free_at_cursor(ksm);
                 check(f, cursor_item(ksm) == Some(b));
                 free_at_cursor(ksm);
-                check(f, cursor_item(ksm).is_none() && list.is_empty());
+                check(f, cursor_item(ksm).is_none() && empty(ksm));
                 // Freed items stay readable until the guard goes.
                 check(f, a.address().is_dead() && b.address().is_dead());
                 check(
@@ -2231,8 +2309,10 @@ mod node_tests {
                 );
             }
             check(f, RMAP_ITEMS.get() == before);
-            // INVARIANT: ksmd's cursor, on its list as before.
-            (ksm.item_cursor, ksm.cursor_mm) = saved;
+            let ours = core::mem::replace(&mut ksm.cursor_slot, saved);
+            // INVARIANT: ksmd's place, on its slot's list, which the test did not change.
+            ksm.item_prev = saved_prev;
+            check(f, ours.is_some_and(|s| s.items().is_empty()));
         }
         assert_eq!(failed, 0);
     }

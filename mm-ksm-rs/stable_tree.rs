@@ -60,8 +60,7 @@ use core::cmp::Ordering;
 use kernel::{
     error::{code::*, Result},
     kthread::cond_resched,
-    mm::folio::{Folio, FolioLockGuard, UnrefFolio},
-    rbtree::intrusive::Position,
+    mm::folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
@@ -193,10 +192,9 @@ pub(crate) fn lookup_folio<'g>(node: NodeRef<'g>, how: GetFolio) -> Result<Looku
     let expected = node.expected_mapping();
     loop {
         // C: READ_ONCE(), an address dependency orders it before the reads of the folio.
-        let kpfn = node.kpfn();
-        // SAFETY: A plain node's `kpfn` is in the memory map while the thread mutex is held, as
-        // it is for a `NodeRef` (see `StableNode::page_nid()`).
-        let folio = unsafe { UnrefFolio::from_pfn(kpfn) };
+        let Some((kpfn, folio)) = node.page() else {
+            return Err(EINVAL);
+        };
         'stale: {
             if folio.raw_mapping() != expected {
                 break 'stale;
@@ -391,7 +389,7 @@ enum Walk<'g> {
     /// the chain, or `node` itself).
     Equal { node: NodeRef<'g>, dup: NodeRef<'g> },
     /// No node with that content: a new one goes at `pos`.
-    Empty { pos: Position<node::TreeLinks> },
+    Empty { pos: node::StablePos },
     /// The tree of `nid` does not exist (a warning was given).
     NoTree,
 }
@@ -611,6 +609,11 @@ fn chain_append<'g>(
 /// as a dup of a chain if a full page of the same content is there already, and points the
 /// folio at it (`stable_tree_insert()`).
 pub(crate) fn insert<'g>(ksm: &mut Ksm<'g>, kfolio: &FolioLockGuard<'_>) -> Option<NodeRef<'g>> {
+    // Only a folio that merging made KSM (without a node yet, once `write_protect_page()` had
+    // shared it) may be pointed at a node.
+    if kernel::warn_on!(kfolio.raw_mapping() != FOLIO_MAPPING_KSM) {
+        return None;
+    }
     let nid = ksm.folio_nid(kfolio);
     // The key: the checksum of the page now that it is write-protected and cannot change.
     // The one computed when it was scanned may be stale, and a wrong key would hide the node.
@@ -624,9 +627,10 @@ pub(crate) fn insert<'g>(ksm: &mut Ksm<'g>, kfolio: &FolioLockGuard<'_>) -> Opti
         node::free(ksm, new);
         return None;
     }
-    // SAFETY: The folio is anonymous and no longer exclusive (write_protect_page shared it): it
-    // may become KSM. `new` is the `Unmapped` that `alloc()` returned for its page, and nothing
-    // looked the node up since: `link_new()` links it in without a walk.
+    // SAFETY: The folio is a KSM folio without a node (checked above; merging made it one once
+    // it was no longer exclusive): it may be pointed at one. `new` is the `Unmapped` that
+    // `alloc()` returned for its page, and nothing looked the node up since: `link_new()` links
+    // it in without a walk.
     unsafe { node::point_folio(kfolio, new) }
 }
 

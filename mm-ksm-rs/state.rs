@@ -51,8 +51,7 @@ pub(crate) fn add_mm_counters(
     merging_pages: isize,
     rmap_items: isize,
 ) {
-    // SAFETY: Writers are serialized by the thread mutex, whose holder `_mutex_held` is.
-    unsafe { mm.ksm_add_counters(merging_pages, rmap_items) };
+    mm.ksm_add_counters(merging_pages, rmap_items);
 }
 
 /// `run` value: ksmd stops scanning, merged pages stay merged.

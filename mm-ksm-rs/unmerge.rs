@@ -63,11 +63,13 @@ pub(crate) fn break_ksm<V: MmapLockedVma>(vma: &V, start: usize, end: usize) -> 
                 }
             }
             // KSM pages stay KSM pages until freed: no need to wait for a migration to end.
-            let folio = e.normal_folio().map(|(f, _)| f);
-            let ksm = match folio.or_else(|| e.migration_folio()) {
-                Some(f) => f.is_ksm(),
+            let ksm = if let Some((folio, _)) = e.normal_folio() {
+                folio.is_ksm()
+            } else if let Some(folio) = e.migration_folio() {
+                folio.is_ksm()
+            } else {
                 // Not a page: maybe a KSM-placed zero page (`is_ksm_zero()` tests `present`).
-                None => e.pte().is_some_and(|p| p.is_ksm_zero()),
+                e.pte().is_some_and(|p| p.is_ksm_zero())
             };
             if !ksm {
                 return Ok(ControlFlow::Continue(()));
@@ -129,8 +131,7 @@ pub(crate) fn unmerge_and_remove_all_rmap_items(g: &mut KsmGuard) -> Result {
         }
         // The item cursor is at the start of the slot's list.
         remove_trailing_rmap_items(ksm);
-        let exiting = mm_slot::cursor_slot(ksm).is_some_and(|s| s.mm().is_exiting());
-        let (m, removed) = mm_slot::next_slot(ksm, exiting);
+        let (m, removed) = mm_slot::next_slot(ksm, |mm| mm.is_exiting());
         if let Some(s) = removed {
             s.mm().flags_clear(MMF_VM_MERGEABLE);
             s.mm().flags_clear(MMF_VM_MERGE_ANY);

@@ -243,3 +243,23 @@ __rust_helper void rust_helper_count_vm_event(enum vm_event_item item)
 {
 	count_vm_event(item);
 }
+
+/*
+ * page_address_in_vma() of an anonymous folio reads the root of the folio's
+ * anon_vma, which may be freed once the folio is mapped nowhere. As in
+ * folio_lock_anon_vma_read(): under the RCU read lock, a folio seen mapped has
+ * an anon_vma that stays an anon_vma (SLAB_TYPESAFE_BY_RCU) until the unlock.
+ * A folio mapped nowhere has no address in any VMA: -EFAULT.
+ */
+__rust_helper unsigned long
+rust_helper_folio_address_in_vma(struct folio *folio,
+				 struct vm_area_struct *vma)
+{
+	unsigned long addr = -EFAULT;
+
+	rcu_read_lock();
+	if (!folio_test_anon(folio) || folio_mapped(folio))
+		addr = page_address_in_vma(folio, folio_page(folio, 0), vma);
+	rcu_read_unlock();
+	return addr;
+}

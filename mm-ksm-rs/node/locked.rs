@@ -14,20 +14,22 @@
 //! `Locked`, `KsmState` or stable tree to swap with the one under the mutex. It is a part of
 //! [`crate::node`], whose trees and graveyard it holds.
 
-use crate::node;
-use core::ops::{Deref, DerefMut};
+use crate::node::{self, OwnedSlot};
+use core::{
+    ops::{Deref, DerefMut},
+    ptr::NonNull,
+};
 use kernel::{
-    mm::Mm,
     prelude::*,
     rbtree::intrusive::Tree,
-    sync::{
-        atomic::{Atomic, Relaxed},
-        lock::GlobalGuard,
-    },
+    sync::{atomic::Relaxed, lock::GlobalGuard},
 };
 
-/// The scanner's state (C: the trees, `ksm_scan` minus its mm slot, which is in
-/// [`crate::mm_slot::MmList`]).
+/// The scanner's state (C: the trees and `ksm_scan`).
+///
+/// # Invariants
+///
+/// `item_prev` is `None`, or an item on the list of `cursor_slot`.
 pub(crate) struct KsmState {
     /// The stable trees and the migrate list.
     stable: node::StableTrees,
@@ -37,11 +39,12 @@ pub(crate) struct KsmState {
     unstable_roots: KVec<Tree<node::UnstableLinks>>,
     /// Next address to scan in the cursor's mm.
     pub(crate) address: usize,
-    /// The item cursor: the link to the next item to look at in the list of the mm slot being
-    /// scanned, or null (see [`node::set_cursor`]).
-    pub(super) item_cursor: *const Atomic<*mut node::RmapItem>,
-    /// The mm of the list the item cursor is on, or null.
-    pub(super) cursor_mm: *const Mm,
+    /// The mm slot under the scan cursor, held by the scanner while the cursor is on it (see
+    /// [`node::hold_slot`]).
+    pub(super) cursor_slot: Option<OwnedSlot>,
+    /// The item cursor: the item of `cursor_slot`'s list after which the next item to look at
+    /// is, or `None` for the start of the list.
+    pub(super) item_prev: Option<NonNull<node::RmapItem>>,
     /// Completed full scans.
     seqnr: usize,
 }
@@ -55,8 +58,8 @@ impl KsmState {
             stable: node::StableTrees::new(node::Seal(())),
             unstable_roots: KVec::new(),
             address: 0,
-            item_cursor: core::ptr::null(),
-            cursor_mm: core::ptr::null(),
+            cursor_slot: None,
+            item_prev: None,
             seqnr: 0,
         }
     }

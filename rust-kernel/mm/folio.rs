@@ -27,8 +27,10 @@ pub const FOLIO_MAPPING_FLAGS: usize = bindings::FOLIO_MAPPING_FLAGS as usize;
 /// # Invariants
 ///
 /// A `&Folio` points to a valid `struct folio`: the caller that created it holds a reference
-/// or otherwise guarantees (page table lock, folio lock, ...) that the folio is not freed while
-/// the reference is used. Reference counts are taken with `folio_get()`.
+/// or otherwise guarantees (page table lock, folio lock, ...) that the folio is not freed, and
+/// that its reference count is not zero (free or frozen), while the reference is used. It is
+/// not device-private memory, which has no kernel mapping. Reference counts are taken with
+/// `folio_get()`.
 #[repr(transparent)]
 pub struct Folio(Opaque<bindings::folio>);
 
@@ -56,7 +58,8 @@ impl Folio {
     /// # Safety
     ///
     /// `ptr` must point to a valid folio that stays valid (referenced or otherwise pinned) for
-    /// `'a`.
+    /// `'a`, with a reference count that is not zero (free or frozen) meanwhile, and that is not
+    /// device-private memory.
     #[inline]
     pub unsafe fn from_raw<'a>(ptr: *const bindings::folio) -> &'a Self {
         // SAFETY: `Folio` is a transparent wrapper; the caller guarantees validity.
@@ -438,24 +441,50 @@ impl UnrefFolio {
         unsafe { &*folio.cast::<Self>() }
     }
 
+    /// Access a folio given a raw pointer, without taking a reference.
+    ///
+    /// # Safety
+    ///
+    /// `folio` must point at a `struct folio` in the memory map that stays there for `'a`.
+    #[inline]
+    pub(crate) unsafe fn from_raw<'a>(folio: *mut bindings::folio) -> &'a Self {
+        // SAFETY: `UnrefFolio` is a transparent wrapper; the memory stays part of the memory
+        // map for `'a`, as the caller guarantees.
+        unsafe { &*folio.cast::<Self>() }
+    }
+
     fn as_raw(&self) -> *mut bindings::folio {
         self.0.get()
+    }
+
+    /// Whether the folio is a KSM folio, as of this lockless read of its mapping.
+    #[inline]
+    pub fn is_ksm(&self) -> bool {
+        self.raw_mapping() & FOLIO_MAPPING_FLAGS == FOLIO_MAPPING_KSM
     }
 
     /// Speculatively takes a reference (`folio_try_get()`): fails when the count is zero,
     /// that is when the folio is free, being freed or frozen.
     ///
     /// A folio obtained this way may have been reused since the caller looked it up: check
-    /// its identity (e.g. `folio->mapping`) again after the reference is taken.
+    /// its identity (e.g. `folio->mapping`) again after the reference is taken. Refuses a
+    /// ZONE_DEVICE folio.
     pub fn try_get(&self) -> Option<ARef<Folio>> {
         // SAFETY: By the type invariant the memory is valid; `folio_try_get()` is designed
         // for folios that may be concurrently freed.
-        if unsafe { bindings::folio_try_get(self.as_raw()) } {
-            // SAFETY: We own the reference just taken, which keeps the folio valid: a `Folio`.
-            Some(unsafe { ARef::from_raw(NonNull::new_unchecked(self.as_raw().cast())) })
-        } else {
-            None
+        if !unsafe { bindings::folio_try_get(self.as_raw()) } {
+            return None;
         }
+        // SAFETY: We hold a reference now: the folio is valid.
+        if unsafe { bindings::folio_is_zone_device(self.as_raw()) } {
+            // ZONE_DEVICE memory (a device's, maybe without a kernel mapping) is no `Folio`.
+            // SAFETY: Drops the reference just taken.
+            unsafe { bindings::folio_put(self.as_raw()) };
+            return None;
+        }
+        // SAFETY: We own the reference just taken, which keeps the folio valid and its count
+        // above zero, and it is not device memory: a `Folio`.
+        Some(unsafe { ARef::from_raw(NonNull::new_unchecked(self.as_raw().cast())) })
     }
 
     /// `READ_ONCE(folio->mapping)` as an integer, tag bits included.
@@ -530,8 +559,9 @@ impl FolioLockGuard<'_> {
     /// Whether the first page is exclusive to one anonymous mapping (`PageAnonExclusive()`).
     #[inline]
     pub fn is_anon_exclusive(&self) -> bool {
+        // `PageAnonExclusive()` is only defined for anonymous pages (a `VM_BUG_ON` otherwise).
         // SAFETY: The folio is valid and locked.
-        unsafe { bindings::PageAnonExclusive(self.first_page()) }
+        self.is_anon() && unsafe { bindings::PageAnonExclusive(self.first_page()) }
     }
 
     /// Drops the swap space of an unmapped folio (`folio_free_swap()`).

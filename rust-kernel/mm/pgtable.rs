@@ -26,9 +26,9 @@ use crate::{
     bindings,
     error::{code::*, Result},
     mm::{
-        folio::{Folio, FolioLockGuard},
+        folio::{Folio, FolioLockGuard, UnrefFolio},
         virt::{flags, VmaRef},
-        Mm, MmapReadGuard,
+        Mm, MmapLocked, MmapReadGuard,
     },
     page::PAGE_SIZE,
     sync::aref::ARef,
@@ -115,8 +115,10 @@ impl VmaMmapWrite {
     #[inline]
     pub fn find<'a>(mm: MmapWriteLocked<'a>, addr: usize) -> Option<&'a Self> {
         // SAFETY: The mmap lock is held for write for `'a` (type invariant of
-        // `MmapWriteLocked`), as `find_vma_locked` and `from_vma` want.
-        unsafe { mm.0.find_vma_locked(addr).map(|v| Self::from_vma(v)) }
+        // `MmapWriteLocked`), as `from_vma` wants.
+        mm.locked()
+            .find_vma(addr)
+            .map(|v| unsafe { Self::from_vma(v) })
     }
 
     /// Sets `VM_MERGEABLE` in the area (`vm_flags_set()`, which write-locks the VMA): KSM may
@@ -155,7 +157,8 @@ impl VmaMmapWrite {
 ///
 /// # Invariants
 ///
-/// The mmap lock of the mm is held for write by the current task for `'a`.
+/// The mmap lock of the mm is held for write by the current task for `'a`, and its VMA tree
+/// does not change during `'a`.
 #[derive(Clone, Copy)]
 pub struct MmapWriteLocked<'a>(&'a Mm, NotThreadSafe);
 
@@ -176,6 +179,14 @@ impl<'a> MmapWriteLocked<'a> {
     #[inline]
     pub fn mm(self) -> &'a Mm {
         self.0
+    }
+
+    /// The mm, as one whose mmap lock is held (for write, here).
+    #[inline]
+    pub fn locked(self) -> MmapLocked<'a> {
+        // INVARIANT: Held for write by the current task, the VMA tree unchanged, for `'a` (type
+        // invariant).
+        MmapLocked(self.0, NotThreadSafe)
     }
 
     /// Calls `f` for every VMA of the mm, in address order, and stops at the first error. Each
@@ -409,14 +420,18 @@ impl MappedEntry<'_> {
         Some((folio, page_index + index))
     }
 
-    /// For a migration entry, the folio under migration.
-    pub fn migration_folio(&self) -> Option<&Folio> {
+    /// For a migration entry, the folio under migration. Its reference count may be frozen at
+    /// zero (migration and THP splitting freeze it after they put the migration entries in),
+    /// so it is handed out as an [`UnrefFolio`]: one must not take a reference but through
+    /// [`UnrefFolio::try_get`].
+    pub fn migration_folio(&self) -> Option<&UnrefFolio> {
         match self.kind {
             EntryKind::Pte(pte, false) if !pte.none() => {
-                // SAFETY: A migration entry pins its folio while the PTE lock is held.
+                // SAFETY: A migration entry's folio stays in the memory map while the PTE lock
+                // is held (the entry pins it).
                 let f = unsafe { bindings::pte_migration_folio(pte.0) };
                 // SAFETY: As above.
-                (!f.is_null()).then(|| unsafe { Folio::from_raw(f) })
+                (!f.is_null()).then(|| unsafe { UnrefFolio::from_raw(f) })
             }
             _ => None,
         }
@@ -670,11 +685,12 @@ pub fn flush_anon_page(vma: &VmaRef, folio: &Folio, index: usize, addr: usize) {
 }
 
 /// The user address at which the first page of `folio` would be mapped in `vma`, if it falls
-/// inside it (`page_address_in_vma()`).
+/// inside it (`page_address_in_vma()`). `None` for an anonymous folio that is mapped nowhere:
+/// its anon_vma, which decides, may be gone.
 pub fn folio_address_in_vma(folio: &Folio, vma: &VmaRef) -> Option<usize> {
-    // SAFETY: Valid folio, page and VMA.
-    let a =
-        unsafe { bindings::page_address_in_vma(folio.as_raw(), folio.first_page(), vma.as_ptr()) };
+    // SAFETY: Valid folio and VMA; the helper reads the folio's anon_vma only while the folio
+    // is mapped, under the RCU read lock.
+    let a = unsafe { bindings::folio_address_in_vma(folio.as_raw(), vma.as_ptr()) };
     // `-EFAULT` as an unsigned long means "not in the VMA" (sign-extended: `to_errno()` is
     // negative).
     (a != EFAULT.to_errno() as isize as usize).then_some(a)
@@ -927,9 +943,13 @@ impl<'a> MappedPte<'a> {
         }
         let new = match with {
             Replacement::Ksm(k) => {
-                // SAFETY: Reads a flag of a valid page; C asserts it (`VM_BUG_ON_PAGE()`).
-                let exclusive = unsafe { bindings::PageAnonExclusive(k.first_page()) };
-                if kernel::warn_on!(!k.is_ksm() || k.is_large() || exclusive) {
+                // `PageAnonExclusive()` is only defined for anonymous pages: test it last.
+                let exclusive = || {
+                    // SAFETY: Reads a flag of a valid page, which is KSM so anonymous; C
+                    // asserts it (`VM_BUG_ON_PAGE()`).
+                    unsafe { bindings::PageAnonExclusive(k.first_page()) }
+                };
+                if kernel::warn_on!(!k.is_ksm() || k.is_large() || exclusive()) {
                     return Err(EINVAL);
                 }
                 // SAFETY: Valid folio and VMA, PTE lock held; the PTE maps the page just below.
@@ -1063,7 +1083,13 @@ pub fn with_mmu_notifier_clear<T>(
 /// Without `FAULT_FLAG_VMA_LOCK`, `handle_mm_fault()` needs the mmap lock, which the type of
 /// `vma` proves; it does not drop it (no `FAULT_FLAG_ALLOW_RETRY`).
 pub fn fault_unshare(vma: &VmaMmapRead, addr: usize) -> u32 {
-    // SAFETY: Valid VMA with its mm's mmap lock held (the type invariant of `VmaMmapRead`).
+    // `handle_mm_fault()` trusts the address to be in the VMA: one outside it would be given a
+    // page table entry that no VMA covers.
+    if addr < vma.start() || addr >= vma.end() {
+        return bindings::vm_fault_reason_VM_FAULT_SIGSEGV;
+    }
+    // SAFETY: Valid VMA with its mm's mmap lock held (the type invariant of `VmaMmapRead`),
+    // and an address in it.
     unsafe {
         bindings::handle_mm_fault(
             vma.as_ptr(),

@@ -204,3 +204,109 @@ impl VmaAnonLocked {
         core::ptr::eq(vm_mm, mm.as_raw())
     }
 }
+
+/// The control of a reverse map walk over the mappings of one locked folio
+/// (`struct rmap_walk_control`), for a walker that C's `rmap_walk()` calls, such as KSM's: the
+/// callbacks to call for each area that may map the folio.
+///
+/// Only for small anonymous folios that are not hugetlb, such as KSM's: for those, the callbacks
+/// look up for themselves whether and where the folio is mapped in the area (as they must for
+/// `rmap_walk_anon()` and `rmap_walk_ksm()`, which also hand them areas that do not map it), so
+/// they may be given any area found in a read-locked `anon_vma` tree (which keeps the area, its
+/// page tables and its mm), and an address in it. (A hugetlb folio's callbacks assume a hugetlb
+/// area, and a large folio's compute its page from the area's offset.)
+///
+/// The walker stops when `rmap_one()` returns false, `done()` returns true or it sets
+/// `contended`; calling on is no memory-safety matter, but not what the caller asked for.
+///
+/// Not `Send` nor `Sync`: it belongs to the walk of the current task.
+///
+/// # Invariants
+///
+/// `rwc` is valid and used by the current task alone for `'a`; `folio` is a small anonymous
+/// folio, not hugetlb, locked for `'a`; the callbacks may be called with `folio`, an area of an
+/// `anon_vma` tree that is read-locked, an address in the area, and `rwc`'s `arg`.
+pub struct RmapWalk<'a> {
+    rwc: NonNull<bindings::rmap_walk_control>,
+    folio: *mut bindings::folio,
+    _p: PhantomData<&'a mut bindings::rmap_walk_control>,
+    _nts: crate::types::NotThreadSafe,
+}
+
+impl<'a> RmapWalk<'a> {
+    /// The walk of `folio` that `rwc` controls.
+    ///
+    /// # Safety
+    ///
+    /// `rwc` must be a valid control structure, used by the current task alone for `'a`, whose
+    /// callbacks may be called as `rmap_walk()` calls them for `folio`, a small anonymous folio,
+    /// not hugetlb (a KSM folio), which must stay locked for `'a`.
+    #[inline]
+    pub unsafe fn from_raw(
+        rwc: *mut bindings::rmap_walk_control,
+        folio: *mut bindings::folio,
+    ) -> Self {
+        // INVARIANT: As the caller guarantees.
+        Self {
+            // SAFETY: Valid, so not null (the caller's promise).
+            rwc: unsafe { NonNull::new_unchecked(rwc) },
+            folio,
+            _p: PhantomData,
+            _nts: crate::types::NotThreadSafe,
+        }
+    }
+
+    fn rwc(&self) -> &bindings::rmap_walk_control {
+        // SAFETY: Valid, and used by us alone (type invariant): only `contended` is written,
+        // through `set_contended()`, which takes `&mut self`.
+        unsafe { self.rwc.as_ref() }
+    }
+
+    /// Whether the walk must not sleep on an `anon_vma` lock (`rwc->try_lock`).
+    #[inline]
+    pub fn try_lock(&self) -> bool {
+        self.rwc().try_lock
+    }
+
+    /// Tells the caller that the walk stopped at a contended lock (`rwc->contended`).
+    #[inline]
+    pub fn set_contended(&mut self) {
+        // SAFETY: Valid, and used by us alone (type invariant).
+        unsafe { (*self.rwc.as_ptr()).contended = true };
+    }
+
+    /// Whether the caller wants `vma` skipped (`rwc->invalid_vma()`; no if not set).
+    pub fn invalid_vma(&self, vma: &VmaAnonLocked) -> bool {
+        let rwc = self.rwc();
+        rwc.invalid_vma.is_some_and(|iv| {
+            // SAFETY: A callback of the walk, called as it may be (type invariant): `vma` is in
+            // a read-locked tree (type invariant of `VmaAnonLocked`).
+            unsafe { iv(vma.as_ptr(), rwc.arg) }
+        })
+    }
+
+    /// Calls `rwc->rmap_one()` for the folio at `addr` in `vma`; returns whether the walk goes
+    /// on. Warns and stops the walk if `addr` is not in `vma`, or if the callback is not set
+    /// (C calls it unconditionally).
+    pub fn rmap_one(&self, vma: &VmaAnonLocked, addr: usize) -> bool {
+        let rwc = self.rwc();
+        let in_vma = addr >= vma.start() && addr < vma.end();
+        let (true, Some(rmap_one)) = (in_vma, rwc.rmap_one) else {
+            crate::warn_on!(true);
+            return false;
+        };
+        // SAFETY: A callback of the walk, called as it may be (type invariant): with the walk's
+        // folio, locked, an area of a read-locked tree (type invariant of `VmaAnonLocked`) and
+        // an address in it.
+        unsafe { rmap_one(self.folio, vma.as_ptr(), addr, rwc.arg) }
+    }
+
+    /// Whether the caller's work is done (`rwc->done()`; no if not set).
+    pub fn done(&self) -> bool {
+        // SAFETY: A callback of the walk, called as it may be (type invariant): with the walk's
+        // folio, locked.
+        self.rwc()
+            .done
+            .is_some_and(|d| unsafe { d(self.folio) } != 0)
+    }
+}
