@@ -21,7 +21,7 @@ use kernel::{
     error::{code::*, Result},
     mm::{
         folio::{Folio, FolioLockGuard, FOLIO_MAPPING_KSM},
-        pgtable::{self, MappedPte, Pte, Replacement},
+        pgtable::{self, KsmMapping, MappedPte, Pte, Replacement},
         virt::VmaRef,
     },
     page::PAGE_SIZE,
@@ -102,7 +102,7 @@ fn replace_page(
 /// A page of a large folio is split off first (`page` then refers to its order-0 folio), as in
 /// C only once the area is known to be mergeable and the folio trylock succeeded: a split
 /// that then finds nothing to merge would break up a THP for nothing.
-pub(crate) fn try_to_merge_one_page(
+fn try_to_merge_one_page(
     vma: &VmaRef,
     page: &mut PageRef,
     addr: usize,
@@ -148,8 +148,12 @@ pub(crate) fn try_to_merge_one_page(
                 && replace_page(vma, &g, folio, Replacement::KsmZero, orig)
         }
         KPage::Ksm(k) => {
+            // SAFETY: `KPage::Ksm` comes from `try_to_merge_with_ksm_page()` only, whose callers
+            // in `cmp_and_merge_page()` list the item on the KSM folio's stable node once the
+            // merge succeeded, or break the COW again.
+            let k_map = unsafe { KsmMapping::new(k) };
             g.cmp_page_contents(0, k, 0) == core::cmp::Ordering::Equal
-                && replace_page(vma, &g, folio, Replacement::Ksm(k), orig)
+                && replace_page(vma, &g, folio, Replacement::Ksm(k_map), orig)
         }
     };
     if ok {

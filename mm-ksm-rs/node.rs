@@ -740,24 +740,43 @@ pub(crate) fn rewind_cursor(ksm: &mut Ksm<'_>) {
     ksm.item_prev = None;
 }
 
-/// The link the item cursor points at (the held slot's list head or an item's `rmap_list`),
-/// if a slot is held.
-fn cursor_link<'a>(ksm: &'a Ksm<'_>) -> Option<&'a Atomic<*mut RmapItem>> {
+/// The link the item cursor is at: the held slot's list head, or the `rmap_list` of the item
+/// before the cursor.
+enum CursorLink<'a, 'g> {
+    Head(&'a Atomic<*mut RmapItem>),
+    After(ItemRef<'g>),
+}
+
+impl CursorLink<'_, '_> {
+    fn get(&self) -> &Atomic<*mut RmapItem> {
+        match self {
+            Self::Head(link) => link,
+            Self::After(item) => &item.rmap_list,
+        }
+    }
+}
+
+/// Where the item cursor is, if a slot is held: the link it is at, and the item at the cursor
+/// (the next one on the list), if any.
+fn cursor_at<'a, 'g>(ksm: &'a Ksm<'g>) -> Option<(CursorLink<'a, 'g>, Option<ItemRef<'g>>)> {
     let list = held_slot(ksm)?.items();
-    Some(match ksm.item_prev {
-        None => &list.first,
-        // SAFETY: An item on the held slot's list (type invariant of `KsmState`): the items on
-        // a list are valid, and this one stays on it while `ksm` is borrowed (only the item
-        // after the cursor is taken off, `free_at_cursor()`, which takes `&mut Ksm`).
-        Some(p) => unsafe { &p.as_ref().rmap_list },
-    })
+    // SAFETY: Both are items on the held slot's list: the item before the cursor (type
+    // invariant of `KsmState`), and the one its link, or the list head, points at. An item on a
+    // list is valid, and is not freed before it leaves it, which it does only through the
+    // cursor (`free_at_cursor()`), so not during `'g` as a freed item waits in the graveyard.
+    unsafe {
+        let link = match ksm.item_prev {
+            None => CursorLink::Head(&list.first),
+            Some(p) => CursorLink::After(ItemRef::new(ksm, p)),
+        };
+        let next = NonNull::new(link.get().load(Relaxed)).map(|p| ItemRef::new(ksm, p));
+        Some((link, next))
+    }
 }
 
 /// The item at the cursor: the next one on the list, if any.
 pub(crate) fn cursor_item<'g>(ksm: &Ksm<'g>) -> Option<ItemRef<'g>> {
-    let p = NonNull::new(cursor_link(ksm)?.load(Relaxed))?;
-    // SAFETY: An item on a slot's list is not freed before it leaves it.
-    Some(unsafe { ItemRef::new(ksm, p) })
+    cursor_at(ksm)?.1
 }
 
 /// Moves the cursor past the item at the cursor.
@@ -772,11 +791,11 @@ pub(crate) fn cursor_step(ksm: &mut Ksm<'_>) {
 /// front of the item at the cursor (`alloc_rmap_item()`). May fail quietly under memory
 /// pressure; the scan just moves on.
 pub(crate) fn alloc_at_cursor<'g>(ksm: &mut Ksm<'g>, addr: usize) -> Option<ItemRef<'g>> {
-    let (Some(link), Some(slot)) = (cursor_link(ksm), held_slot(ksm)) else {
+    let (Some((link, _)), Some(slot)) = (cursor_at(ksm), held_slot(ksm)) else {
         kernel::warn_on!(true);
         return None;
     };
-    let mm = slot.mm();
+    let (link, mm) = (link.get(), slot.mm());
     // INVARIANT: Plain, on the list of `mm`'s slot, which holds an `mmgrab()` reference.
     let item = RmapItem {
         rmap_list: Atomic::new(link.load(Relaxed)),
@@ -808,10 +827,10 @@ fn account_rmap_item(ksm: &Ksm<'_>, mm: &Mm, n: isize) {
 /// of its tree (`remove_rmap_item_from_tree()`); if it is still in one, or holds an anon_vma
 /// reference, it is leaked with a warning instead, since a tree or list may still reach it.
 pub(crate) fn free_at_cursor(ksm: &mut Ksm<'_>) {
-    let (Some(link), Some(item)) = (cursor_link(ksm), cursor_item(ksm)) else {
+    let Some((link, Some(item))) = cursor_at(ksm) else {
         return;
     };
-    link.store(item.rmap_list.load(Relaxed), Relaxed);
+    link.get().store(item.rmap_list.load(Relaxed), Relaxed);
     // The mm slot's reference on the mm stops covering the item: take one for it, dropped
     // when the item is freed (never, if leaked).
     core::mem::forget(ARef::from(item.mm()));

@@ -26,7 +26,7 @@ use kernel::{
 ///
 /// Pages of large folios (THP) are compared where they are; the folio is split only when one
 /// of its pages is about to be merged, under the folio trylock, after the area was found
-/// still mergeable ([`try_to_merge_one_page`]), as in mm/ksm.c.
+/// still mergeable (`merge::try_to_merge_one_page()`), as in mm/ksm.c.
 pub(crate) struct PageRef {
     /// The folio, referenced.
     pub(crate) folio: ARef<Folio>,

@@ -742,10 +742,39 @@ enum PteState {
 /// What [`MappedPte::replace`] maps instead of the folio.
 #[derive(Clone, Copy)]
 pub enum Replacement<'a> {
-    /// The first page of a KSM folio of one page.
-    Ksm(&'a Folio),
+    /// The first page of a KSM folio of one page, which the new mapping will be recorded on.
+    Ksm(KsmMapping<'a>),
     /// The shared zero page, with a dirty bit telling that KSM put it there (`is_ksm_zero()`).
     KsmZero,
+}
+
+/// A KSM folio of one page to map instead of another page, with the promise that the new
+/// mapping is recorded where the folio's reverse map walk (`rmap_walk_ksm()`) finds it.
+///
+/// A mapping of a KSM folio that its reverse map does not know of cannot be undone by reclaim,
+/// migration, memory failure or memory offlining: the page could go offline while mapped.
+///
+/// # Invariants
+///
+/// Whoever made it promised to record a mapping made with it on the folio's stable node right
+/// after [`MappedPte::replace`] (as `stable_tree_append()`), or to undo the mapping
+/// (`break_cow()`).
+#[derive(Clone, Copy)]
+pub struct KsmMapping<'a>(&'a Folio);
+
+impl<'a> KsmMapping<'a> {
+    /// The promise for a mapping of `folio`.
+    ///
+    /// # Safety
+    ///
+    /// A mapping made with it must be recorded on the folio's stable node right after
+    /// [`MappedPte::replace`] (as `stable_tree_append()`), or undone (`break_cow()`), as
+    /// mm/ksm.c does.
+    #[inline]
+    pub unsafe fn new(folio: &'a Folio) -> Self {
+        // INVARIANT: As the caller guarantees.
+        Self(folio)
+    }
 }
 
 impl<'a> MappedPte<'a> {
@@ -942,7 +971,7 @@ impl<'a> MappedPte<'a> {
             return Err(EINVAL);
         }
         let new = match with {
-            Replacement::Ksm(k) => {
+            Replacement::Ksm(KsmMapping(k)) => {
                 // `PageAnonExclusive()` is only defined for anonymous pages: test it last.
                 let exclusive = || {
                     // SAFETY: Reads a flag of a valid page, which is KSM so anonymous; C
