@@ -28,13 +28,25 @@ use kernel::{
     sync::{aref::ARef, atomic::Relaxed},
 };
 
-/// Write-protects the PTE mapping `folio` in `vma` and checks that no one else is using the
-/// page; returns the resulting PTE (`write_protect_page()`).
-fn write_protect_page(vma: &VmaRef, folio: &FolioLockGuard<'_>) -> Option<Pte> {
+/// Write-protects the PTE mapping `folio` in `vma` at `addr` and checks that no one else is
+/// using the page; returns the resulting PTE (`write_protect_page()`).
+///
+/// Unlike C, refuses a folio that `vma` maps at another address than `addr`, the address of
+/// the rmap_item being merged: ksmd found the page there with the mmap lock held, but has
+/// dropped it since, and `mremap()` may have moved the page meanwhile, and grown an area of
+/// the same anon_vma over `addr` (move the page below `addr`, then grow it in place). C then
+/// merges the page where it is now and records `addr` and its index for the reverse map,
+/// which looks at `addr` and never finds the mapping: reclaim, migration, memory failure and
+/// offlining cannot unmap the KSM page until ksmd has scanned the mm again. Under the folio
+/// lock and the mmap read lock the address cannot change any more: the check holds until the
+/// PTE is replaced.
+fn write_protect_page(vma: &VmaRef, folio: &FolioLockGuard<'_>, addr: usize) -> Option<Pte> {
     if folio.is_large() {
         return None;
     }
-    let addr = pgtable::folio_address_in_vma(folio, vma)?;
+    if pgtable::folio_address_in_vma(folio, vma)? != addr {
+        return None;
+    }
     pgtable::with_mmu_notifier_clear(vma, addr, addr + PAGE_SIZE, |inv| {
         let mut m = MappedPte::find(inv, folio, vma)?;
         let entry = m.get();
@@ -126,7 +138,7 @@ fn try_to_merge_one_page(
     let Some(g) = folio.try_lock() else {
         return Err(EFAULT);
     };
-    let Some(orig) = write_protect_page(vma, &g) else {
+    let Some(orig) = write_protect_page(vma, &g, addr) else {
         return Err(EFAULT);
     };
     let ok = match kpage {
@@ -148,9 +160,12 @@ fn try_to_merge_one_page(
                 && replace_page(vma, &g, folio, Replacement::KsmZero, orig)
         }
         KPage::Ksm(k) => {
-            // SAFETY: `KPage::Ksm` comes from `try_to_merge_with_ksm_page()` only, whose callers
-            // in `cmp_and_merge_page()` list the item on the KSM folio's stable node once the
-            // merge succeeded, or break the COW again.
+            // SAFETY: `KPage::Ksm` comes from `try_to_merge_with_ksm_page()` only, which tries
+            // to break the COW again if the item cannot take the anon_vma, and whose callers in
+            // `cmp_and_merge_page()` list the item on the KSM folio's stable node once the
+            // merge succeeded, or try to break the COW again (best effort, as C's break_cow()).
+            // The item records `addr`, where write_protect_page() found the page mapped, under
+            // the locks we still hold.
             let k_map = unsafe { KsmMapping::new(k) };
             g.cmp_page_contents(0, k, 0) == core::cmp::Ordering::Equal
                 && replace_page(vma, &g, folio, Replacement::Ksm(k_map), orig)
@@ -204,7 +219,14 @@ fn try_to_merge_with_ksm_page<'g>(
         remove_rmap_item_from_tree(ksm, item);
         // Take the anon_vma and the page index while the mmap lock is held; if anything
         // keeps the item from the stable tree, break_cow() drops the reference again.
-        item.set_rmap(vma)
+        if let Err(e) = item.set_rmap(vma) {
+            // Cannot happen (set_rmap() warns): C has no failure here. The page is merged,
+            // but without the anon_vma the item cannot be listed, and the caller would leave
+            // a KSM mapping the reverse map never finds: undo it while the area is known.
+            let _ = break_ksm(vma, addr, addr + PAGE_SIZE);
+            return Err(e);
+        }
+        Ok(())
     })
     .unwrap_or(Err(EFAULT));
     // As in C, the page, or the KSM page it was merged with, and the outcome.

@@ -1139,8 +1139,10 @@ impl<'g> NodeRef<'g> {
         // SAFETY: The `kpfn` of a plain node or dup (not a chain's, refused above) was the pfn
         // of a folio when the node was made or its page migrated (`alloc()`, `migrate_folio()`).
         // Its `struct page` stays in the memory map while the thread mutex is held, as it is for
-        // `'g`: memory goes offline only while the mutex is not held (`crate::lock_ksm()` waits
-        // for that), and the nodes of offlined memory are removed before it ends (`hotremove`).
+        // `'g`: offlining poisons the memory map of a range (`remove_pfn_range_from_zone()`) and
+        // hot-remove frees it only after the `MEM_OFFLINE` notifier, which takes the mutex and
+        // removes the nodes of that range (`hotremove`). This does not rest on the offlining
+        // wait of `crate::lock_ksm()`: any holder of the mutex keeps the pages of its nodes.
         Some((kpfn, unsafe { UnrefFolio::from_pfn(kpfn) }))
     }
 

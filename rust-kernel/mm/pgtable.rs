@@ -740,7 +740,6 @@ enum PteState {
 }
 
 /// What [`MappedPte::replace`] maps instead of the folio.
-#[derive(Clone, Copy)]
 pub enum Replacement<'a> {
     /// The first page of a KSM folio of one page, which the new mapping will be recorded on.
     Ksm(KsmMapping<'a>),
@@ -752,14 +751,15 @@ pub enum Replacement<'a> {
 /// mapping is recorded where the folio's reverse map walk (`rmap_walk_ksm()`) finds it.
 ///
 /// A mapping of a KSM folio that its reverse map does not know of cannot be undone by reclaim,
-/// migration, memory failure or memory offlining: the page could go offline while mapped.
+/// migration, memory failure or memory offlining (which keeps retrying), until KSM records it
+/// when it next scans the mm.
 ///
 /// # Invariants
 ///
-/// Whoever made it promised to record a mapping made with it on the folio's stable node right
-/// after [`MappedPte::replace`] (as `stable_tree_append()`), or to undo the mapping
-/// (`break_cow()`).
-#[derive(Clone, Copy)]
+/// Whoever made it promised to record a mapping made with it on the folio's stable node, at
+/// its address, right after [`MappedPte::replace`] (as `stable_tree_append()`), or to try to
+/// undo the mapping (`break_cow()`: as in C, the undo can fail for lack of memory, and the
+/// mapping is then recorded on the next scan). Not `Copy`: one promise covers one mapping.
 pub struct KsmMapping<'a>(&'a Folio);
 
 impl<'a> KsmMapping<'a> {
@@ -767,9 +767,9 @@ impl<'a> KsmMapping<'a> {
     ///
     /// # Safety
     ///
-    /// A mapping made with it must be recorded on the folio's stable node right after
-    /// [`MappedPte::replace`] (as `stable_tree_append()`), or undone (`break_cow()`), as
-    /// mm/ksm.c does.
+    /// A mapping made with it must be recorded on the folio's stable node, at the address
+    /// where it is made, right after [`MappedPte::replace`] (as `stable_tree_append()`), or
+    /// its undo tried (`break_cow()`), as mm/ksm.c does.
     #[inline]
     pub unsafe fn new(folio: &'a Folio) -> Self {
         // INVARIANT: As the caller guarantees.

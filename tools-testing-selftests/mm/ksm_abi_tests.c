@@ -14,6 +14,9 @@
  *  - KSM zero pages moved by UFFDIO_MOVE, or replaced by device pages
  *    through migrate_vma (skipped without the HMM test driver), are
  *    uncounted;
+ *  - a page that UFFDIO_MOVE moves back and forth while ksmd merges it is
+ *    merged where the reverse map looks for it: the KSM page migrates
+ *    (skipped without UFFD_FEATURE_MOVE or a second NUMA node);
  *  - MTE (arm64): a page of zeroes with non-zero tags is merged neither
  *    with the zero page nor with its copies, and keeps its tags;
  *  - checksum collisions: pages whose checksums (xxhash or crc32c) collide
@@ -1206,6 +1209,186 @@ out:
 	snprintf(old, sizeof(old), "%ld", old_zero);
 	ksm_write("use_zero_pages", old);
 	ksft_test_result(!err, "UFFDIO_MOVE of KSM zero pages uncounts them%s%s\n",
+			 err ? ": " : "", err ? err : "");
+}
+
+/*
+ * ksmd finds a page at an address with the mmap lock held, drops the lock
+ * to search the trees, and takes it again to merge. UFFDIO_MOVE moves an
+ * exclusive anonymous page within its area with neither the mmap write lock
+ * nor anything ksmd holds in that window. Before "mm/ksm: merge a page only
+ * at the address its rmap_item records", ksmd merged the page where the move
+ * had put it but recorded the address where it had found it: rmap_walk_ksm()
+ * looked there and missed the mapping, so the KSM page could not migrate
+ * (nor be reclaimed or unmapped on memory failure) until ksmd scanned the
+ * page again.
+ *
+ * Page P, of the same content as a KSM page K, moves between the first and
+ * a middle page of an area of unique pages until the merge makes the move
+ * fail (-EBUSY); ksmd is stopped at once, before it scans the page again
+ * (the fillers between the two places, scanned in small batches, hold it
+ * off), and K must then migrate to the other NUMA node. KSM pages that
+ * differ from P in their last byte only make ksmd's search for P, the
+ * window, long. The race is not hit every round: up to MOVE_ROUNDS rounds,
+ * stopping at the first failure; after MOVE_FAST moves in a round, P moves
+ * slowly, so that an implementation that refuses to merge a moving page
+ * merges it soon.
+ */
+#define MOVE_FILL 512
+#define MOVE_NEAR 32
+#define MOVE_ROUNDS 48
+#define MOVE_FAST 20000
+
+static int page_node(char *p)
+{
+	void *pages[1] = { p };
+	int status = -1;
+
+	if (syscall(__NR_move_pages, 0, 1, pages, NULL, &status, 0))
+		return -1;
+	return status;
+}
+
+/* Migrates the page at p to the other node; whether it got there. */
+static bool page_migrates(char *p)
+{
+	int i, from = page_node(p), to = !from, status;
+	void *pages[1] = { p };
+
+	if (from < 0)
+		return false;
+	for (i = 0; i < 5; i++) {
+		/* MPOL_MF_MOVE_ALL: K is mapped three times. */
+		syscall(__NR_move_pages, 0, 1, pages, &to, &status, 1 << 2);
+		if (page_node(p) == to)
+			return true;
+		usleep(20000);
+	}
+	ksft_print_msg("page stays on node %d: status %d\n", page_node(p), status);
+	return false;
+}
+
+static int uffd_move(int uffd, char *dst, char *src)
+{
+	struct uffdio_move move = { .dst = (unsigned long)dst, .src = (unsigned long)src,
+				    .len = pagesize };
+
+	return ioctl(uffd, UFFDIO_MOVE, &move) ? errno : 0;
+}
+
+static void test_merge_racing_uffd_move(void)
+{
+	const size_t n = MOVE_FILL * 2 + 2, len = n * pagesize, nk = 2 + 2 * MOVE_NEAR;
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
+	char *map, *k, *pos, *other, old_scan[32];
+	unsigned int round, moves = 0;
+	const char *err = NULL;
+	struct timespec t0, t;
+	size_t i;
+	int uffd;
+
+	if (access("/sys/devices/system/node/node1", F_OK)) {
+		ksft_test_result_skip("merge racing UFFDIO_MOVE: need 2 NUMA nodes\n");
+		return;
+	}
+	uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) || !(api.features & UFFD_FEATURE_MOVE)) {
+		if (uffd >= 0)
+			close(uffd);
+		ksft_test_result_skip("merge racing UFFDIO_MOVE: no UFFD_FEATURE_MOVE\n");
+		return;
+	}
+	k = mmap(NULL, nk * pagesize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (k == MAP_FAILED || map == MAP_FAILED)
+		ksft_exit_fail_msg("mmap failed\n");
+	/* Small pages only: a THP would fill the empty page, and moves split THPs. */
+	madvise(map, len, MADV_NOHUGEPAGE);
+	madvise(k, nk * pagesize, MADV_NOHUGEPAGE);
+	ksm_read("pages_to_scan", old_scan, sizeof(old_scan));
+	/*
+	 * Everything is populated before the area is registered: a missing
+	 * fault there would wait for a userfaultfd reader nobody runs. P at
+	 * page 0, unique fillers, page MOVE_FILL + 1 left empty for P.
+	 */
+	fill(map, 0, 0x5a);
+	for (i = 1; i < n; i++) {
+		if (i == MOVE_FILL + 1)
+			continue;
+		fill(map, i, 0);
+		*(unsigned long *)(map + i * pagesize) = 0x4b534d0000UL + i;
+	}
+	/* K: two pages of P's content, and pairs of near copies, merged first. */
+	for (i = 0; i < nk; i++) {
+		fill(k, i, 0x5a);
+		if (i >= 2)
+			k[(i + 1) * pagesize - 1] = (char)(i / 2);
+	}
+	ksm_write_or_die("run", "1");
+	if (madvise(k, nk * pagesize, MADV_MERGEABLE) || !wait_merged(nk)) {
+		err = "K and its near copies did not merge";
+		goto out;
+	}
+	ksm_write_or_die("run", "0");
+	if (uffd_register(uffd, map, len, true, false, false)) {
+		err = "UFFDIO_REGISTER failed";
+		goto out;
+	}
+	/* Small batches: ksmd stops soon after it is told to. */
+	ksm_write_or_die("pages_to_scan", "8");
+	pos = map;
+	other = map + (MOVE_FILL + 1) * pagesize;
+	for (round = 0; round < MOVE_ROUNDS && !err; round++) {
+		if (madvise(map, len, MADV_MERGEABLE)) {
+			err = "MADV_MERGEABLE failed";
+			break;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		ksm_write_or_die("run", "1");
+		for (i = 0;; i++) {
+			int e = uffd_move(uffd, other, pos);
+
+			if (!e) {
+				char *tmp = pos;
+
+				pos = other;
+				other = tmp;
+				moves++;
+			} else if (e == EBUSY) {
+				/* Merged (or at least no longer exclusive). */
+				break;
+			} else if (e != EAGAIN) {
+				ksft_print_msg("UFFDIO_MOVE: %s\n", strerror(e));
+				err = "UFFDIO_MOVE failed";
+				break;
+			}
+			if (i >= MOVE_FAST)
+				usleep(200);
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			if (t.tv_sec - t0.tv_sec > MERGE_TIMEOUT_SEC) {
+				err = "the moving page was not merged";
+				break;
+			}
+		}
+		ksm_write_or_die("run", "0");
+		if (!err && !page_migrates(pos))
+			err = "the merged page does not migrate: KSM recorded another address";
+		if (!err && (pos[0] != 0x5a || pos[pagesize - 1] != 0x5a))
+			err = "the page lost its content";
+		/* P becomes a private page again, for the next round. */
+		if (madvise(map, len, MADV_UNMERGEABLE) && !err)
+			err = "MADV_UNMERGEABLE failed";
+	}
+	ksft_print_msg("%u rounds, %u moves\n", round, moves);
+out:
+	ksm_write("pages_to_scan", old_scan);
+	close(uffd);
+	munmap(map, len);
+	munmap(k, nk * pagesize);
+	/* Drop the rmap_items now, with the counts of this mm the next tests start from. */
+	ksm_write_or_die("run", "2");
+	ksm_write_or_die("run", "0");
+	ksft_test_result(!err, "merge racing UFFDIO_MOVE: the KSM page migrates%s%s\n",
 			 err ? ": " : "", err ? err : "");
 }
 
@@ -2957,7 +3140,7 @@ int main(void)
 
 	plan = ARRAY_SIZE(files) + ARRAY_SIZE(bad_writes) + 2 + 3 + 1 + 2 + 2 +
 	       NR_TRACE_EVENTS + 2 + 3 + 2 + 3 + 7 + 4 + 2 + 2 + 1 +
-	       2 * (ARRAY_SIZE(collisions) - 1) + 2 + 1;
+	       2 * (ARRAY_SIZE(collisions) - 1) + 2 + 1 + 1;
 	ksft_set_plan(plan);
 
 	test_sysfs_files();
@@ -2971,6 +3154,7 @@ int main(void)
 	test_zero_pages_fork();
 	test_zero_pages_uffd_move();
 	test_zero_pages_migrate_vma();
+	test_merge_racing_uffd_move();
 	test_mte();
 	for (i = 0; i < ARRAY_SIZE(collisions); i++)
 		test_checksum_collision(&collisions[i]);
