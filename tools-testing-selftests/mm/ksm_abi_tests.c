@@ -1162,20 +1162,32 @@ static const char *zero_pages_uncounted(const char *map, size_t n, long global_b
  * KSM zero pages that UFFDIO_MOVE moves", move_zeropage_pte() cleared the
  * KSM zero PTEs without uncounting them, and both counts stayed up for good.
  */
+/* A userfaultfd that can move pages (UFFDIO_MOVE); -1 if the kernel has none. */
+static int uffd_move_open(void)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
+	int uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+
+	if (uffd < 0)
+		return -1;
+	if (ioctl(uffd, UFFDIO_API, &api) || !(api.features & UFFD_FEATURE_MOVE)) {
+		close(uffd);
+		return -1;
+	}
+	return uffd;
+}
+
 static void test_zero_pages_uffd_move(void)
 {
 	const size_t n = 32, len = n * pagesize;
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
 	struct uffdio_move move;
 	const char *err = NULL;
 	long old_zero, global;
 	char old[32], *src, *dst;
 	int uffd;
 
-	uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) || !(api.features & UFFD_FEATURE_MOVE)) {
-		if (uffd >= 0)
-			close(uffd);
+	uffd = uffd_move_open();
+	if (uffd < 0) {
 		ksft_test_result_skip("UFFDIO_MOVE of KSM zero pages: no UFFD_FEATURE_MOVE\n");
 		return;
 	}
@@ -1279,7 +1291,6 @@ static int uffd_move(int uffd, char *dst, char *src)
 static void test_merge_racing_uffd_move(void)
 {
 	const size_t n = MOVE_FILL * 2 + 2, len = n * pagesize, nk = 2 + 2 * MOVE_NEAR;
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
 	char *map, *k, *pos, *other, old_scan[32];
 	unsigned int round, moves = 0;
 	const char *err = NULL;
@@ -1291,10 +1302,8 @@ static void test_merge_racing_uffd_move(void)
 		ksft_test_result_skip("merge racing UFFDIO_MOVE: need 2 NUMA nodes\n");
 		return;
 	}
-	uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) || !(api.features & UFFD_FEATURE_MOVE)) {
-		if (uffd >= 0)
-			close(uffd);
+	uffd = uffd_move_open();
+	if (uffd < 0) {
 		ksft_test_result_skip("merge racing UFFDIO_MOVE: no UFFD_FEATURE_MOVE\n");
 		return;
 	}
