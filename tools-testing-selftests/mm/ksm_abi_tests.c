@@ -1155,13 +1155,6 @@ static const char *zero_pages_uncounted(const char *map, size_t n, long global_b
 	return NULL;
 }
 
-/*
- * UFFDIO_MOVE of KSM zero pages: at their destination they are plain zero
- * pages, no longer placed by KSM, so the ksm_zero_pages of this process and
- * the global one drop by their number. Before "mm/userfaultfd: uncount the
- * KSM zero pages that UFFDIO_MOVE moves", move_zeropage_pte() cleared the
- * KSM zero PTEs without uncounting them, and both counts stayed up for good.
- */
 /* A userfaultfd that can move pages (UFFDIO_MOVE); -1 if the kernel has none. */
 static int uffd_move_open(void)
 {
@@ -1177,6 +1170,13 @@ static int uffd_move_open(void)
 	return uffd;
 }
 
+/*
+ * UFFDIO_MOVE of KSM zero pages: at their destination they are plain zero
+ * pages, no longer placed by KSM, so the ksm_zero_pages of this process and
+ * the global one drop by their number. Before "mm/userfaultfd: uncount the
+ * KSM zero pages that UFFDIO_MOVE moves", move_zeropage_pte() cleared the
+ * KSM zero PTEs without uncounting them, and both counts stayed up for good.
+ */
 static void test_zero_pages_uffd_move(void)
 {
 	const size_t n = 32, len = n * pagesize;
@@ -1250,6 +1250,8 @@ out:
 #define MOVE_NEAR 32
 #define MOVE_ROUNDS 48
 #define MOVE_FAST 20000
+#define MPOL_MF_MOVE_ALL_ (1 << 2)
+#define KPF_KSM_ 21
 
 static int page_node(char *p)
 {
@@ -1261,23 +1263,46 @@ static int page_node(char *p)
 	return status;
 }
 
-/* Migrates the page at p to the other node; whether it got there. */
+/* Migrates the page at p to the other of nodes 0 and 1; whether it got there. */
 static bool page_migrates(char *p)
 {
-	int i, from = page_node(p), to = !from, status;
+	int i, from = page_node(p), to = !from, status = 0;
 	void *pages[1] = { p };
+	long ret = 0;
 
-	if (from < 0)
+	if (from < 0 || from > 1) {
+		ksft_print_msg("page on node %d\n", from);
 		return false;
+	}
 	for (i = 0; i < 5; i++) {
-		/* MPOL_MF_MOVE_ALL: K is mapped three times. */
-		syscall(__NR_move_pages, 0, 1, pages, &to, &status, 1 << 2);
+		/* MPOL_MF_MOVE_ALL: a KSM page is mapped more than once. */
+		ret = syscall(__NR_move_pages, 0, 1, pages, &to, &status, MPOL_MF_MOVE_ALL_);
 		if (page_node(p) == to)
 			return true;
 		usleep(20000);
 	}
-	ksft_print_msg("page stays on node %d: status %d\n", page_node(p), status);
+	ksft_print_msg("page stays on node %d: move_pages %ld (%s), status %d\n", page_node(p),
+		       ret, ret < 0 ? strerror(errno) : "ok", status);
 	return false;
+}
+
+/* Whether the page mapped at p is a KSM page (/proc/kpageflags). */
+static bool page_is_ksm(char *p)
+{
+	int pm = open("/proc/self/pagemap", O_RDONLY), kf = open("/proc/kpageflags", O_RDONLY);
+	uint64_t flags = 0;
+	unsigned long pfn;
+	bool ksm = false;
+
+	if (pm >= 0 && kf >= 0) {
+		pfn = pagemap_get_pfn(pm, p);
+		ksm = pfn != -1UL && !pageflags_get(pfn, kf, &flags) && (flags >> KPF_KSM_ & 1);
+	}
+	if (pm >= 0)
+		close(pm);
+	if (kf >= 0)
+		close(kf);
+	return ksm;
 }
 
 static int uffd_move(int uffd, char *dst, char *src)
@@ -1291,8 +1316,8 @@ static int uffd_move(int uffd, char *dst, char *src)
 static void test_merge_racing_uffd_move(void)
 {
 	const size_t n = MOVE_FILL * 2 + 2, len = n * pagesize, nk = 2 + 2 * MOVE_NEAR;
-	char *map, *k, *pos, *other, old_scan[32];
-	unsigned int round, moves = 0;
+	char *map, *k, *pos, *other, old_scan[32], old_smart[32];
+	unsigned int round, moves = 0, merged = 0;
 	const char *err = NULL;
 	struct timespec t0, t;
 	size_t i;
@@ -1307,14 +1332,22 @@ static void test_merge_racing_uffd_move(void)
 		ksft_test_result_skip("merge racing UFFDIO_MOVE: no UFFD_FEATURE_MOVE\n");
 		return;
 	}
+	/* K must be able to merge with P on either node. */
+	if (ksm_read_long("merge_across_nodes") != 1) {
+		close(uffd);
+		ksft_test_result_skip("merge racing UFFDIO_MOVE: merge_across_nodes is 0\n");
+		return;
+	}
 	k = mmap(NULL, nk * pagesize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (k == MAP_FAILED || map == MAP_FAILED)
 		ksft_exit_fail_msg("mmap failed\n");
 	/* Small pages only: a THP would fill the empty page, and moves split THPs. */
-	madvise(map, len, MADV_NOHUGEPAGE);
-	madvise(k, nk * pagesize, MADV_NOHUGEPAGE);
+	if ((madvise(map, len, MADV_NOHUGEPAGE) || madvise(k, nk * pagesize, MADV_NOHUGEPAGE)) &&
+	    errno != EINVAL)
+		ksft_exit_fail_msg("MADV_NOHUGEPAGE failed\n");
 	ksm_read("pages_to_scan", old_scan, sizeof(old_scan));
+	ksm_read("smart_scan", old_smart, sizeof(old_smart));
 	/*
 	 * Everything is populated before the area is registered: a missing
 	 * fault there would wait for a userfaultfd reader nobody runs. P at
@@ -1325,7 +1358,15 @@ static void test_merge_racing_uffd_move(void)
 		if (i == MOVE_FILL + 1)
 			continue;
 		fill(map, i, 0);
-		*(unsigned long *)(map + i * pagesize) = 0x4b534d0000UL + i;
+		*(unsigned long *)(map + i * pagesize) = 0x4b534d00UL + i;
+	}
+	/* Where the nodes cannot trade pages, a failed migration would prove nothing. */
+	if (!page_migrates(map + pagesize)) {
+		close(uffd);
+		munmap(map, len);
+		munmap(k, nk * pagesize);
+		ksft_test_result_skip("merge racing UFFDIO_MOVE: no migration between nodes\n");
+		return;
 	}
 	/* K: two pages of P's content, and pairs of near copies, merged first. */
 	for (i = 0; i < nk; i++) {
@@ -1343,8 +1384,13 @@ static void test_merge_racing_uffd_move(void)
 		err = "UFFDIO_REGISTER failed";
 		goto out;
 	}
-	/* Small batches: ksmd stops soon after it is told to. */
+	/*
+	 * Small batches: ksmd stops soon after it is told to. No smart scan:
+	 * it would skip the fillers, which then no longer hold ksmd off.
+	 */
 	ksm_write_or_die("pages_to_scan", "8");
+	if (old_smart[0])
+		ksm_write_or_die("smart_scan", "0");
 	pos = map;
 	other = map + (MOVE_FILL + 1) * pagesize;
 	for (round = 0; round < MOVE_ROUNDS && !err; round++) {
@@ -1380,6 +1426,9 @@ static void test_merge_racing_uffd_move(void)
 			}
 		}
 		ksm_write_or_die("run", "0");
+		/* -EBUSY also when a merge failed after write protection. */
+		if (!err && page_is_ksm(pos))
+			merged++;
 		if (!err && !page_migrates(pos))
 			err = "the merged page does not migrate: KSM recorded another address";
 		if (!err && (pos[0] != 0x5a || pos[pagesize - 1] != 0x5a))
@@ -1388,9 +1437,13 @@ static void test_merge_racing_uffd_move(void)
 		if (madvise(map, len, MADV_UNMERGEABLE) && !err)
 			err = "MADV_UNMERGEABLE failed";
 	}
-	ksft_print_msg("%u rounds, %u moves\n", round, moves);
+	ksft_print_msg("%u rounds, %u merged, %u moves\n", round, merged, moves);
+	if (!err && !merged)
+		err = "the moving page was never merged";
 out:
 	ksm_write("pages_to_scan", old_scan);
+	if (old_smart[0])
+		ksm_write("smart_scan", old_smart);
 	close(uffd);
 	munmap(map, len);
 	munmap(k, nk * pagesize);
