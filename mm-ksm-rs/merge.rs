@@ -31,15 +31,16 @@ use kernel::{
 /// Write-protects the PTE mapping `folio` in `vma` at `addr` and checks that no one else is
 /// using the page; returns the resulting PTE (`write_protect_page()`).
 ///
-/// Unlike C, refuses a folio that `vma` maps at another address than `addr`, the address of
-/// the rmap_item being merged: ksmd found the page there with the mmap lock held, but has
-/// dropped it since, and `mremap()` may have moved the page meanwhile, and grown an area of
-/// the same anon_vma over `addr` (move the page below `addr`, then grow it in place). C then
-/// merges the page where it is now and records `addr` and its index for the reverse map,
-/// which looks at `addr` and never finds the mapping: reclaim, migration, memory failure and
-/// offlining cannot unmap the KSM page until ksmd has scanned the mm again. Under the folio
-/// lock and the mmap read lock the address cannot change any more: the check holds until the
-/// PTE is replaced.
+/// Refuses a folio that `vma` maps at another address than `addr`, the address of the
+/// rmap_item being merged: ksmd found the page there with the mmap lock held, but has dropped
+/// it since, and `UFFDIO_MOVE` may have moved the page within the area meanwhile, or
+/// `mremap()` moved it below `addr` and grown the moved area in place over `addr`. Merged
+/// where it is now, the page would be recorded at `addr` for the reverse map, which looks
+/// there and never finds the mapping: reclaim, migration, memory failure and offlining could
+/// not unmap the KSM page until ksmd scanned the mm again (mm/ksm.c did that until it got
+/// the same check). Under the folio lock (`UFFDIO_MOVE` takes it) and the mmap read lock
+/// (`mremap()` takes it for writing) the address cannot change any more: the check holds
+/// until the PTE is replaced.
 fn write_protect_page(vma: &VmaRef, folio: &FolioLockGuard<'_>, addr: usize) -> Option<Pte> {
     if folio.is_large() {
         return None;
